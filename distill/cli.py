@@ -1,0 +1,128 @@
+"""The `distill` command line (DESIGN.md, "The command line": the names are a contract).
+
+Only commands that are built are here; the stages of later issues join as they are finished.
+A user's mistake prints one line on stderr and exits with status 2; an interrupted run says how to
+resume.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from distill import __version__
+from distill.errors import UserError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+app = typer.Typer(
+    name="distill",
+    help=(
+        "Turn a strong reasoning teacher into small students, the DeepSeek-R1 way.\n\n"
+        "Every stage reads dataset directories (Parquet shards + _manifest.json) and writes one; "
+        "rerunning a command on the same --out resumes it.\n\n"
+        "Example:\n\n"
+        "  distill run pipelines/demo.yaml\n\n"
+        "  distill inspect runs/demo/filter"
+    ),
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+
+
+def user_errors(fn: F) -> F:
+    """One line and exit 2 for a user's mistake; exit 130 with a resume hint on Ctrl-C."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            print("interrupted; run the same command again to resume where it stopped", file=sys.stderr)
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"distill {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    pass
+
+
+@app.command()
+@user_errors
+def run(
+    pipeline: Annotated[Path, typer.Argument(help="The pipeline YAML (see pipelines/).")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Run directory; default: the YAML's `out`, else runs/<name>.")
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Discard existing step outputs and start afresh.")
+    ] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", min=1, help="Processes per step; default: the step's, else all cores."),
+    ] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
+) -> None:
+    """Run a whole pipeline's steps in order; finished steps are skipped, a cut-short one resumes.
+
+    Each step writes `<run dir>/<step name>/`. A step whose config or inputs changed since its output
+    was written stops the run (exit 2) unless `--overwrite` is given.
+
+    Example:
+
+      distill run pipelines/demo.yaml --out runs/demo
+    """
+    from distill import pipeline as pipeline_mod
+
+    pipeline_mod.run(pipeline, out, overwrite=overwrite, workers=workers, show_progress=progress)
+
+
+@app.command()
+@user_errors
+def inspect(
+    directory: Annotated[Path, typer.Argument(help="A dataset directory (any stage's --out).")],
+    rows: Annotated[int, typer.Option("--rows", min=0, help="How many rows to show.")] = 3,
+    verify: Annotated[
+        bool, typer.Option("--verify", help="Check every shard's size and SHA-256 against the manifest.")
+    ] = False,
+) -> None:
+    """Show a dataset directory: stage, schema, row count, rejects and the funnel by `reject_reason`.
+
+    Example:
+
+      distill inspect runs/demo/filter --rows 5 --verify
+    """
+    from distill.inspect import inspect_dir
+
+    if inspect_dir(directory, rows=rows, verify=verify):
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

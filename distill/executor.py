@@ -1,0 +1,305 @@
+"""The local executor: a stage's pure batch function over planned input chunks, in a process pool.
+
+The unit of work is one chunk of input rows -> one output shard (DESIGN.md, "Stage code"). A worker
+reads its chunk itself, applies the batch function and writes the shard under a temporary name; the
+parent only records finished shards in the manifest. So the parent's memory does not grow with the
+data, the output is in input order (shard k holds chunk k), and a rerun redoes only the shards the
+manifest does not list. The same task function is what the distributed executor will ship to Ray.
+
+A batch function is `fn(batch: pyarrow.RecordBatch, **options) -> pyarrow.RecordBatch | pyarrow.Table`.
+If it raises on a batch, the batch is retried row by row and only the rows that raise become rejects
+(`stage_error`): one odd row never costs a whole run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import json
+import multiprocessing as mp
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from distill import inputs as inputs_mod
+from distill.errors import UserError
+from distill.progress import StageProgress, summary_line
+from distill.records import Record, conform_table, get_record
+from distill.store import DatasetWriter, Manifest, ShardWriter
+
+BatchFunction = Callable[..., pa.RecordBatch | pa.Table]
+
+
+@dataclass(frozen=True)
+class MapStage:
+    """A stage made of one pure batch function and its options."""
+
+    name: str
+    function: str  # "package.module:callable" or "path/to/file.py:callable"
+    options: dict[str, Any] = field(default_factory=dict)
+    input_record: str | None = None  # rows are conformed to this record before the function sees them
+    output_record: str | None = None  # the function's output is conformed to this record
+    batch_size: int = 1024
+
+    def config(self, rows_per_shard: int) -> dict[str, Any]:
+        """What the output depends on, beside the inputs: its fingerprint decides resume vs refuse."""
+        return {
+            "function": self.function,
+            "function_sha256": function_fingerprint(self.function),
+            "options": self.options,
+            "input_record": self.input_record,
+            "output_record": self.output_record,
+            "batch_size": self.batch_size,
+            "rows_per_shard": rows_per_shard,
+        }
+
+
+# --- loading batch functions ------------------------------------------------------------------------
+
+
+def _split_spec(spec: str) -> tuple[str, str]:
+    module, sep, attr = spec.rpartition(":")
+    if not sep or not module or not attr:
+        raise UserError(
+            f"function {spec!r}: write it as 'package.module:callable' or 'path/to/file.py:callable'"
+        )
+    return module, attr
+
+
+@cache
+def load_function(spec: str) -> BatchFunction:
+    module_name, attr = _split_spec(spec)
+    try:
+        if module_name.endswith(".py"):
+            path = Path(module_name).resolve()
+            if not path.exists():
+                raise UserError(f"function {spec!r}: no such file {module_name}")
+            mod_id = "distill_user_" + hashlib.sha256(str(path).encode()).hexdigest()[:12]
+            module_spec = importlib.util.spec_from_file_location(mod_id, path)
+            assert module_spec is not None and module_spec.loader is not None
+            module = importlib.util.module_from_spec(module_spec)
+            sys.modules[mod_id] = module
+            module_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        raise UserError(f"function {spec!r}: cannot import {e.name!r}; check the module path") from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise UserError(f"function {spec!r}: {module_name} has no callable named {attr!r}")
+    return fn
+
+
+def function_fingerprint(spec: str) -> str:
+    """SHA-256 of the source file that defines the function: editing it invalidates old output."""
+    fn = load_function(spec)
+    try:
+        source = inspect.getsourcefile(fn)
+    except TypeError:
+        source = None
+    if source is None:
+        return "unknown"
+    with open(source, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+# --- one shard --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    stage: MapStage
+    chunk: inputs_mod.Chunk
+    file_index: int
+    index: int
+    out: str
+
+
+def run_shard(task: ShardTask) -> dict[str, Any]:
+    """Read one chunk, apply the batch function, write and commit the shard; return its manifest entry."""
+    started = time.perf_counter()
+    stage = task.stage
+    fn = load_function(stage.function)
+    in_record = get_record(stage.input_record) if stage.input_record else None
+    out_record = get_record(stage.output_record) if stage.output_record else None
+    writer = ShardWriter(Path(task.out), task.index, out_record.schema if out_record else None)
+    path = task.chunk.file.path
+    rows_in = 0
+    try:
+        for batch in inputs_mod.read_chunk(task.chunk, in_record, stage.batch_size):
+            rows_in += batch.table.num_rows + len(batch.rejects)
+            for r in batch.rejects:
+                writer.reject(path, r.row, r.error, r.raw)
+            if batch.table.num_rows == 0:
+                continue
+            out = _apply(fn, stage, batch, writer, path)
+            if out is not None and out.num_rows:
+                writer.write(_conform_output(out, out_record, stage, writer, path))
+        entry = writer.commit(
+            rows_in=rows_in,
+            input=task.chunk.describe(task.file_index),
+            seconds=round(time.perf_counter() - started, 3),
+        )
+    except BaseException:
+        writer.abort()
+        raise
+    return entry
+
+
+def _apply(
+    fn: BatchFunction, stage: MapStage, inp: inputs_mod.Batch, writer: ShardWriter, path: str
+) -> pa.Table | None:
+    batch = inp.table.combine_chunks().to_batches()[0]
+    try:
+        return _as_table(fn(batch, **stage.options), stage)
+    except UserError:
+        raise
+    except Exception:
+        pass
+    # Find the rows that raise, one at a time; the others go through.
+    parts: list[pa.Table] = []
+    for i in range(batch.num_rows):
+        row = batch.slice(i, 1)
+        try:
+            parts.append(_as_table(fn(row, **stage.options), stage))
+        except UserError:
+            raise
+        except Exception as e:
+            writer.reject(path, inp.rows[i], f"stage_error: {type(e).__name__}: {e}", _json_row(row))
+    parts = [p for p in parts if p.num_rows]
+    return pa.concat_tables(parts, promote_options="permissive") if parts else None
+
+
+def _json_row(row: pa.RecordBatch) -> str:
+    return json.dumps(row.to_pylist()[0], ensure_ascii=False, default=str)
+
+
+def _as_table(out: Any, stage: MapStage) -> pa.Table:
+    if isinstance(out, pa.RecordBatch):
+        return pa.Table.from_batches([out])
+    if isinstance(out, pa.Table):
+        return out
+    raise UserError(
+        f"stage {stage.name!r}: {stage.function} returned {type(out).__name__}; "
+        "a batch function must return a pyarrow.RecordBatch or Table"
+    )
+
+
+def _conform_output(
+    out: pa.Table, record: Record | None, stage: MapStage, writer: ShardWriter, path: str
+) -> pa.Table:
+    if record is None:
+        return out
+    good, errors = conform_table(out, record, f"stage {stage.name!r} output", stage.name)
+    for i, err in errors:
+        writer.reject(path, -1, f"bad_output: {err}", _json_row(out.slice(i, 1).to_batches()[0]))
+    return good
+
+
+# --- the whole stage --------------------------------------------------------------------------------
+
+
+@dataclass
+class StageResult:
+    manifest: Manifest
+    skipped: bool  # the output was already complete with the same fingerprints
+    seconds: float
+    redone: list[str]
+
+
+def run_map_stage(
+    stage: MapStage,
+    input_specs: list[str],
+    out: Path,
+    *,
+    workers: int | None = None,
+    overwrite: bool = False,
+    rows_per_shard: int = 10_000,
+    show_progress: bool = True,
+) -> StageResult:
+    started = time.perf_counter()
+    if rows_per_shard < 1:
+        raise UserError(f"rows_per_shard is {rows_per_shard}; it must be at least 1")
+    load_function(stage.function)  # a bad function spec fails before anything is read
+    files = inputs_mod.resolve(input_specs, rows_per_shard)
+    in_record = get_record(stage.input_record) if stage.input_record else None
+    inputs_mod.check_columns(files, in_record)
+    chunks = inputs_mod.plan(files, rows_per_shard)
+    out_record = get_record(stage.output_record) if stage.output_record else None
+
+    with DatasetWriter(
+        out,
+        stage=stage.name,
+        record=out_record.name if out_record else None,
+        schema_version=out_record.version if out_record else None,
+        config=stage.config(rows_per_shard),
+        inputs=[f.describe() for f in files],
+        overwrite=overwrite,
+    ) as ds:
+        opened = ds.open()
+        if opened.manifest.complete:
+            return StageResult(opened.manifest, True, time.perf_counter() - started, opened.redone)
+        ds.set_plan(len(chunks))
+        file_index = {f.path: i for i, f in enumerate(files)}
+        todo = [
+            ShardTask(stage, c, file_index[c.file.path], k, str(out))
+            for k, c in enumerate(chunks)
+            if k not in opened.done
+        ]
+        total_rows = sum(c.stop - c.start for c in chunks)
+        done_rows = sum(s.get("rows_in", 0) for s in opened.manifest.shards.values())
+        with StageProgress(stage.name, total_rows, done_rows, enabled=show_progress) as progress:
+            for entry in _execute(todo, workers or os.cpu_count() or 1):
+                ds.record_shard(entry)
+                progress.advance(entry["rows_in"], Counter(entry.get("rejects", {}).get("codes", {})))
+        manifest = ds.finish({"seconds": round(time.perf_counter() - started, 3)})
+    return StageResult(manifest, False, time.perf_counter() - started, opened.redone)
+
+
+def _execute(tasks: list[ShardTask], workers: int):
+    """Yield each task's manifest entry as it finishes, at most 2 tasks per worker in flight."""
+    if workers <= 1 or len(tasks) <= 1:
+        for t in tasks:
+            yield run_shard(t)
+        return
+    # forkserver: workers start from a clean process, not a fork of a parent that runs a progress
+    # thread (forking a threaded process can deadlock the child on a lock held at fork time).
+    ctx = mp.get_context("forkserver")
+    pending: set[Future[dict[str, Any]]] = set()
+    queue = list(reversed(tasks))
+    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx) as pool:
+        try:
+            while queue or pending:
+                while queue and len(pending) < 2 * workers:
+                    pending.add(pool.submit(run_shard, queue.pop()))
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    yield fut.result()
+        except BrokenProcessPool:
+            raise RuntimeError(
+                "a worker process died (killed, or out of memory?); rerun the same command to resume"
+            ) from None
+        finally:
+            for fut in pending:
+                fut.cancel()
+
+
+def print_result(stage_name: str, result: StageResult, out: Path) -> None:
+    for line in result.redone:
+        print(f"  redo  {line}", file=sys.stderr)
+    print(
+        summary_line(stage_name, result.manifest, result.seconds, out, skipped=result.skipped),
+        file=sys.stderr,
+    )

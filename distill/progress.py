@@ -1,0 +1,80 @@
+"""Progress bars (rows/s, ETA) on stderr, and the one-line summary every stage ends with."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from pathlib import Path
+from types import TracebackType
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+from distill.store import Manifest, totals
+
+_console = Console(stderr=True)
+
+
+class RowsPerSecond(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.0f} rows/s" if speed else "– rows/s", style="progress.data.speed")
+
+
+class StageProgress:
+    """A bar of input rows done; rejected rows are counted beside it."""
+
+    def __init__(self, name: str, total: int, done: int = 0, enabled: bool = True) -> None:
+        self.name = name
+        self.rejected: Counter[str] = Counter()
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            RowsPerSecond(),
+            TextColumn("{task.fields[rejected]}"),
+            TimeRemainingColumn(),
+            console=_console,
+            disable=not enabled,
+            transient=True,
+        )
+        self._task = self._progress.add_task(name, total=total, completed=done, rejected="")
+
+    def __enter__(self) -> StageProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._progress.stop()
+
+    def advance(self, rows: int, rejected: Counter[str] | None = None) -> None:
+        if rejected:
+            self.rejected.update(rejected)
+        n = sum(self.rejected.values())
+        self._progress.update(self._task, advance=rows, rejected=f"{n:,} rejected" if n else "")
+
+
+def summary_line(name: str, manifest: Manifest, seconds: float, out: Path, *, skipped: bool = False) -> str:
+    """`filter: 10,000 rows in -> 9,800 out, 200 rejected (malformed_json 150, ...) in 3.2s -> DIR`"""
+    t = totals(manifest)
+    rejected = ""
+    if t["rejected"]:
+        by_code = ", ".join(f"{code} {n:,}" for code, n in t["rejects_by_code"].items())
+        rejected = f", {t['rejected']:,} rejected ({by_code})"
+    state = "already done, skipped" if skipped else f"in {seconds:.1f}s"
+    return f"{name}: {t['rows_in']:,} rows in -> {t['rows_out']:,} out{rejected} {state} -> {out}"
+
+
+def warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)

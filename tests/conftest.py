@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DISTILL = [sys.executable, "-m", "distill.cli"]
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 300):
+    """The real `distill` command in a subprocess."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [*DISTILL, *args], capture_output=True, text=True, env=full_env, cwd=cwd or REPO, timeout=timeout
+    )
+
+
+def write_jsonl(path: Path, rows: list[object]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write((r if isinstance(r, str) else json.dumps(r)) + "\n")
+    return path
+
+
+def read_rows(root: Path) -> list[dict]:
+    """Every row of a dataset directory, in shard order (the manifest's order)."""
+    manifest = json.loads((root / "_manifest.json").read_text())
+    rows: list[dict] = []
+    for shard in manifest["shards"]:
+        rows.extend(pq.read_table(root / shard["file"]).to_pylist())
+    return rows
+
+
+def read_rejects(root: Path) -> list[dict]:
+    manifest = json.loads((root / "_manifest.json").read_text())
+    rows: list[dict] = []
+    for shard in manifest["shards"]:
+        if "rejects" in shard:
+            rows.extend(pq.read_table(root / shard["rejects"]["file"]).to_pylist())
+    return rows
+
+
+def prompts(n: int, start: int = 0) -> list[dict]:
+    return [
+        {"problem": f"Compute {i} + {i + 1}.", "answer": str(2 * i + 1), "domain": "math", "source": "t"}
+        for i in range(start, start + n)
+    ]
+
+
+@pytest.fixture
+def stage_fns(tmp_path: Path) -> Path:
+    """A user's batch-function file, as a pipeline step would name it."""
+    path = tmp_path / "fns.py"
+    path.write_text(
+        '''
+import os, time
+import pyarrow as pa
+import pyarrow.compute as pc
+
+def shout(batch, delay=0.0, fail_on=None):
+    """Upper-cases `problem`; sleeps `delay` per batch so a kill can land mid-stage."""
+    if delay:
+        time.sleep(delay)
+    problems = batch.column("problem").to_pylist()
+    if fail_on is not None and any(fail_on in p for p in problems):
+        raise ValueError(f"cannot handle {fail_on!r}")
+    t = pa.Table.from_batches([batch])
+    i = t.schema.get_field_index("problem")
+    return t.set_column(i, "problem", pc.utf8_upper(t.column("problem")))
+
+def wrong_return(batch):
+    return 42
+'''
+    )
+    return path

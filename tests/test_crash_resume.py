@@ -1,0 +1,203 @@
+"""A stage killed by SIGKILL at any point, then run again, ends with exactly the rows of a clean run."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from distill.store import DatasetReader
+from tests.conftest import REPO, prompts, read_rejects, read_rows, run_cli, write_jsonl
+
+N_ROWS = 600
+ROWS_PER_SHARD = 40  # 15 shards: enough commit steps for kills to land between them
+
+
+def _pipeline(tmp: Path, stage_fns: Path, inp: Path, delay: float, workers: int) -> Path:
+    path = tmp / "pipe.yaml"
+    path.write_text(
+        f"""
+name: crash
+steps:
+  - name: shout
+    function: {stage_fns}:shout
+    input: {inp}
+    input_record: prompt
+    output_record: prompt
+    rows_per_shard: {ROWS_PER_SHARD}
+    batch_size: 20
+    workers: {workers}
+    options: {{delay: {delay}}}
+"""
+    )
+    return path
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    rows: list[object] = prompts(N_ROWS)
+    rows[7] = "{not json"  # rejects must survive crashes exactly once, too
+    rows[300] = {"problem": None}
+    return write_jsonl(tmp_path / "in.jsonl", rows)
+
+
+def _clean_run(tmp_path: Path, stage_fns: Path, data: Path) -> tuple[list[dict], list[dict]]:
+    out = tmp_path / "clean"
+    r = run_cli("run", str(_pipeline(tmp_path, stage_fns, data, 0.0, 1)), "--out", str(out), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    return read_rows(out / "shout"), read_rejects(out / "shout")
+
+
+def _assert_same_as_clean(out: Path, clean: list[dict], clean_rejects: list[dict]) -> None:
+    rows = read_rows(out)
+    assert len(rows) == len(clean)
+    assert rows == clean  # same rows, same order: none lost, none duplicated
+    assert len({r["id"] for r in rows}) == len(rows)
+    assert read_rejects(out) == clean_rejects
+    assert DatasetReader(out).verify() == []  # every shard matches the manifest's size and SHA-256
+
+
+# Each step of the commit protocol (store.py), at an early and a later shard.
+CRASH_POINTS = [
+    "file_written:1",  # rejects file of shard 0 written, not renamed
+    "file_renamed:1",  # rejects file renamed, data shard not yet written
+    "file_written:2",  # data shard fsynced under its temporary name, not renamed
+    "file_renamed:2",  # data shard renamed, manifest does not list it yet
+    "manifest_written:3",  # new manifest written to its temporary name, not renamed
+    "manifest_renamed:3",  # manifest renamed: the shard is done
+    "file_renamed:9",
+    "manifest_written:8",
+]
+
+
+@pytest.mark.parametrize("point", CRASH_POINTS)
+def test_sigkill_at_each_commit_step_then_rerun_matches_clean_run(
+    tmp_path: Path, stage_fns: Path, data: Path, point: str
+) -> None:
+    clean, clean_rejects = _clean_run(tmp_path, stage_fns, data)
+    pipe = _pipeline(tmp_path, stage_fns, data, 0.0, 1)
+    out = tmp_path / "run"
+    r = run_cli("run", str(pipe), "--out", str(out), "--no-progress", env={"DISTILL_CRASH_AT": point})
+    assert r.returncode == -signal.SIGKILL, (r.returncode, r.stderr)
+    manifest = json.loads((out / "shout" / "_manifest.json").read_text())
+    assert not manifest["complete"]
+    r = run_cli("run", str(pipe), "--out", str(out), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    _assert_same_as_clean(out / "shout", clean, clean_rejects)
+
+
+def test_sigkill_at_random_times_with_two_workers(tmp_path: Path, stage_fns: Path, data: Path) -> None:
+    """Five kills at seeded random moments of a parallel run, each followed by a resume."""
+    clean, clean_rejects = _clean_run(tmp_path, stage_fns, data)
+    pipe = _pipeline(tmp_path, stage_fns, data, 0.3, 2)  # ~4.5 s of work on 2 workers
+    out = tmp_path / "run"
+    rng = random.Random(1234)
+    cmd = [sys.executable, "-m", "distill.cli", "run", str(pipe), "--out", str(out), "--no-progress"]
+    kills = 0
+    for _ in range(12):
+        # start_new_session: the kill takes the forkserver and its workers down with the parent
+        proc = subprocess.Popen(
+            cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+        )
+        time.sleep(rng.uniform(0.6, 1.6))  # start-up is ~0.5 s here: kills land mid-work
+        if proc.poll() is not None:
+            break
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        kills += 1
+        if kills == 5:
+            break
+    assert kills >= 5, "the stage finished before it could be killed five times; slow it down"
+    manifest = json.loads((out / "shout" / "_manifest.json").read_text())
+    assert not manifest["complete"]
+    r = run_cli("run", str(pipe), "--out", str(out), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    _assert_same_as_clean(out / "shout", clean, clean_rejects)
+
+
+def test_truncated_shard_is_detected_and_redone(tmp_path: Path, stage_fns: Path, data: Path) -> None:
+    clean, clean_rejects = _clean_run(tmp_path, stage_fns, data)
+    pipe = _pipeline(tmp_path, stage_fns, data, 0.0, 1)
+    out = tmp_path / "run"
+    assert (
+        run_cli(
+            "run",
+            str(pipe),
+            "--out",
+            str(out),
+            "--no-progress",
+            env={"DISTILL_CRASH_AT": "manifest_renamed:6"},
+        ).returncode
+        != 0
+    )
+    shard = out / "shout" / "part-00001.parquet"
+    shard.write_bytes(shard.read_bytes()[:-100])  # a torn write the manifest does not vouch for
+    r = run_cli("run", str(pipe), "--out", str(out), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert "part-00001.parquet" in r.stderr and "redo" in r.stderr
+    _assert_same_as_clean(out / "shout", clean, clean_rejects)
+
+
+def test_corrupt_shard_with_right_size_is_detected_by_checksum(
+    tmp_path: Path, stage_fns: Path, data: Path
+) -> None:
+    clean, clean_rejects = _clean_run(tmp_path, stage_fns, data)
+    pipe = _pipeline(tmp_path, stage_fns, data, 0.0, 1)
+    out = tmp_path / "run"
+    assert (
+        run_cli(
+            "run",
+            str(pipe),
+            "--out",
+            str(out),
+            "--no-progress",
+            env={"DISTILL_CRASH_AT": "manifest_renamed:6"},
+        ).returncode
+        != 0
+    )
+    shard = out / "shout" / "part-00002.parquet"
+    blob = bytearray(shard.read_bytes())
+    blob[100] ^= 0xFF
+    shard.write_bytes(bytes(blob))
+    r = run_cli("run", str(pipe), "--out", str(out), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert "checksum" in r.stderr
+    _assert_same_as_clean(out / "shout", clean, clean_rejects)
+
+
+def test_torn_manifest_is_not_trusted(tmp_path: Path, stage_fns: Path, data: Path) -> None:
+    clean, clean_rejects = _clean_run(tmp_path, stage_fns, data)
+    pipe = _pipeline(tmp_path, stage_fns, data, 0.0, 1)
+    out = tmp_path / "run"
+    assert (
+        run_cli(
+            "run",
+            str(pipe),
+            "--out",
+            str(out),
+            "--no-progress",
+            env={"DISTILL_CRASH_AT": "manifest_renamed:6"},
+        ).returncode
+        != 0
+    )
+    manifest = out / "shout" / "_manifest.json"
+    manifest.write_bytes(manifest.read_bytes()[: len(manifest.read_bytes()) // 2])
+    r = run_cli("run", str(pipe), "--out", str(out), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert "unreadable" in r.stderr
+    _assert_same_as_clean(out / "shout", clean, clean_rejects)
+
+
+def test_two_workers_write_the_same_rows_as_one(tmp_path: Path, stage_fns: Path, data: Path) -> None:
+    clean, clean_rejects = _clean_run(tmp_path, stage_fns, data)
+    out = tmp_path / "par"
+    r = run_cli("run", str(_pipeline(tmp_path, stage_fns, data, 0.0, 2)), "--out", str(out), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    _assert_same_as_clean(out / "shout", clean, clean_rejects)
