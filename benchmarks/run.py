@@ -1,0 +1,111 @@
+"""`make bench`: every benchmark, written to benchmarks/RESULTS.md with the machine, date and ratios.
+
+Each figure is shown beside its stated baseline (the issue's goal, and where there is one, the naive
+way of doing the same work) as a ratio, so a reader sees at once whether a goal is met.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow
+
+from benchmarks import store_bench
+
+HERE = Path(__file__).resolve().parent
+WORK = Path(os.environ.get("DISTILL_BENCH_DIR", ".bench"))
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM; {platform.system()} {platform.release()}; "
+        f"Python {platform.python_version()}, pyarrow {pyarrow.__version__}"
+    )
+
+
+def store_section() -> list[str]:
+    small = store_bench.run(100_000, WORK / "store-100k")
+    big = store_bench.run(1_000_000, WORK / "store-1m")
+    naive = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.store_bench",
+            "--phase",
+            "naive",
+            "--rows",
+            "100000",
+            "--dir",
+            str(WORK),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    import json
+
+    nv = json.loads(naive.stdout.strip().splitlines()[-1])
+    w, r = big["write"], big["read"]
+    lines = [
+        "## Store: write then stream-read trace rows of ~4 KB (issue 3)",
+        "",
+        "`python -m benchmarks.store_bench`: trace rows (~3.3 KB reasoning, ~0.4 KB content) written through",
+        "`DatasetWriter` (zstd Parquet shards of 50K rows, 64 MB row groups, manifest after each shard), then",
+        "read back with `DatasetReader.iter_batches`; one process per phase. MB/s counts the rows' Arrow bytes.",
+        "Baselines: the issue's goals, and a naive JSONL file written with `json.dumps` and read with",
+        "`json.loads` line by line (100K rows).",
+        "",
+        "| figure | 100K rows | 1M rows | goal | 1M / goal | naive JSONL | 1M / naive |",
+        "|---|---|---|---|---|---|---|",
+        f"| write MB/s | {small['write']['mb_s']:,.0f} | {w['mb_s']:,.0f} | ≥ 200 | {w['mb_s'] / 200:.2f}× "
+        f"| {nv['write_mb_s']:,.0f} | {w['mb_s'] / nv['write_mb_s']:.1f}× |",
+        f"| read MB/s | {small['read']['mb_s']:,.0f} | {r['mb_s']:,.0f} | ≥ 500 | {r['mb_s'] / 500:.2f}× "
+        f"| {nv['read_mb_s']:,.0f} | {r['mb_s'] / nv['read_mb_s']:.1f}× |",
+        f"| peak RSS MB, write | {small['write']['peak_rss_mb']:,.0f} | {w['peak_rss_mb']:,.0f} | < 1,024 "
+        f"| {w['peak_rss_mb'] / 1024:.2f}× | | |",
+        f"| peak RSS MB, read | {small['read']['peak_rss_mb']:,.0f} | {r['peak_rss_mb']:,.0f} | < 1,024 "
+        f"| {r['peak_rss_mb'] / 1024:.2f}× | | |",
+        f"| data MB (Arrow) / on disk MB | {small['write']['mb']:,.0f} / {small['write']['disk_mb']:,.0f} "
+        f"| {w['mb']:,.0f} / {w['disk_mb']:,.0f} | | | | |",
+        "",
+        f"RSS from 100K to 1M rows (10× the data): write ×{w['peak_rss_mb'] / small['write']['peak_rss_mb']:.2f}, "
+        f"read ×{r['peak_rss_mb'] / small['read']['peak_rss_mb']:.2f}. Reading levels off after a few shards "
+        "(the allocator keeps freed row-group buffers for reuse); it does not grow with the dataset.",
+        "",
+    ]
+    return lines
+
+
+def main() -> None:
+    WORK.mkdir(parents=True, exist_ok=True)
+    sections = [store_section]
+    body = [
+        "# Benchmark results",
+        "",
+        f"Machine: {machine()}.  ",
+        f"Date: {dt.date.today().isoformat()}. Written by `make bench` (`python -m benchmarks.run`).",
+        "",
+    ]
+    for section in sections:
+        print(f"running {section.__name__} ...", file=sys.stderr)
+        body += section()
+    (HERE / "RESULTS.md").write_text("\n".join(body))
+    print("\n".join(body))
+
+
+if __name__ == "__main__":
+    main()
