@@ -24,9 +24,7 @@ from distill.records import RECORDS
 from distill.store import DatasetReader, DatasetWriter
 
 BATCH_ROWS = 2_000
-POOL_BATCHES = (
-    10  # distinct batches of text, reused with fresh ids: generating 4 GB of text would be the bottleneck
-)
+POOL_BATCHES = 10  # distinct batches of text, reused with fresh ids: generating 4 GB of text would be the bottleneck
 ROWS_PER_SHARD = 50_000
 
 
@@ -84,9 +82,7 @@ def write(root: Path, rows: int) -> dict:
     shutil.rmtree(root, ignore_errors=True)
     started = time.perf_counter()
     nbytes = written = 0
-    with DatasetWriter(
-        root, stage="bench", record="trace", schema_version=1, config={"rows": rows}, inputs=[]
-    ) as ds:
+    with DatasetWriter(root, stage="bench", record="trace", schema_version=1, config={"rows": rows}, inputs=[]) as ds:
         ds.open()
         shard_index = 0
         while written < rows:

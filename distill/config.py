@@ -85,9 +85,7 @@ class PipelineConfig(StrictModel):
                 raise ValueError(f"steps[{i}]: a second step named {step.name!r}; step names must differ")
             for inp in step.input:
                 if inp in names and inp not in seen:
-                    raise ValueError(
-                        f"steps[{i}] ({step.name}) reads step {inp!r}, which does not come before it"
-                    )
+                    raise ValueError(f"steps[{i}] ({step.name}) reads step {inp!r}, which does not come before it")
             seen.add(step.name)
         return self
 

@@ -72,9 +72,7 @@ class MapStage:
 def _split_spec(spec: str) -> tuple[str, str]:
     module, sep, attr = spec.rpartition(":")
     if not sep or not module or not attr:
-        raise UserError(
-            f"function {spec!r}: write it as 'package.module:callable' or 'path/to/file.py:callable'"
-        )
+        raise UserError(f"function {spec!r}: write it as 'package.module:callable' or 'path/to/file.py:callable'")
     return module, attr
 
 
@@ -197,9 +195,7 @@ def _as_table(out: Any, stage: MapStage) -> pa.Table:
     )
 
 
-def _conform_output(
-    out: pa.Table, record: Record | None, stage: MapStage, writer: ShardWriter, path: str
-) -> pa.Table:
+def _conform_output(out: pa.Table, record: Record | None, stage: MapStage, writer: ShardWriter, path: str) -> pa.Table:
     if record is None:
         return out
     good, errors = conform_table(out, record, f"stage {stage.name!r} output", stage.name)

@@ -107,9 +107,7 @@ def _file(path: Path, rows_per_shard: int, what: str) -> InputFile:
         return _parquet_file(path, what)
     if path.suffix in JSONL_SUFFIXES:
         return _jsonl_file(path, rows_per_shard, what)
-    raise UserError(
-        f"{what} {path}: unknown file type {path.suffix!r}; use .parquet, .jsonl or a dataset directory"
-    )
+    raise UserError(f"{what} {path}: unknown file type {path.suffix!r}; use .parquet, .jsonl or a dataset directory")
 
 
 def _parquet_file(path: Path, what: str) -> InputFile:

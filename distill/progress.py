@@ -53,9 +53,7 @@ class StageProgress:
         self._progress.start()
         return self
 
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
         self._progress.stop()
 
     def advance(self, rows: int, rejected: Counter[str] | None = None) -> None:

@@ -87,9 +87,7 @@ def _source_default(_row: Mapping[str, Any], source: str) -> str:
 
 
 PROMPT_COLUMNS = (
-    Column(
-        "id", pa.string(), required=True, default=_id_default, doc="stable hash of the normalized problem"
-    ),
+    Column("id", pa.string(), required=True, default=_id_default, doc="stable hash of the normalized problem"),
     Column("source", pa.string(), required=True, default=_source_default, doc="where the row came from"),
     Column("domain", pa.string(), required=True, default=lambda r, s: "general", doc="|".join(DOMAINS)),
     Column("problem", pa.large_string(), required=True),
@@ -184,11 +182,7 @@ def _coerce_messages(value: Any) -> list[dict[str, str]]:
         raise RowError("wrong_type", f"column 'messages' must be an array, got {_type_name(value)}")
     out = []
     for i, msg in enumerate(value):
-        if (
-            not isinstance(msg, dict)
-            or not isinstance(msg.get("role"), str)
-            or not isinstance(msg.get("content"), str)
-        ):
+        if not isinstance(msg, dict) or not isinstance(msg.get("role"), str) or not isinstance(msg.get("content"), str):
             raise RowError("wrong_type", f"messages[{i}] must be an object with string 'role' and 'content'")
         out.append({"role": msg["role"], "content": msg["content"]})
     return out
@@ -225,9 +219,7 @@ def _check_domain(domain: str) -> None:
 # --- Arrow tables -----------------------------------------------------------------------------------
 
 
-def conform_table(
-    table: pa.Table, record: Record, where: str, source: str
-) -> tuple[pa.Table, list[tuple[int, str]]]:
+def conform_table(table: pa.Table, record: Record, where: str, source: str) -> tuple[pa.Table, list[tuple[int, str]]]:
     """Cast `table` to `record`'s schema (extra columns kept after it).
 
     Returns the conforming rows and, for rows that break a row-level rule (a null in a required

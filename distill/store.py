@@ -227,12 +227,8 @@ class ShardWriter:
         else:
             raw_bytes = len(raw.encode("utf-8", errors="replace")) if raw is not None else 0
             if raw is not None and raw_bytes > REJECT_RAW_BYTES:
-                raw = raw.encode("utf-8", errors="replace")[:REJECT_RAW_BYTES].decode(
-                    "utf-8", errors="ignore"
-                )
-        self._reject_rows.append(
-            {"input": input_path, "row": row, "error": error, "raw": raw, "raw_bytes": raw_bytes}
-        )
+                raw = raw.encode("utf-8", errors="replace")[:REJECT_RAW_BYTES].decode("utf-8", errors="ignore")
+        self._reject_rows.append({"input": input_path, "row": row, "error": error, "raw": raw, "raw_bytes": raw_bytes})
         self.reject_codes[error.split(":", 1)[0]] += 1
         if len(self._reject_rows) >= 1024:
             self._flush_rejects()
@@ -435,16 +431,12 @@ class DatasetWriter:
 
     def open(self) -> OpenResult:
         if self.root.exists() and not self.root.is_dir():
-            raise UserError(
-                f"{self.root}: --out must be a directory, but a file is there; choose another --out"
-            )
+            raise UserError(f"{self.root}: --out must be a directory, but a file is there; choose another --out")
         if self.root.is_dir() and not self.overwrite and not (self.root / MANIFEST).exists():
             stray = [
                 p.name
                 for p in self.root.iterdir()
-                if p.name not in (LOCK, REJECTS)
-                and not p.name.startswith(".part-")
-                and not p.name.startswith("part-")
+                if p.name not in (LOCK, REJECTS) and not p.name.startswith(".part-") and not p.name.startswith("part-")
             ]
             if stray:
                 raise UserError(
@@ -487,9 +479,7 @@ class DatasetWriter:
         if old.record != new.record or old.schema_version != new.schema_version:
             out.append(f"record {old.record} v{old.schema_version}, not {new.record} v{new.schema_version}")
         if old.config_fingerprint != new.config_fingerprint:
-            keys = sorted(
-                k for k in set(old.config) | set(new.config) if old.config.get(k) != new.config.get(k)
-            )
+            keys = sorted(k for k in set(old.config) | set(new.config) if old.config.get(k) != new.config.get(k))
             out.append(f"config differs in {', '.join(keys) or 'content'}")
         if old.input_fingerprint != new.input_fingerprint:
             out.append("inputs differ")
@@ -516,17 +506,13 @@ class DatasetWriter:
             else:
                 done.add(idx)
         keep = {self.manifest.shards[i]["file"] for i in done}
-        keep |= {
-            self.manifest.shards[i]["rejects"]["file"] for i in done if "rejects" in self.manifest.shards[i]
-        }
+        keep |= {self.manifest.shards[i]["rejects"]["file"] for i in done if "rejects" in self.manifest.shards[i]}
         for folder in (self.root, self.root / REJECTS):
             if not folder.is_dir():
                 continue
             for p in folder.iterdir():
                 rel = p.relative_to(self.root).as_posix()
-                if p.is_file() and (
-                    p.name.startswith(".part-") or (p.name.startswith("part-") and rel not in keep)
-                ):
+                if p.is_file() and (p.name.startswith(".part-") or (p.name.startswith("part-") and rel not in keep)):
                     p.unlink()
                 if p.is_file() and p.name.startswith(f".{MANIFEST}.tmp"):
                     p.unlink()
@@ -616,9 +602,7 @@ class DatasetReader:
         files = self.files
         return pq.read_schema(files[0]) if files else pa.schema([])
 
-    def iter_batches(
-        self, columns: list[str] | None = None, batch_size: int = 1024
-    ) -> Iterator[pa.RecordBatch]:
+    def iter_batches(self, columns: list[str] | None = None, batch_size: int = 1024) -> Iterator[pa.RecordBatch]:
         for path in self.files:
             pf = pq.ParquetFile(path, memory_map=False)
             try:

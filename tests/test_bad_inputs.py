@@ -104,11 +104,7 @@ def test_bad_rows_land_in_rejects_and_good_rows_go_through(tmp_path: Path) -> No
     p = tmp_path / "mixed.jsonl"
     with open(p, "wb") as f:
         for line in lines:
-            f.write(
-                line
-                if isinstance(line, bytes)
-                else (line if isinstance(line, str) else json.dumps(line)).encode()
-            )
+            f.write(line if isinstance(line, bytes) else (line if isinstance(line, str) else json.dumps(line)).encode())
             f.write(b"\n")
     r = _run(tmp_path, [p])
     assert r.returncode == 0, r.stderr
@@ -159,9 +155,7 @@ def test_other_records_validate_their_own_columns(tmp_path: Path, record: str) -
             ],
         )
     else:
-        write_jsonl(
-            p, [{"id": "a", "messages": [{"role": "user", "content": "hi"}]}, {"id": "b", "messages": "hi"}]
-        )
+        write_jsonl(p, [{"id": "a", "messages": [{"role": "user", "content": "hi"}]}, {"id": "b", "messages": "hi"}])
     assert _run(tmp_path, [p], record).returncode == 0
     assert len(read_rows(tmp_path / "out" / "ingest")) == 1
     [rej] = read_rejects(tmp_path / "out" / "ingest")

@@ -109,10 +109,7 @@ def test_function_returning_the_wrong_type_is_a_clear_error(tmp_path: Path, stag
 
 def test_inspect_shows_schema_rejects_and_rows(tmp_path: Path, stage_fns: Path) -> None:
     out = tmp_path / "out"
-    assert (
-        run_cli("run", str(_pipeline(tmp_path, stage_fns)), "--out", str(out), "--no-progress").returncode
-        == 0
-    )
+    assert run_cli("run", str(_pipeline(tmp_path, stage_fns)), "--out", str(out), "--no-progress").returncode == 0
     r = run_cli("inspect", str(out / "shout"), "--rows", "2", "--verify")
     assert r.returncode == 0, r.stderr
     for needle in [

@@ -145,9 +145,7 @@ def test_truncated_shard_is_detected_and_redone(tmp_path: Path, stage_fns: Path,
     _assert_same_as_clean(out / "shout", clean, clean_rejects)
 
 
-def test_corrupt_shard_with_right_size_is_detected_by_checksum(
-    tmp_path: Path, stage_fns: Path, data: Path
-) -> None:
+def test_corrupt_shard_with_right_size_is_detected_by_checksum(tmp_path: Path, stage_fns: Path, data: Path) -> None:
     clean, clean_rejects = _clean_run(tmp_path, stage_fns, data)
     pipe = _pipeline(tmp_path, stage_fns, data, 0.0, 1)
     out = tmp_path / "run"

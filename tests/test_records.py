@@ -41,9 +41,7 @@ def test_coerce_row_names_the_column() -> None:
 
 
 def test_coerce_row_keeps_everything() -> None:
-    row = coerce_row(
-        {"problem": "p", "answer": 42, "tests": [{"in": "1"}], "level": 5}, RECORDS["prompt"], "s"
-    )
+    row = coerce_row({"problem": "p", "answer": 42, "tests": [{"in": "1"}], "level": 5}, RECORDS["prompt"], "s")
     assert row["answer"] == "42"
     assert json.loads(row["tests"]) == [{"in": "1"}]
     assert json.loads(row["meta"]) == {"level": 5}  # unknown keys are kept, not dropped

@@ -29,9 +29,7 @@ def _writer(root: Path, config: dict | None = None, inputs: list | None = None, 
 
 
 def _table(n: int, start: int = 0) -> pa.Table:
-    rows = [
-        {"id": str(i), "source": "t", "domain": "math", "problem": f"p{i}"} for i in range(start, start + n)
-    ]
+    rows = [{"id": str(i), "source": "t", "domain": "math", "problem": f"p{i}"} for i in range(start, start + n)]
     return pa.Table.from_pylist(rows, schema=RECORDS["prompt"].schema)
 
 
