@@ -101,7 +101,7 @@ def write(root: Path, rows: int) -> dict:
             shard_index += 1
         ds.finish()
     seconds = time.perf_counter() - started
-    disk = sum(p.stat().st_size for p in root.glob("part-*.parquet"))
+    disk = sum(p.stat().st_size for p in root.glob("train-*.parquet"))
     return {
         "rows": written,
         "mb": nbytes / 1e6,

@@ -44,7 +44,7 @@ class StageProgress:
             TextColumn("{task.fields[rejected]}"),
             TimeRemainingColumn(),
             console=_console,
-            disable=not enabled,
+            disable=not (enabled and _console.is_terminal),  # no bar (nor its blank line) in logs
             transient=True,
         )
         self._task = self._progress.add_task(name, total=total, completed=done, rejected="")

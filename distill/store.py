@@ -2,14 +2,14 @@
 
 ```
 DIR/
-  part-00000.parquet ...   zstd Parquet shards, row groups of bounded size
+  train-00000.parquet ...  zstd Parquet shards, row groups of bounded size
   _manifest.json           stage, record + schema version, fingerprints, one entry per finished shard
-  _rejects/part-00000.parquet   input rows the stage could not process, with `error`
+  _rejects/rejects-00000.parquet   input rows the stage could not process, with `error`
   .lock                    held (flock) by the one run writing DIR
 ```
 
 Crash safety rests on three rules:
-1. A shard is written to a hidden temporary name, fsynced, then renamed: a `part-*.parquet` name only
+1. A shard is written to a hidden temporary name, fsynced, then renamed: a `train-*.parquet` name only
    ever holds a whole file.
 2. The manifest is the truth: a shard counts as done only once the manifest, rewritten atomically
    (temporary file, fsync, rename), lists it with its size and SHA-256. A shard on disk that the
@@ -29,6 +29,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 from collections import Counter
@@ -63,8 +64,17 @@ REJECT_SCHEMA = pa.schema(
 )
 
 
-def shard_name(index: int) -> str:
-    return f"part-{index:05d}.parquet"
+# Shards are named for the Hub's one default split, "train": `datasets.load_dataset("parquet",
+# data_dir=DIR)` and `load_dataset(DIR)` then pick exactly the shards, not the manifest. Reject files
+# must avoid every split keyword (train, test, eval, ...), or `datasets` would read them as data.
+DATA_PREFIX = "train-"
+REJECTS_PREFIX = "rejects-"
+_SHARD_FILE = re.compile(r"^(train|rejects)-\d{5,}\.parquet$")
+_TEMP_FILE = re.compile(r"^\..+\.tmp-\d+$")
+
+
+def shard_name(index: int, prefix: str = DATA_PREFIX) -> str:
+    return f"{prefix}{index:05d}.parquet"
 
 
 def sha256_file(path: Path) -> str:
@@ -213,7 +223,7 @@ class ShardWriter:
     def __init__(self, root: Path, index: int, schema: pa.Schema | None = None) -> None:
         self.index = index
         self._data = _ParquetSink(root / shard_name(index), schema)
-        self._rejects = _ParquetSink(root / REJECTS / shard_name(index), REJECT_SCHEMA)
+        self._rejects = _ParquetSink(root / REJECTS / shard_name(index, REJECTS_PREFIX), REJECT_SCHEMA)
         self._reject_rows: list[dict[str, Any]] = []
         self.reject_codes: Counter[str] = Counter()
 
@@ -249,7 +259,7 @@ class ShardWriter:
         if self._rejects.rows:
             rej = self._rejects.close()
             entry["rejects"] = {
-                "file": f"{REJECTS}/{shard_name(self.index)}",
+                "file": f"{REJECTS}/{shard_name(self.index, REJECTS_PREFIX)}",
                 **rej,
                 "codes": dict(self.reject_codes),
             }
@@ -436,7 +446,7 @@ class DatasetWriter:
             stray = [
                 p.name
                 for p in self.root.iterdir()
-                if p.name not in (LOCK, REJECTS) and not p.name.startswith(".part-") and not p.name.startswith("part-")
+                if p.name not in (LOCK, REJECTS) and not _SHARD_FILE.match(p.name) and not _TEMP_FILE.match(p.name)
             ]
             if stray:
                 raise UserError(
@@ -512,9 +522,8 @@ class DatasetWriter:
                 continue
             for p in folder.iterdir():
                 rel = p.relative_to(self.root).as_posix()
-                if p.is_file() and (p.name.startswith(".part-") or (p.name.startswith("part-") and rel not in keep)):
-                    p.unlink()
-                if p.is_file() and p.name.startswith(f".{MANIFEST}.tmp"):
+                # temporaries of an interrupted write, and shards the manifest does not vouch for
+                if p.is_file() and (_TEMP_FILE.match(p.name) or (_SHARD_FILE.match(p.name) and rel not in keep)):
                     p.unlink()
         return done
 
@@ -563,7 +572,8 @@ def totals(manifest: Manifest) -> dict[str, Any]:
         "rows_in": rows_in,
         "rows_out": manifest.rows,
         "rejected": sum(codes.values()),
-        "rejects_by_code": dict(codes.most_common()),
+        # by count, then name: the same order whichever shard finished first
+        "rejects_by_code": dict(sorted(codes.items(), key=lambda kv: (-kv[1], kv[0]))),
     }
 
 

@@ -9,6 +9,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+# No model or dataset hub here, nor in CI: the real loading code runs against local files only.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
 REPO = Path(__file__).resolve().parent.parent
 DISTILL = [sys.executable, "-m", "distill.cli"]
 

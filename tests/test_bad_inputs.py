@@ -46,7 +46,7 @@ def _one_line_error(r, *needles: str) -> None:
     assert "Traceback" not in r.stderr
     for n in needles:
         assert n in errors[0], errors[0]
-    assert not (Path(r.args[-2]) / "ingest" / "part-00000.parquet").exists()  # nothing half-written
+    assert not (Path(r.args[-2]) / "ingest" / "train-00000.parquet").exists()  # nothing half-written
 
 
 def test_empty_jsonl_file_is_an_error_naming_it(tmp_path: Path) -> None:

@@ -137,11 +137,11 @@ def test_truncated_shard_is_detected_and_redone(tmp_path: Path, stage_fns: Path,
         ).returncode
         != 0
     )
-    shard = out / "shout" / "part-00001.parquet"
+    shard = out / "shout" / "train-00001.parquet"
     shard.write_bytes(shard.read_bytes()[:-100])  # a torn write the manifest does not vouch for
     r = run_cli("run", str(pipe), "--out", str(out), "--no-progress")
     assert r.returncode == 0, r.stderr
-    assert "part-00001.parquet" in r.stderr and "redo" in r.stderr
+    assert "train-00001.parquet" in r.stderr and "redo" in r.stderr
     _assert_same_as_clean(out / "shout", clean, clean_rejects)
 
 
@@ -160,7 +160,7 @@ def test_corrupt_shard_with_right_size_is_detected_by_checksum(tmp_path: Path, s
         ).returncode
         != 0
     )
-    shard = out / "shout" / "part-00002.parquet"
+    shard = out / "shout" / "train-00002.parquet"
     blob = bytearray(shard.read_bytes())
     blob[100] ^= 0xFF
     shard.write_bytes(bytes(blob))

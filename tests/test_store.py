@@ -73,7 +73,7 @@ def test_resume_keeps_done_shards_and_same_fingerprint_is_required(tmp_path: Pat
         ds.open()
     with _writer(tmp_path / "d", {"a": 2}, overwrite=True) as ds:
         assert ds.open().done == set()
-    assert not (tmp_path / "d" / "part-00000.parquet").exists()
+    assert not (tmp_path / "d" / "train-00000.parquet").exists()
 
 
 def test_unfinished_directory_is_refused_as_input(tmp_path: Path) -> None:
@@ -159,3 +159,23 @@ def test_rejects_are_stored_with_their_reason(tmp_path: Path) -> None:
         "raw": "{bad",
         "raw_bytes": 4,
     }
+
+
+def test_datasets_load_dataset_reads_the_shards_and_nothing_else(tmp_path: Path) -> None:
+    """DESIGN.md promises `datasets.load_dataset("parquet", data_dir=DIR)`: the real loader, offline."""
+    import datasets
+
+    with _writer(tmp_path / "d") as ds:
+        ds.open()
+        _write_shards(ds, 2)
+        sh = ds.shard(2, RECORDS["prompt"].schema)
+        sh.write(_table(5, 20))
+        sh.reject("in.jsonl", 0, "malformed_json: x", "{")  # rejects must not be read as data
+        ds.record_shard(sh.commit(rows_in=6))
+        ds.finish()
+    for loaded in (
+        datasets.load_dataset("parquet", data_dir=str(tmp_path / "d"), split="train", cache_dir=str(tmp_path / "c")),
+        datasets.load_dataset(str(tmp_path / "d"), split="train", cache_dir=str(tmp_path / "c2")),
+    ):
+        assert loaded.num_rows == 25
+        assert sorted(loaded["id"], key=int) == [str(i) for i in range(25)]
