@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from distill.errors import RowError, UserError
 from distill.records import Record, coerce_row, conform_table, output_schema
-from distill.store import DatasetReader, is_dataset_dir, read_manifest
+from distill.store import DatasetReader, is_dataset_dir
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 MAX_ROW_BYTES = 32 << 20  # a 32K-token R1 trace is ~150 KB; a row 200x that is a broken file, not data
@@ -87,9 +87,7 @@ def _resolve_one(spec: str, rows_per_shard: int, what: str) -> list[InputFile]:
 
 
 def _dataset_dir_files(path: Path) -> list[InputFile]:
-    DatasetReader(path)  # raises a UserError when the directory is unfinished or unreadable
-    manifest = read_manifest(path)
-    assert manifest is not None
+    manifest = DatasetReader(path).manifest  # a UserError when the directory is unfinished or unreadable
     return [
         InputFile(
             path=str(path / s["file"]),

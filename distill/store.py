@@ -476,9 +476,11 @@ class DatasetWriter:
                     "pass --overwrite to replace it or choose another --out"
                 )
             self.manifest = old
-            self.manifest.config = self._new.config  # same fingerprint; keeps the newest spelling
         done = self._reconcile(redone)
-        self._write_manifest()
+        if redone:
+            self.manifest.complete = False
+        if not (self.manifest is old and old.complete and not redone):  # an intact finished stage is left as is
+            self._write_manifest()
         return OpenResult(self.manifest, done, redone)
 
     def _differences(self, old: Manifest) -> list[str]:
@@ -528,6 +530,13 @@ class DatasetWriter:
         return done
 
     def _check_entry(self, entry: dict[str, Any]) -> str | None:
+        """Why a shard the manifest lists cannot be kept, or None.
+
+        Resuming a stage cut short hashes every finished shard (a crash may have left anything);
+        a stage that completed is only checked for presence and size, so that skipping it does not
+        read the whole dataset on every run (`distill inspect --verify` hashes it on demand).
+        """
+        full = self.verify and not self.manifest.complete
         files = [entry] + ([entry["rejects"]] if "rejects" in entry else [])
         for f in files:
             path = self.root / f["file"]
@@ -535,7 +544,7 @@ class DatasetWriter:
                 return f"{f['file']} is missing"
             if path.stat().st_size != f["bytes"]:
                 return f"{f['file']} has {path.stat().st_size} bytes, the manifest says {f['bytes']}"
-            if self.verify and sha256_file(path) != f["sha256"]:
+            if full and sha256_file(path) != f["sha256"]:
                 return f"{f['file']} does not match its checksum"
         return None
 

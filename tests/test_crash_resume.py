@@ -122,74 +122,38 @@ def test_sigkill_at_random_times_with_two_workers(tmp_path: Path, stage_fns: Pat
     _assert_same_as_clean(out / "shout", clean, clean_rejects)
 
 
-def test_truncated_shard_is_detected_and_redone(tmp_path: Path, stage_fns: Path, data: Path) -> None:
-    clean, clean_rejects = _clean_run(tmp_path, stage_fns, data)
-    pipe = _pipeline(tmp_path, stage_fns, data, 0.0, 1)
-    out = tmp_path / "run"
-    assert (
-        run_cli(
-            "run",
-            str(pipe),
-            "--out",
-            str(out),
-            "--no-progress",
-            env={"DISTILL_CRASH_AT": "manifest_renamed:6"},
-        ).returncode
-        != 0
-    )
-    shard = out / "shout" / "train-00001.parquet"
+def _truncate_shard(d: Path) -> str:
+    shard = d / "train-00001.parquet"
     shard.write_bytes(shard.read_bytes()[:-100])  # a torn write the manifest does not vouch for
-    r = run_cli("run", str(pipe), "--out", str(out), "--no-progress")
-    assert r.returncode == 0, r.stderr
-    assert "train-00001.parquet" in r.stderr and "redo" in r.stderr
-    _assert_same_as_clean(out / "shout", clean, clean_rejects)
+    return "train-00001.parquet has"
 
 
-def test_corrupt_shard_with_right_size_is_detected_by_checksum(tmp_path: Path, stage_fns: Path, data: Path) -> None:
-    clean, clean_rejects = _clean_run(tmp_path, stage_fns, data)
-    pipe = _pipeline(tmp_path, stage_fns, data, 0.0, 1)
-    out = tmp_path / "run"
-    assert (
-        run_cli(
-            "run",
-            str(pipe),
-            "--out",
-            str(out),
-            "--no-progress",
-            env={"DISTILL_CRASH_AT": "manifest_renamed:6"},
-        ).returncode
-        != 0
-    )
-    shard = out / "shout" / "train-00002.parquet"
+def _flip_a_byte(d: Path) -> str:
+    shard = d / "train-00002.parquet"
     blob = bytearray(shard.read_bytes())
-    blob[100] ^= 0xFF
+    blob[100] ^= 0xFF  # same size, other content: only the checksum can tell
     shard.write_bytes(bytes(blob))
-    r = run_cli("run", str(pipe), "--out", str(out), "--no-progress")
-    assert r.returncode == 0, r.stderr
-    assert "checksum" in r.stderr
-    _assert_same_as_clean(out / "shout", clean, clean_rejects)
+    return "train-00002.parquet does not match its checksum"
 
 
-def test_torn_manifest_is_not_trusted(tmp_path: Path, stage_fns: Path, data: Path) -> None:
+def _tear_manifest(d: Path) -> str:
+    manifest = d / "_manifest.json"
+    blob = manifest.read_bytes()
+    manifest.write_bytes(blob[: len(blob) // 2])
+    return "_manifest.json is unreadable"
+
+
+@pytest.mark.parametrize("damage", [_truncate_shard, _flip_a_byte, _tear_manifest])
+def test_damage_found_on_restart_is_redone_not_trusted(tmp_path: Path, stage_fns: Path, data: Path, damage) -> None:
     clean, clean_rejects = _clean_run(tmp_path, stage_fns, data)
     pipe = _pipeline(tmp_path, stage_fns, data, 0.0, 1)
     out = tmp_path / "run"
-    assert (
-        run_cli(
-            "run",
-            str(pipe),
-            "--out",
-            str(out),
-            "--no-progress",
-            env={"DISTILL_CRASH_AT": "manifest_renamed:6"},
-        ).returncode
-        != 0
-    )
-    manifest = out / "shout" / "_manifest.json"
-    manifest.write_bytes(manifest.read_bytes()[: len(manifest.read_bytes()) // 2])
-    r = run_cli("run", str(pipe), "--out", str(out), "--no-progress")
+    args = ("run", str(pipe), "--out", str(out), "--no-progress")
+    assert run_cli(*args, env={"DISTILL_CRASH_AT": "manifest_renamed:6"}).returncode == -signal.SIGKILL
+    expected = damage(out / "shout")
+    r = run_cli(*args)
     assert r.returncode == 0, r.stderr
-    assert "unreadable" in r.stderr
+    assert expected in r.stderr
     _assert_same_as_clean(out / "shout", clean, clean_rejects)
 
 
@@ -199,3 +163,21 @@ def test_two_workers_write_the_same_rows_as_one(tmp_path: Path, stage_fns: Path,
     r = run_cli("run", str(_pipeline(tmp_path, stage_fns, data, 0.0, 2)), "--out", str(out), "--no-progress")
     assert r.returncode == 0, r.stderr
     _assert_same_as_clean(out / "shout", clean, clean_rejects)
+
+
+def test_finished_stage_with_a_damaged_shard_redoes_only_that_shard(
+    tmp_path: Path, stage_fns: Path, data: Path
+) -> None:
+    clean, clean_rejects = _clean_run(tmp_path, stage_fns, data)
+    out = tmp_path / "clean" / "shout"
+    before = json.loads((out / "_manifest.json").read_text())
+    r = run_cli("run", str(_pipeline(tmp_path, stage_fns, data, 0.0, 1)), "--out", str(out.parent), "--no-progress")
+    assert "already done, skipped" in r.stderr
+    assert json.loads((out / "_manifest.json").read_text()) == before  # a skip writes nothing
+    expected = _truncate_shard(out)
+    r = run_cli("run", str(_pipeline(tmp_path, stage_fns, data, 0.0, 1)), "--out", str(out.parent), "--no-progress")
+    assert r.returncode == 0 and expected in r.stderr
+    assert "15 rows in" not in r.stderr  # the summary covers the whole stage, not just the redone shard
+    _assert_same_as_clean(out, clean, clean_rejects)
+    after = json.loads((out / "_manifest.json").read_text())
+    assert [s["sha256"] for s in after["shards"]] == [s["sha256"] for s in before["shards"]]

@@ -101,7 +101,7 @@ def test_lock_stops_a_second_writer_and_dies_with_its_holder(tmp_path: Path) -> 
             textwrap.dedent(f"""
             import sys, time
             from distill.store import DatasetWriter
-            ds = DatasetWriter({str(root)!r}, stage="s", record=None, schema_version=None,
+            ds = DatasetWriter({str(root)!r}, stage="s", record="prompt", schema_version=1,
                                config={{"a": 1}}, inputs=[{{"path": "x", "fingerprint": "f"}}])
             ds.open(); print("locked", flush=True); time.sleep(60)
         """),
@@ -111,29 +111,12 @@ def test_lock_stops_a_second_writer_and_dies_with_its_holder(tmp_path: Path) -> 
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
-        with (
-            pytest.raises(UserError, match=rf"another run \(pid {holder.pid}\)"),
-            DatasetWriter(
-                root,
-                stage="s",
-                record=None,
-                schema_version=None,
-                config={"a": 1},
-                inputs=[{"path": "x", "fingerprint": "f"}],
-            ) as ds,
-        ):
+        with pytest.raises(UserError, match=rf"another run \(pid {holder.pid}\)"), _writer(root) as ds:
             ds.open()
     finally:
         holder.kill()
         holder.wait()
-    with DatasetWriter(
-        root,
-        stage="s",
-        record=None,
-        schema_version=None,
-        config={"a": 1},
-        inputs=[{"path": "x", "fingerprint": "f"}],
-    ) as ds:
+    with _writer(root) as ds:
         ds.open()  # the kernel released the dead holder's lock
 
 
