@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from distill.errors import RowError, UserError
+from distill.normalize import normalize
 
 DOMAINS = ("math", "code", "science", "general")
 
@@ -67,14 +67,9 @@ class Record:
         raise KeyError(name)
 
 
-def normalize_for_id(text: str) -> str:
-    """The form of a problem that its `id` hashes: Unicode NFKC with runs of white space folded."""
-    return " ".join(unicodedata.normalize("NFKC", text).split())
-
-
 def stable_id(text: str) -> str:
-    """A prompt's `id`: 16 hex digits of the SHA-256 of its normalized problem text."""
-    return hashlib.sha256(normalize_for_id(text).encode("utf-8")).hexdigest()[:16]
+    """A prompt's `id`: 16 hex digits of the SHA-256 of its matching form (`distill.normalize`)."""
+    return hashlib.sha256(normalize(text).encode("utf-8")).hexdigest()[:16]
 
 
 def _id_default(row: Mapping[str, Any], _source: str) -> str | None:

@@ -46,6 +46,8 @@ from distill.errors import UserError
 
 MANIFEST = "_manifest.json"
 REJECTS = "_rejects"
+# Side outputs: rows a shard set aside, each kind in its own folder, written and vouched for with the shard.
+SIDES = {"rejects": REJECTS, "removed": "_removed"}
 LOCK = ".lock"
 FORMAT = "distill.dataset"
 FORMAT_VERSION = 1
@@ -68,8 +70,7 @@ REJECT_SCHEMA = pa.schema(
 # data_dir=DIR)` and `load_dataset(DIR)` then pick exactly the shards, not the manifest. Reject files
 # must avoid every split keyword (train, test, eval, ...), or `datasets` would read them as data.
 DATA_PREFIX = "train-"
-REJECTS_PREFIX = "rejects-"
-_SHARD_FILE = re.compile(r"^(train|rejects)-\d{5,}\.parquet$")
+_SHARD_FILE = re.compile(r"^(train|rejects|removed)-\d{5,}\.parquet$")
 _TEMP_FILE = re.compile(r"^\..+\.tmp-\d+$")
 
 
@@ -217,13 +218,20 @@ def _cast_like(batch: pa.RecordBatch | pa.Table, schema: pa.Schema) -> pa.Record
     return batch.cast(schema)
 
 
+def _side_schema(side: str) -> pa.Schema | None:
+    return REJECT_SCHEMA if side == "rejects" else None  # removed rows: the stage's own columns
+
+
 class ShardWriter:
     """Writes one output shard and its rejects; nothing is visible until `commit`."""
 
     def __init__(self, root: Path, index: int, schema: pa.Schema | None = None) -> None:
         self.index = index
         self._data = _ParquetSink(root / shard_name(index), schema)
-        self._rejects = _ParquetSink(root / REJECTS / shard_name(index, REJECTS_PREFIX), REJECT_SCHEMA)
+        self._sides = {
+            side: _ParquetSink(root / folder / shard_name(index, f"{side}-"), _side_schema(side))
+            for side, folder in SIDES.items()
+        }
         self._reject_rows: list[dict[str, Any]] = []
         self.reject_codes: Counter[str] = Counter()
 
@@ -245,8 +253,12 @@ class ShardWriter:
 
     def _flush_rejects(self) -> None:
         if self._reject_rows:
-            self._rejects.write(pa.Table.from_pylist(self._reject_rows, schema=REJECT_SCHEMA))
+            self._sides["rejects"].write(pa.Table.from_pylist(self._reject_rows, schema=REJECT_SCHEMA))
             self._reject_rows = []
+
+    def remove(self, table: pa.Table | pa.RecordBatch) -> None:
+        """Set rows aside on purpose (a dedup stage's duplicates), with the columns that say why."""
+        self._sides["removed"].write(table)
 
     @property
     def rows(self) -> int:
@@ -256,22 +268,21 @@ class ShardWriter:
         """Make the shard whole on disk; the caller records the returned entry in the manifest."""
         self._flush_rejects()
         entry: dict[str, Any] = {"index": self.index, "file": shard_name(self.index)}
-        if self._rejects.rows:
-            rej = self._rejects.close()
-            entry["rejects"] = {
-                "file": f"{REJECTS}/{shard_name(self.index, REJECTS_PREFIX)}",
-                **rej,
-                "codes": dict(self.reject_codes),
-            }
-        else:
-            self._rejects.abort()
+        for side, sink in self._sides.items():  # side files first: the data file's rename is the last step
+            if sink.rows:
+                entry[side] = {"file": sink.final.relative_to(sink.final.parent.parent).as_posix(), **sink.close()}
+            else:
+                sink.abort()
+        if "rejects" in entry:
+            entry["rejects"]["codes"] = dict(self.reject_codes)
         entry.update(self._data.close())
         entry.update(extra)
         return entry
 
     def abort(self) -> None:
         self._data.abort()
-        self._rejects.abort()
+        for sink in self._sides.values():
+            sink.abort()
 
 
 # --- the directory ----------------------------------------------------------------------------------
@@ -517,9 +528,8 @@ class DatasetWriter:
                 del self.manifest.shards[idx]
             else:
                 done.add(idx)
-        keep = {self.manifest.shards[i]["file"] for i in done}
-        keep |= {self.manifest.shards[i]["rejects"]["file"] for i in done if "rejects" in self.manifest.shards[i]}
-        for folder in (self.root, self.root / REJECTS):
+        keep = {f["file"] for i in done for f in shard_files(self.manifest.shards[i])}
+        for folder in (self.root, *(self.root / f for f in SIDES.values())):
             if not folder.is_dir():
                 continue
             for p in folder.iterdir():
@@ -536,17 +546,7 @@ class DatasetWriter:
         a stage that completed is only checked for presence and size, so that skipping it does not
         read the whole dataset on every run (`distill inspect --verify` hashes it on demand).
         """
-        full = self.verify and not self.manifest.complete
-        files = [entry] + ([entry["rejects"]] if "rejects" in entry else [])
-        for f in files:
-            path = self.root / f["file"]
-            if not path.exists():
-                return f"{f['file']} is missing"
-            if path.stat().st_size != f["bytes"]:
-                return f"{f['file']} has {path.stat().st_size} bytes, the manifest says {f['bytes']}"
-            if full and sha256_file(path) != f["sha256"]:
-                return f"{f['file']} does not match its checksum"
-        return None
+        return check_shard(self.root, entry, hash_files=self.verify and not self.manifest.complete)
 
     def _write_manifest(self) -> None:
         self.manifest.updated_at = _now()
@@ -569,6 +569,25 @@ class DatasetWriter:
         self.manifest.stats = {**totals(self.manifest), **(stats or {})}
         self._write_manifest()
         return self.manifest
+
+
+def shard_files(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """The data file of a shard entry and its side files, each with `file`, `bytes` and `sha256`."""
+    return [entry] + [entry[side] for side in SIDES if side in entry]
+
+
+def check_shard(root: Path, entry: dict[str, Any], *, hash_files: bool = True) -> str | None:
+    """What is wrong with a shard's files on disk against its manifest entry, or None."""
+    for f in shard_files(entry):
+        path = root / f["file"]
+        if not path.exists():
+            return f"{f['file']} is missing"
+        size = path.stat().st_size
+        if size != f["bytes"]:
+            return f"{f['file']} has {size} bytes, the manifest says {f['bytes']}"
+        if hash_files and sha256_file(path) != f["sha256"]:
+            return f"{f['file']} does not match its checksum"
+    return None
 
 
 def totals(manifest: Manifest) -> dict[str, Any]:
@@ -629,24 +648,15 @@ class DatasetReader:
             finally:
                 pf.close()
 
-    def iter_rejects(self, batch_size: int = 1024) -> Iterator[pa.RecordBatch]:
+    def iter_side(self, side: str, batch_size: int = 1024) -> Iterator[pa.RecordBatch]:
+        """The rows set aside (`rejects`, `removed`), shard by shard."""
         for i in sorted(self.manifest.shards):
-            rej = self.manifest.shards[i].get("rejects")
-            if rej:
-                with pq.ParquetFile(self.root / rej["file"]) as pf:
+            entry = self.manifest.shards[i].get(side)
+            if entry:
+                with pq.ParquetFile(self.root / entry["file"]) as pf:
                     yield from pf.iter_batches(batch_size=batch_size)
 
     def verify(self) -> list[str]:
         """Every problem found by checking each shard against the manifest (size and SHA-256)."""
-        problems = []
-        for i in sorted(self.manifest.shards):
-            entry = self.manifest.shards[i]
-            for f in [entry] + ([entry["rejects"]] if "rejects" in entry else []):
-                path = self.root / f["file"]
-                if not path.exists():
-                    problems.append(f"{f['file']}: missing")
-                elif path.stat().st_size != f["bytes"]:
-                    problems.append(f"{f['file']}: size {path.stat().st_size}, manifest says {f['bytes']}")
-                elif sha256_file(path) != f["sha256"]:
-                    problems.append(f"{f['file']}: checksum mismatch")
-        return problems
+        problems = (check_shard(self.root, self.manifest.shards[i]) for i in sorted(self.manifest.shards))
+        return [p for p in problems if p]

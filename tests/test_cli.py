@@ -125,6 +125,6 @@ def test_inspect_shows_schema_rejects_and_rows(tmp_path: Path, stage_fns: Path) 
         assert needle in r.stdout, (needle, r.stdout)
     (out / "shout" / "train-00001.parquet").write_bytes(b"garbage")
     r = run_cli("inspect", str(out / "shout"), "--verify")
-    assert r.returncode == 1 and "train-00001.parquet: size" in r.stdout
+    assert r.returncode == 1 and "train-00001.parquet has 7 bytes" in r.stdout
     r = run_cli("inspect", str(tmp_path))
     assert r.returncode == 2 and "_manifest.json is missing" in r.stderr

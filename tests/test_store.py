@@ -134,7 +134,7 @@ def test_rejects_are_stored_with_their_reason(tmp_path: Path) -> None:
         ds.record_shard(sh.commit(rows_in=4))
         m = ds.finish()
     assert m.stats["rejects_by_code"] == {"malformed_json": 1}
-    [rej] = [r for b in DatasetReader(tmp_path / "d").iter_rejects() for r in b.to_pylist()]
+    [rej] = [r for b in DatasetReader(tmp_path / "d").iter_side("rejects") for r in b.to_pylist()]
     assert rej == {
         "input": "in.jsonl",
         "row": 4,
