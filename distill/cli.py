@@ -101,6 +101,59 @@ def run(
 
 @app.command()
 @user_errors
+def prompts(
+    input: Annotated[
+        list[str],
+        typer.Option(
+            "--input",
+            help="Prompt source: a .jsonl/.parquet/.csv file, a dataset directory, a `save_to_disk` folder, "
+            "`hf:NAME[@SPLIT]`, or a glob. Repeat for several.",
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Output dataset directory.")],
+    decontaminate: Annotated[
+        list[str] | None,
+        typer.Option("--decontaminate", help="Benchmark file whose problems must not be in the prompts. Repeatable."),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="Prompt-curation YAML: column mappings, dedup and decontamination settings."),
+    ] = None,
+    ngram: Annotated[
+        int | None, typer.Option("--ngram", min=4, help="Decontamination n-gram length (default 13; open-r1 uses 8).")
+    ] = None,
+    workers: Annotated[int | None, typer.Option("--workers", min=1, help="Processes; default: all cores.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Discard an existing --out and start afresh.")] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
+) -> None:
+    """Ingest prompts, drop exact and near duplicates and benchmark leaks; every removal is explained.
+
+    Kept rows go to `OUT/train-*.parquet`; removed rows to `OUT/_removed/` with `reason`
+    (`exact_duplicate`, `near_duplicate`, `contaminated`), `matched_id`, `matched_source` and
+    `similarity`; unreadable rows to `OUT/_rejects/`. The first occurrence of a duplicate stays.
+
+    Example:
+
+      distill prompts --input data/demo/prompts.jsonl --out runs/prompts --decontaminate data/demo/benchmark.jsonl
+
+      distill prompts --input 'raw/*.parquet' --input raw/gpqa.csv --out runs/prompts --config configs/prompts/r1.yaml
+    """
+    from distill.config import PromptsConfig, load_config
+    from distill.executor import print_result
+    from distill.prompts.stage import print_report, run_prompts
+
+    cfg = load_config(config, PromptsConfig) if config else PromptsConfig()
+    if ngram is not None:
+        cfg = cfg.model_copy(update={"decontaminate": cfg.decontaminate.model_copy(update={"ngram": ngram})})
+    result = run_prompts(
+        input, out, cfg, benchmarks=decontaminate, workers=workers, overwrite=overwrite, show_progress=progress
+    )
+    print_result("prompts", result, out)
+    print_report(result.manifest.stats["report"])
+
+
+@app.command()
+@user_errors
 def inspect(
     directory: Annotated[Path, typer.Argument(help="A dataset directory (any stage's --out).")],
     rows: Annotated[int, typer.Option("--rows", min=0, help="How many rows to show.")] = 3,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -35,9 +35,11 @@ class Step(StrictModel):
     """One stage of a pipeline; its output is `<run dir>/<name>/`."""
 
     name: str = Field(description="the step's name and the name of its output directory")
-    function: str = Field(
-        description="the batch function: 'package.module:callable' or 'path/to/file.py:callable' "
-        "(relative to the pipeline file)"
+    stage: Literal["prompts"] | None = Field(default=None, description="a built-in stage; its settings in `options`")
+    function: str | None = Field(
+        default=None,
+        description="or a batch function: 'package.module:callable' or 'path/to/file.py:callable' "
+        "(relative to the pipeline file)",
     )
     input: list[str] = Field(
         min_length=1,
@@ -50,6 +52,12 @@ class Step(StrictModel):
     rows_per_shard: int = Field(default=10_000, ge=1)
     batch_size: int = Field(default=1024, ge=1)
     workers: int | None = Field(default=None, ge=1, description="processes; default: all cores")
+
+    @model_validator(mode="after")
+    def _stage_or_function(self) -> Step:
+        if (self.stage is None) == (self.function is None):
+            raise ValueError(f"step {self.name!r}: give either `stage` (a built-in stage) or `function`, not both")
+        return self
 
     @field_validator("name")
     @classmethod
@@ -88,6 +96,66 @@ class PipelineConfig(StrictModel):
                     raise ValueError(f"steps[{i}] ({step.name}) reads step {inp!r}, which does not come before it")
             seen.add(step.name)
         return self
+
+
+# --- prompt curation (`distill prompts`) -------------------------------------------------------------
+
+
+class SourceMapping(StrictModel):
+    """How to read one kind of source whose columns differ from the prompt record."""
+
+    match: str = Field(default="*", description="glob on the input path or file name; the first match applies")
+    name: str | None = Field(default=None, description="`source` of these rows; default: the file's name")
+    columns: dict[str, str] = Field(default_factory=dict, description="source column -> prompt column")
+    answer_from_boxed: bool = Field(
+        default=False, description="`answer` holds a worked solution: keep its last \\boxed{} as the answer"
+    )
+    choices: str | list[str] | None = Field(
+        default=None, description="a column holding a list of options, or the columns that each hold one"
+    )
+    correct_choice: str | None = Field(default=None, description="with a list of option columns: the right one")
+    shuffle_choices: bool = Field(default=False, description="shuffle options (seeded by the problem)")
+    domain: str | None = None
+    language: str | None = None
+
+    @model_validator(mode="after")
+    def _correct_choice_is_an_option(self) -> SourceMapping:
+        if self.correct_choice is not None and (
+            not isinstance(self.choices, list) or self.correct_choice not in self.choices
+        ):
+            raise ValueError("correct_choice must be one of the columns listed in `choices`")
+        return self
+
+
+class DedupConfig(StrictModel):
+    exact: bool = True
+    near: bool = True
+    threshold: float = Field(default=0.65, gt=0, lt=1, description="estimated Jaccard of token shingles")
+    num_perm: int = Field(default=128, ge=16, le=1024, description="MinHash permutations")
+    shingle_size: int = Field(
+        default=2, ge=1, le=16, description="tokens per shingle (bigrams: rewordings ~0.7-0.9, other problems ~0.3)"
+    )
+    same_numbers: bool = Field(
+        default=True, description="near duplicates must have the same numbers: a template with other numbers is kept"
+    )
+    seed: int = 1
+
+
+class DecontaminateConfig(StrictModel):
+    benchmarks: list[str] = Field(default_factory=list, description="benchmark files (`--decontaminate` adds more)")
+    ngram: int = Field(default=13, ge=4, le=64, description="n-gram length in normalized words (open-r1 uses 8)")
+
+
+class LanguageConfig(StrictModel):
+    detect: bool = Field(default=True, description="tag rows that have no `language`")
+
+
+class PromptsConfig(StrictModel):
+    sources: list[SourceMapping] = Field(default_factory=list)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+    decontaminate: DecontaminateConfig = Field(default_factory=DecontaminateConfig)
+    language: LanguageConfig = Field(default_factory=LanguageConfig)
+    rows_per_shard: int = Field(default=10_000, ge=1)
 
 
 # --- loading ----------------------------------------------------------------------------------------

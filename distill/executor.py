@@ -34,6 +34,7 @@ from typing import Any
 import pyarrow as pa
 
 from distill import inputs as inputs_mod
+from distill.config import SourceMapping
 from distill.errors import UserError
 from distill.progress import StageProgress, summary_line
 from distill.records import Record, conform_table, get_record
@@ -52,6 +53,7 @@ class MapStage:
     input_record: str | None = None  # rows are conformed to this record before the function sees them
     output_record: str | None = None  # the function's output is conformed to this record
     batch_size: int = 1024
+    mappings: tuple[SourceMapping, ...] = ()  # column mappings for inputs whose columns differ from the record
 
     def config(self, rows_per_shard: int) -> dict[str, Any]:
         """What the output depends on, beside the inputs: its fingerprint decides resume vs refuse."""
@@ -63,6 +65,7 @@ class MapStage:
             "output_record": self.output_record,
             "batch_size": self.batch_size,
             "rows_per_shard": rows_per_shard,
+            **({"mappings": [m.model_dump() for m in self.mappings]} if self.mappings else {}),
         }
 
 
@@ -136,7 +139,7 @@ def run_shard(task: ShardTask) -> dict[str, Any]:
     path = task.chunk.file.path
     rows_in = 0
     try:
-        for batch in inputs_mod.read_chunk(task.chunk, in_record, stage.batch_size):
+        for batch in inputs_mod.read_chunk(task.chunk, in_record, stage.batch_size, list(stage.mappings)):
             rows_in += batch.table.num_rows + len(batch.rejects)
             for r in batch.rejects:
                 writer.reject(path, r.row, r.error, r.raw)
@@ -231,7 +234,7 @@ def run_map_stage(
     load_function(stage.function)  # a bad function spec fails before anything is read
     files = inputs_mod.resolve(input_specs, rows_per_shard)
     in_record = get_record(stage.input_record) if stage.input_record else None
-    inputs_mod.check_columns(files, in_record)
+    inputs_mod.check_columns(files, in_record, list(stage.mappings))
     chunks = inputs_mod.plan(files, rows_per_shard)
     out_record = get_record(stage.output_record) if stage.output_record else None
 

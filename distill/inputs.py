@@ -1,4 +1,5 @@
-"""`--input` specs: dataset directories, Parquet files, JSON-lines files, globs of them.
+"""`--input` specs: dataset directories, Parquet, JSON-lines and CSV files, globs of them, a folder
+written by `datasets.Dataset.save_to_disk`, or `hf:NAME[@SPLIT]` for `datasets.load_dataset(NAME)`.
 
 Inputs are planned before any work starts: each file is cut into *chunks* of at most
 `rows_per_shard` rows, and chunk k of the plan becomes output shard k. The plan depends only on the
@@ -21,9 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from distill.config import SourceMapping
 from distill.errors import RowError, UserError
+from distill.prompts.ingest import apply_mapping, mapping_for
 from distill.records import Record, coerce_row, conform_table, output_schema
 from distill.store import DatasetReader, is_dataset_dir
 
@@ -35,7 +39,7 @@ READ_BLOCK = 8 << 20
 @dataclass(frozen=True)
 class InputFile:
     path: str
-    format: str  # "parquet" | "jsonl"
+    format: str  # "parquet" | "jsonl" | "csv" | "arrow" (the Arrow stream files of a `datasets` folder)
     rows: int  # JSONL: lines, blank ones included (a row's number is its line number - 1)
     fingerprint: str
     source: str  # default `source` for rows that have none: the file's (or dataset directory's) name
@@ -68,6 +72,8 @@ def resolve(specs: list[str], rows_per_shard: int, *, what: str = "--input") -> 
 
 
 def _resolve_one(spec: str, rows_per_shard: int, what: str) -> list[InputFile]:
+    if spec.startswith("hf:"):
+        return _hub_dataset(spec, what)
     path = Path(spec)
     if any(ch in spec for ch in "*?["):
         matches = sorted(glob.glob(spec, recursive=True))
@@ -76,10 +82,12 @@ def _resolve_one(spec: str, rows_per_shard: int, what: str) -> list[InputFile]:
         return [f for m in matches for f in _resolve_one(m, rows_per_shard, what)]
     if is_dataset_dir(path):
         return _dataset_dir_files(path)
+    if path.is_dir() and (path / "state.json").exists():
+        return _saved_dataset(path, what)
     if path.is_dir():
-        found = sorted(p for p in path.rglob("*") if p.suffix in (".parquet", *JSONL_SUFFIXES))
+        found = sorted(p for p in path.rglob("*") if p.suffix in (".parquet", ".csv", *JSONL_SUFFIXES))
         if not found:
-            raise UserError(f"{what} {spec}: directory holds no dataset (.parquet or .jsonl files)")
+            raise UserError(f"{what} {spec}: directory holds no dataset (.parquet, .jsonl or .csv files)")
         return [_file(p, rows_per_shard, what) for p in found]
     if not path.exists():
         raise UserError(f"{what} {spec}: no such file or directory")
@@ -105,7 +113,69 @@ def _file(path: Path, rows_per_shard: int, what: str) -> InputFile:
         return _parquet_file(path, what)
     if path.suffix in JSONL_SUFFIXES:
         return _jsonl_file(path, rows_per_shard, what)
-    raise UserError(f"{what} {path}: unknown file type {path.suffix!r}; use .parquet, .jsonl or a dataset directory")
+    if path.suffix == ".csv":
+        return _csv_file(path, what)
+    raise UserError(
+        f"{what} {path}: unknown file type {path.suffix!r}; use .parquet, .jsonl, .csv or a dataset directory"
+    )
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _csv_file(path: Path, what: str) -> InputFile:
+    rows = sum(b.num_rows for b in _csv_batches(str(path), what))
+    if rows == 0:
+        raise UserError(f"{what} {path}: the file has no rows; remove it from {what}")
+    return InputFile(str(path), "csv", rows, _sha256(path), path.stem)
+
+
+def _csv_batches(path: str, what: str = "--input") -> Iterator[pa.RecordBatch]:
+    """Every column as text: a CSV has no types, and guessing them per block breaks on the next block."""
+    try:
+        with open(path, "rb") as f:
+            header = pa_csv.read_csv(f, read_options=pa_csv.ReadOptions(block_size=1 << 16)).schema.names
+    except (pa.ArrowInvalid, OSError) as e:
+        raise UserError(f"{what} {path}: not a readable CSV file ({str(e).splitlines()[0]}); check the file") from None
+    convert = pa_csv.ConvertOptions(column_types={name: pa.string() for name in header}, strings_can_be_null=True)
+    with pa_csv.open_csv(path, convert_options=convert) as reader:
+        yield from reader
+
+
+def _saved_dataset(path: Path, what: str) -> list[InputFile]:
+    """A folder written by `Dataset.save_to_disk`: its Arrow files, in the order its state.json lists."""
+    state = json.loads((path / "state.json").read_text())
+    files = [path / f["filename"] for f in state.get("_data_files", [])]
+    if not files:
+        raise UserError(f"{what} {path}: state.json lists no data files; is this a `save_to_disk` folder?")
+    return [_arrow_file(f, path.name) for f in files]
+
+
+def _hub_dataset(spec: str, what: str) -> list[InputFile]:
+    """`hf:NAME[@SPLIT]`: the real `datasets.load_dataset` (a Hub name, or a local folder of data files)."""
+    import datasets
+
+    name, _, split = spec[3:].partition("@")
+    try:
+        ds = datasets.load_dataset(name, split=split or "train")
+    except Exception as e:  # datasets raises many kinds: not found, offline, bad split, ...
+        raise UserError(f"{what} {spec}: datasets.load_dataset failed: {str(e).splitlines()[0]}") from None
+    files = [Path(c["filename"]) for c in ds.cache_files]
+    if not files:
+        raise UserError(f"{what} {spec}: the dataset has no cache files to read; save it with save_to_disk first")
+    return [_arrow_file(f, name.rstrip("/").rsplit("/", 1)[-1]) for f in files]
+
+
+def _arrow_file(path: Path, source: str) -> InputFile:
+    rows = _read_arrow(str(path)).num_rows
+    return InputFile(str(path), "arrow", rows, _sha256(path), source)
+
+
+def _read_arrow(path: str) -> pa.Table:
+    # Memory-mapped: slicing a chunk out of a large file reads only that chunk's pages.
+    return pa.ipc.open_stream(pa.memory_map(path)).read_all()
 
 
 def _parquet_file(path: Path, what: str) -> InputFile:
@@ -115,9 +185,7 @@ def _parquet_file(path: Path, what: str) -> InputFile:
         raise UserError(f"{what} {path}: not a readable Parquet file ({e}); check the file") from None
     if meta.num_rows == 0:
         raise UserError(f"{what} {path}: the file has no rows; remove it from {what}")
-    with open(path, "rb") as f:
-        digest = hashlib.file_digest(f, "sha256").hexdigest()
-    return InputFile(str(path), "parquet", meta.num_rows, digest, path.stem)
+    return InputFile(str(path), "parquet", meta.num_rows, _sha256(path), path.stem)
 
 
 def _jsonl_file(path: Path, rows_per_shard: int, what: str) -> InputFile:
@@ -168,14 +236,25 @@ def plan(files: list[InputFile], rows_per_shard: int) -> list[Chunk]:
     return chunks
 
 
-def check_columns(files: list[InputFile], record: Record | None) -> None:
-    """File-level checks before any work: every Parquet input has the record's columns and types."""
+def check_columns(files: list[InputFile], record: Record | None, mappings: list[SourceMapping] | None = None) -> None:
+    """File-level checks before any work: every typed input has the record's columns and types.
+
+    Inputs read through a column mapping are checked row by row instead (the mapping makes the columns).
+    """
     if record is None:
         return
     for f in files:
+        if mappings and mapping_for(f.path, mappings) is not None:
+            continue
         if f.format == "parquet":
             schema = pq.read_schema(f.path)
-            conform_table(schema.empty_table(), record, f.path, f.source)
+        elif f.format == "arrow":
+            schema = _read_arrow(f.path).schema
+        elif f.format == "csv":
+            schema = next(_csv_batches(f.path)).schema
+        else:
+            continue
+        conform_table(schema.empty_table(), record, f.path, f.source)
 
 
 # --- reading a chunk --------------------------------------------------------------------------------
@@ -195,48 +274,75 @@ class Batch:
     rejects: list[Reject]  # the rows that do not
 
 
-def read_chunk(chunk: Chunk, record: Record | None, batch_size: int) -> Iterator[Batch]:
-    """The rows of `chunk` in batches, conformed to `record`, with the rows that could not be."""
+def read_chunk(
+    chunk: Chunk, record: Record | None, batch_size: int, mappings: list[SourceMapping] | None = None
+) -> Iterator[Batch]:
+    """The rows of `chunk` in batches, mapped and conformed to `record`, with the rows that could not be."""
+    mapping = mapping_for(chunk.file.path, mappings) if mappings else None
     if chunk.file.format == "jsonl":
-        yield from _read_jsonl_chunk(chunk, record, batch_size)
-    else:
-        yield from _read_parquet_chunk(chunk, record, batch_size)
+        yield from _read_jsonl_chunk(chunk, record, batch_size, mapping)
+        return
+    for first, table in _table_slices(chunk, batch_size):
+        yield _table_batch(table, first, record, chunk.file, mapping)
 
 
-def _read_parquet_chunk(chunk: Chunk, record: Record | None, batch_size: int) -> Iterator[Batch]:
+def _table_slices(chunk: Chunk, batch_size: int) -> Iterator[tuple[int, pa.Table]]:
+    """(row number of the first row, rows) for the rows [start, stop) of a tabular file."""
     f = chunk.file
-    with pq.ParquetFile(f.path) as pf:
-        groups, first_row, row = [], 0, 0
-        for g in range(pf.metadata.num_row_groups):
+    if f.format == "arrow":
+        table = _read_arrow(f.path).slice(chunk.start, chunk.stop - chunk.start)
+        for k in range(0, table.num_rows, batch_size):
+            yield chunk.start + k, table.slice(k, batch_size)
+        return
+    if f.format == "csv":
+        batches: Iterator[pa.RecordBatch] = _csv_batches(f.path)
+        row = 0
+    else:
+        pf = pq.ParquetFile(f.path)
+        groups, row, seen = [], -1, 0
+        for g in range(pf.metadata.num_row_groups):  # read only the row groups that hold the chunk
             n = pf.metadata.row_group(g).num_rows
-            if row + n > chunk.start and row < chunk.stop:
-                if not groups:
-                    first_row = row
+            if seen + n > chunk.start and seen < chunk.stop:
+                row = seen if row < 0 else row
                 groups.append(g)
-            row += n
-        row = first_row
-        for batch in pf.iter_batches(batch_size=batch_size, row_groups=groups):
-            lo, hi = max(chunk.start - row, 0), min(chunk.stop - row, batch.num_rows)
-            batch_start = row
-            row += batch.num_rows
-            if hi <= lo:
-                continue
-            table = pa.Table.from_batches([batch.slice(lo, hi - lo)])
-            first = batch_start + lo
-            if record is None:
-                yield Batch(table, list(range(first, first + table.num_rows)), [])
-                continue
-            good, errors = conform_table(table, record, f.path, f.source)
-            bad = {i for i, _ in errors}
-            rows = [first + i for i in range(table.num_rows) if i not in bad]
-            yield Batch(good, rows, [Reject(first + i, err, _row_json(table, i)) for i, err in errors])
+            seen += n
+        batches = pf.iter_batches(batch_size=batch_size, row_groups=groups)
+    for batch in batches:
+        lo, hi = max(chunk.start - row, 0), min(chunk.stop - row, batch.num_rows)
+        if hi > lo:
+            yield row + lo, pa.Table.from_batches([batch.slice(lo, hi - lo)])
+        row += batch.num_rows
+        if row >= chunk.stop:
+            break
+
+
+def _table_batch(
+    table: pa.Table, first: int, record: Record | None, f: InputFile, mapping: SourceMapping | None
+) -> Batch:
+    if mapping is not None:  # the mapping works on rows: the same path as JSON lines
+        rows, numbers, rejects = [], [], []
+        for i, obj in enumerate(table.to_pylist()):
+            try:
+                rows.append(_convert(obj, record, f.source, mapping))
+                numbers.append(first + i)
+            except RowError as e:
+                rejects.append(Reject(first + i, str(e), json.dumps(obj, ensure_ascii=False, default=str)))
+        return Batch(_to_table(rows, record), numbers, rejects)
+    if record is None:
+        return Batch(table, list(range(first, first + table.num_rows)), [])
+    good, errors = conform_table(table, record, f.path, f.source)
+    bad = {i for i, _ in errors}
+    rows = [first + i for i in range(table.num_rows) if i not in bad]
+    return Batch(good, rows, [Reject(first + i, err, _row_json(table, i)) for i, err in errors])
 
 
 def _row_json(table: pa.Table, i: int) -> str:
     return json.dumps(table.slice(i, 1).to_pylist()[0], ensure_ascii=False, default=str)
 
 
-def _read_jsonl_chunk(chunk: Chunk, record: Record | None, batch_size: int) -> Iterator[Batch]:
+def _read_jsonl_chunk(
+    chunk: Chunk, record: Record | None, batch_size: int, mapping: SourceMapping | None
+) -> Iterator[Batch]:
     f = chunk.file
     rows: list[dict[str, Any]] = []
     numbers: list[int] = []
@@ -245,7 +351,7 @@ def _read_jsonl_chunk(chunk: Chunk, record: Record | None, batch_size: int) -> I
         if not raw.strip():
             continue  # blank lines are not rows
         try:
-            rows.append(_parse_line(raw, record, f.source))
+            rows.append(_convert(_parse_line(raw), record, f.source, mapping))
             numbers.append(lineno)
         except RowError as e:
             rejects.append(Reject(lineno, str(e), raw))
@@ -277,7 +383,7 @@ def _lines(path: str, byte_start: int, byte_stop: int, first_row: int) -> Iterat
             yield row, carry
 
 
-def _parse_line(raw: bytes, record: Record | None, source: str) -> dict[str, Any]:
+def _parse_line(raw: bytes) -> Any:
     if len(raw) > MAX_ROW_BYTES:
         raise RowError("row_too_large", f"{len(raw):,} bytes, over the limit of {MAX_ROW_BYTES:,}")
     try:
@@ -285,14 +391,17 @@ def _parse_line(raw: bytes, record: Record | None, source: str) -> dict[str, Any
     except UnicodeDecodeError as e:
         raise RowError("not_utf8", f"invalid UTF-8 at byte {e.start}; re-encode the file as UTF-8") from None
     try:
-        obj = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as e:
         raise RowError("malformed_json", f"{e.msg} at column {e.colno}") from None
-    if record is None:
-        if not isinstance(obj, dict):
-            raise RowError("not_an_object", "a row must be a JSON object")
-        return obj
-    return coerce_row(obj, record, source)
+
+
+def _convert(obj: Any, record: Record | None, source: str, mapping: SourceMapping | None) -> dict[str, Any]:
+    if not isinstance(obj, dict):
+        raise RowError("not_an_object", "a row must be a JSON object")
+    if mapping is not None:
+        obj = apply_mapping(obj, mapping)
+    return coerce_row(obj, record, source) if record is not None else obj
 
 
 def _to_table(rows: list[dict[str, Any]], record: Record | None) -> pa.Table:

@@ -47,6 +47,12 @@ def inspect_dir(root: Path, *, rows: int = 3, verify: bool = False, console: Con
     for f in schema:
         console.print(f"  {f.name}: {f.type}")
 
+    removed = m.stats.get("report", {}).get("removed")
+    if removed:
+        console.print(f"removed {sum(removed.values()):,} rows (in _removed/, with matched_id and similarity)")
+        for reason, n in removed.items():
+            console.print(f"  removed   {reason:<20} {n:>10,}")
+
     if "reject_reason" in schema.names:
         funnel: Counter[str] = Counter()
         for batch in reader.iter_batches(columns=["reject_reason"], batch_size=65_536):

@@ -16,12 +16,15 @@ _LATEX_SAME = [
     (re.compile(r"\\(?:left|right|big|Big|bigg|Bigg)(?![a-zA-Z])"), ""),
     (re.compile(r"\\(?:,|;|:|!|quad|qquad|displaystyle|textstyle)(?![a-zA-Z])|\\ "), " "),
     (re.compile(r"\$\$|\\\(|\\\)|\\\[|\\\]"), "$"),
+    (re.compile(r"(\\frac|\\binom)(\d)(\d)"), r"\1{\2}{\3}"),  # \frac12 is \frac{1}{2}
+    (re.compile(r"\{\s*([a-z]|\d+|\\[a-z]+)\s*\}"), r" \1 "),  # x^{2} is x^2; {\pi} is \pi
 ]
 # One token: a CJK character (such scripts are written without spaces), a LaTeX command, a run of
 # letters/digits, or any other single non-space character.
 _CJK = "\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff\uac00-\ud7af"
-_TOKEN = re.compile(rf"[{_CJK}]|\\[a-z]+|[^\W_{_CJK}]+|[^\w\s]|_")
-_WORD = re.compile(rf"[{_CJK}]|\\[a-z]+|[^\W_{_CJK}]+")
+# Digits and letters are separate tokens: `7x` and `7 x` are the same term.
+_TOKEN = re.compile(rf"[{_CJK}]|\\[a-z]+|\d+|[^\W\d_{_CJK}]+|[^\w\s]|_")
+_WORD = re.compile(rf"[{_CJK}]|\\[a-z]+|\d+|[^\W\d_{_CJK}]+")
 _NUMBER = re.compile(r"\d+")
 
 
@@ -46,6 +49,11 @@ def normalize(text: str) -> str:
 def words(text: str) -> list[str]:
     """Tokens without punctuation: the "normalized words" that decontamination n-grams are made of."""
     return _WORD.findall(canonical(text))
+
+
+def word_tokens(toks: list[str]) -> list[str]:
+    """`words()` of a text whose `tokens()` are already at hand."""
+    return [t for t in toks if _WORD.fullmatch(t)]
 
 
 def numbers(toks: list[str]) -> list[str]:

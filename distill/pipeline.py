@@ -13,9 +13,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from distill.config import PipelineConfig, Step, load_config
+from distill.config import PipelineConfig, PromptsConfig, Step, load_config, parse
 from distill.errors import UserError
 from distill.executor import MapStage, StageResult, load_function, print_result, run_map_stage
+from distill.prompts.stage import run_prompts
 
 
 @dataclass
@@ -35,7 +36,13 @@ class PipelineRun:
         path = Path(p)
         return path if path.is_absolute() else Path(os.path.normpath(self.root / path))
 
+    def prompts_config(self, step: Step, where: str) -> PromptsConfig:
+        cfg = parse(step.options, PromptsConfig, where)
+        benchmarks = [str(self._path(b)) for b in cfg.decontaminate.benchmarks]  # relative to the pipeline file
+        return cfg.model_copy(update={"decontaminate": cfg.decontaminate.model_copy(update={"benchmarks": benchmarks})})
+
     def stage(self, step: Step) -> MapStage:
+        assert step.function is not None
         module, _, attr = step.function.rpartition(":")
         if module.endswith(".py"):
             module = str(self._path(module).resolve())
@@ -65,7 +72,11 @@ def run(
 ) -> dict[str, StageResult]:
     started = time.perf_counter()
     pipeline = load(path, out)
+    prompt_configs: dict[str, PromptsConfig] = {}
     for i, step in enumerate(pipeline.config.steps):  # a broken last step must not wait for the first
+        if step.stage == "prompts":
+            prompt_configs[step.name] = pipeline.prompts_config(step, f"{path}: steps[{i}].options")
+            continue
         try:
             load_function(pipeline.stage(step).function)
         except UserError as e:
@@ -74,15 +85,25 @@ def run(
     print(f"pipeline {pipeline.config.name}: {n} step{'s' * (n != 1)} -> {pipeline.out}", file=sys.stderr)
     results: dict[str, StageResult] = {}
     for step in pipeline.config.steps:
-        result = run_map_stage(
-            pipeline.stage(step),
-            pipeline.step_inputs(step),
-            pipeline.step_out(step),
-            workers=workers or step.workers,
-            overwrite=overwrite,
-            rows_per_shard=step.rows_per_shard,
-            show_progress=show_progress,
-        )
+        if step.stage == "prompts":
+            result = run_prompts(
+                pipeline.step_inputs(step),
+                pipeline.step_out(step),
+                prompt_configs[step.name],
+                workers=workers or step.workers,
+                overwrite=overwrite,
+                show_progress=show_progress,
+            )
+        else:
+            result = run_map_stage(
+                pipeline.stage(step),
+                pipeline.step_inputs(step),
+                pipeline.step_out(step),
+                workers=workers or step.workers,
+                overwrite=overwrite,
+                rows_per_shard=step.rows_per_shard,
+                show_progress=show_progress,
+            )
         print_result(step.name, result, pipeline.step_out(step))
         results[step.name] = result
     done = sum(r.skipped for r in results.values())

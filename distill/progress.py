@@ -67,9 +67,12 @@ def summary_line(name: str, manifest: Manifest, seconds: float, out: Path, *, sk
     """`filter: 10,000 rows in -> 9,800 out, 200 rejected (malformed_json 150, ...) in 3.2s -> DIR`"""
     t = totals(manifest)
     rejected = ""
+    removed = manifest.stats.get("report", {}).get("removed", {})
+    if sum(removed.values()):
+        rejected += f", {sum(removed.values()):,} removed (" + ", ".join(f"{k} {v:,}" for k, v in removed.items()) + ")"
     if t["rejected"]:
         by_code = ", ".join(f"{code} {n:,}" for code, n in t["rejects_by_code"].items())
-        rejected = f", {t['rejected']:,} rejected ({by_code})"
+        rejected += f", {t['rejected']:,} rejected ({by_code})"
     state = "already done, skipped" if skipped else f"in {seconds:.1f}s"
     return f"{name}: {t['rows_in']:,} rows in -> {t['rows_out']:,} out{rejected} {state} -> {out}"
 

@@ -629,7 +629,12 @@ class DatasetReader:
 
     @property
     def files(self) -> list[Path]:
-        return [self.root / self.manifest.shards[i]["file"] for i in sorted(self.manifest.shards)]
+        """The shards that hold rows, in order (a shard whose rows were all rejected may have no columns)."""
+        return [
+            self.root / self.manifest.shards[i]["file"]
+            for i in sorted(self.manifest.shards)
+            if self.manifest.shards[i]["rows"]
+        ]
 
     @property
     def num_rows(self) -> int:

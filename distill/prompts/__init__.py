@@ -1,0 +1,1 @@
+"""Prompt curation: ingest with column mapping, normalize, dedup (exact + near), decontaminate."""

@@ -1,0 +1,119 @@
+"""Column mapping for prompt sources whose columns are not the prompt record's.
+
+A mapping (`SourceMapping` in config.py) renames columns, pulls the final `\\boxed{}` answer out of a
+worked solution, and turns a list of options into a lettered multiple-choice problem. It runs on each
+row before the row is validated, so a row it cannot map becomes a reject with the reason.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import random
+from typing import Any
+
+from distill.config import SourceMapping
+from distill.errors import RowError
+
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def mapping_for(path: str, mappings: list[SourceMapping]) -> SourceMapping | None:
+    """The first mapping whose `match` glob matches the input's path (or its file name)."""
+    name = path.rsplit("/", 1)[-1]
+    for m in mappings:
+        if fnmatch.fnmatch(path, m.match) or fnmatch.fnmatch(name, m.match):
+            return m
+    return None
+
+
+def last_boxed(text: str) -> str | None:
+    """The content of the last `\\boxed{...}` (or `\\fbox{...}`), braces balanced; None if there is none."""
+    start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
+    if start < 0:
+        return None
+    i = text.find("{", start)
+    if i < 0:
+        return None
+    depth = 0
+    for j in range(i, len(text)):
+        if text[j] == "{":
+            depth += 1
+        elif text[j] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[i + 1 : j].strip()
+    return None
+
+
+def apply_mapping(row: dict[str, Any], m: SourceMapping) -> dict[str, Any]:
+    out = dict(row)
+    for src, dst in m.columns.items():
+        if src in out:
+            out[dst] = out.pop(src)
+    if m.answer_from_boxed and isinstance(out.get("answer"), str):
+        boxed = last_boxed(out["answer"])
+        if boxed is None:
+            raise RowError("no_answer", "the solution mapped to 'answer' has no \\boxed{} answer")
+        out.setdefault("meta_solution", out["answer"])
+        out["answer"] = boxed
+    if m.choices is not None:
+        _letter_choices(out, m)
+    if m.name is not None:
+        out["source"] = m.name
+    for key in ("domain", "language"):
+        if getattr(m, key) is not None and out.get(key) is None:
+            out[key] = getattr(m, key)
+    if "meta_solution" in out:  # keep the worked solution, out of the way of the record's columns
+        meta = out.get("meta") if isinstance(out.get("meta"), dict) else {}
+        out["meta"] = {**meta, "solution": out.pop("meta_solution")}
+    return out
+
+
+def _letter_choices(row: dict[str, Any], m: SourceMapping) -> None:
+    """`problem` + "A) ... B) ..." and `answer` as the letter of the right option."""
+    if isinstance(m.choices, str):
+        options = row.pop(m.choices, None)
+        if not isinstance(options, list) or not all(isinstance(o, str | int | float) for o in options):
+            raise RowError("wrong_type", f"column '{m.choices}' must be a list of options")
+    else:
+        options = [row.pop(c, None) for c in m.choices]
+        if any(o is None for o in options):
+            raise RowError("missing_field", f"an option column of {m.choices} is missing or null")
+    options = [str(o).strip() for o in options]
+    if not 2 <= len(options) <= len(LETTERS):
+        raise RowError("bad_value", f"{len(options)} options; multiple choice needs 2 to {len(LETTERS)}")
+    if m.correct_choice is not None:  # e.g. GPQA: "Correct Answer" beside "Incorrect Answer 1..3"
+        right = list(m.choices).index(m.correct_choice)
+    else:
+        right = _right_option(row.get("answer"), options)
+    if m.shuffle_choices:
+        # Seeded by the problem, so the same row always gets the same order (stable ids, resumable runs).
+        seed = int.from_bytes(hashlib.sha256(str(row.get("problem")).encode()).digest()[:8], "big")
+        order = list(range(len(options)))
+        random.Random(seed).shuffle(order)
+        options = [options[k] for k in order]
+        right = order.index(right)
+    problem = row.get("problem")
+    if not isinstance(problem, str):
+        raise RowError("missing_field", "column 'problem' is missing or not a string")
+    lettered = "\n".join(f"{LETTERS[k]}) {o}" for k, o in enumerate(options))
+    row["problem"] = f"{problem.rstrip()}\n\n{lettered}"
+    row["answer"] = LETTERS[right]
+    row.setdefault("domain", "science")
+    meta = row.get("meta") if isinstance(row.get("meta"), dict) else {}
+    row["meta"] = {**meta, "choices": json.dumps(options, ensure_ascii=False)}
+
+
+def _right_option(answer: Any, options: list[str]) -> int:
+    """Which option the answer names: its index, its letter, or its text."""
+    if isinstance(answer, int) and not isinstance(answer, bool) and 0 <= answer < len(options):
+        return answer
+    if isinstance(answer, str):
+        a = answer.strip()
+        if len(a) == 1 and a.upper() in LETTERS[: len(options)]:
+            return LETTERS.index(a.upper())
+        if a in options:
+            return options.index(a)
+    raise RowError("bad_value", f"answer {answer!r} is not an option's index, letter or text")

@@ -1,0 +1,79 @@
+"""Pass 1 of `distill prompts`, a pure batch function run in parallel over the input chunks.
+
+For each prompt row: its `id` (the hash of its matching form), its language when it has none, and
+what the global pass needs, in columns that start with `_`: a MinHash signature of its token
+shingles (near duplicates), a hash of its numbers (a template with other numbers is another
+problem), and the benchmark item it contains, if any (decontamination).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pyarrow as pa
+import xxhash
+from datasketch import MinHash
+
+from distill import language
+from distill.normalize import numbers, tokens, word_tokens
+from distill.prompts.benchmarks import load_index
+
+
+def shingles(toks: list[str], size: int) -> list[bytes]:
+    if len(toks) <= size:
+        return [" ".join(toks).encode()]
+    return [" ".join(toks[i : i + size]).encode() for i in range(len(toks) - size + 1)]
+
+
+def signatures(
+    batch: pa.RecordBatch,
+    *,
+    num_perm: int,
+    shingle_size: int,
+    seed: int,
+    benchmark_index: str | None = None,
+    detect_language: bool = True,
+) -> pa.Table:
+    table = pa.Table.from_batches([batch])
+    problems = table.column("problem").to_pylist()
+    toks = [tokens(p) for p in problems]
+
+    ids = [hashlib.sha256(" ".join(t).encode()).hexdigest()[:16] for t in toks]  # == records.stable_id
+    old_ids = table.column("id").to_pylist()
+    metas = table.column("meta").to_pylist()
+    for i, (old, new) in enumerate(zip(old_ids, ids, strict=True)):
+        if old != new:  # an id the source gave: kept in meta, since ids here are the hash of the problem
+            meta = json.loads(metas[i]) if metas[i] else {}
+            meta["source_id"] = old
+            metas[i] = json.dumps(meta, ensure_ascii=False, sort_keys=True)
+    table = table.set_column(table.schema.get_field_index("id"), "id", pa.array(ids, pa.string()))
+    table = table.set_column(table.schema.get_field_index("meta"), "meta", pa.array(metas, pa.large_string()))
+
+    if detect_language:
+        langs = table.column("language").to_pylist()
+        langs = [lang if lang is not None else language.detect(p) for lang, p in zip(langs, problems, strict=True)]
+        table = table.set_column(table.schema.get_field_index("language"), "language", pa.array(langs, pa.string()))
+
+    hashes = MinHash.bulk([shingles(t, shingle_size) for t in toks], num_perm=num_perm, seed=seed)
+    # datasketch keeps hash values below 2**32: uint32 halves the memory of the global pass.
+    sig = np.stack([m.hashvalues for m in hashes]).astype(np.uint32)
+    nums = [xxhash.xxh64_intdigest(" ".join(numbers(t)).encode()) for t in toks]
+
+    bench_item: list[int | None] = [None] * len(toks)
+    bench_sim: list[float | None] = [None] * len(toks)
+    if benchmark_index:
+        index = load_index(benchmark_index)
+        for i, t in enumerate(toks):
+            m = index.match(word_tokens(t))
+            if m is not None:
+                bench_item[i], bench_sim[i] = m
+
+    sig_type = pa.list_(pa.uint32(), num_perm)
+    return (
+        table.append_column("_sig", pa.FixedSizeListArray.from_arrays(pa.array(sig.ravel()), num_perm).cast(sig_type))
+        .append_column("_numbers", pa.array(nums, pa.uint64()))
+        .append_column("_bench", pa.array(bench_item, pa.int32()))
+        .append_column("_bench_sim", pa.array(bench_sim, pa.float32()))
+    )
