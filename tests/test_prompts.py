@@ -151,7 +151,7 @@ def test_csv_parquet_saved_dataset_and_load_dataset_inputs(tmp_path: Path) -> No
         w.writeheader()
         w.writerow({"problem": 'A CSV problem, with a comma and a "quote".', "answer": "3"})
         w.writerow({"problem": "Second CSV problem\nspanning two lines.", "answer": "4"})
-    pq.write_table(pa.table({"problem": ["A Parquet problem."], "answer": ["5"]}), tmp_path / "b.parquet")
+    pq.write_table(pa.table({"problem": ["A Parquet problem."], "answer": ["5"], "level": [3]}), tmp_path / "b.parquet")
     datasets.Dataset.from_dict({"problem": ["A saved dataset problem."]}).save_to_disk(str(tmp_path / "saved"))
     (tmp_path / "hub").mkdir()
     write_jsonl(tmp_path / "hub" / "train.jsonl", [{"problem": "A problem loaded by load_dataset."}])
@@ -166,6 +166,7 @@ def test_csv_parquet_saved_dataset_and_load_dataset_inputs(tmp_path: Path) -> No
         ("A problem loaded by load_dataset.", "hub"),
     ]
     assert all(r["language"] == "en" for r in kept)
+    assert json.loads(kept[2]["meta"]) == {"level": 3}  # a column the record does not know is kept in meta
 
 
 def test_column_mapping_boxed_answers_and_multiple_choice(tmp_path: Path) -> None:
@@ -318,3 +319,27 @@ def test_pipeline_prompts_step_and_bad_options(tmp_path: Path) -> None:
     p.write_text(p.read_text().replace("threshold: 0.8", "treshold: 0.8"))
     r = run_cli("run", str(p), "--out", str(tmp_path / "run2"))
     assert r.returncode == 2 and "steps[0].options: dedup.treshold: unknown key; did you mean 'threshold'?" in r.stderr
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parent.parent / "configs" / "prompts").glob("*.yaml")))
+def test_shipped_prompt_configs_are_valid(path: Path) -> None:
+    from distill.config import load_config
+
+    load_config(path, PromptsConfig)
+
+
+def test_a_duplicate_among_many_template_siblings_is_still_found() -> None:
+    """Rows whose signatures agree in every band but whose numbers differ (one template, other numbers)
+    must not hide a real duplicate: a row is paired with the first row of its bucket, so the numbers
+    are part of the bucket key."""
+    import numpy as np
+
+    from distill.prompts.dedup import NEAR, decide
+
+    n = 50
+    sig = np.tile(np.arange(128, dtype=np.uint32), (n + 1, 1))  # all alike, as template siblings can be
+    numbers = np.arange(n + 1, dtype=np.uint64)
+    numbers[n] = numbers[30]  # the last row: a duplicate of row 30, same numbers
+    d = decide(np.arange(n + 1), sig, numbers, np.full(n + 1, -1), np.zeros(n + 1, np.float32), DedupConfig())
+    assert (d.reason[:n] == 0).all()  # the siblings are all kept
+    assert d.reason[n] == NEAR and d.matched[n] == 30

@@ -94,7 +94,11 @@ def decide(
     if cfg.near and alive.sum() > 1:
         rows = np.flatnonzero(alive)
         s = sig if len(rows) == n else sig[rows]
-        i, j = _candidate_pairs(s, bands, r)
+        # With the numbers rule, the numbers are part of every bucket key: rows with other numbers never
+        # share a bucket, so a templated problem's buckets are not crowded by its siblings (whose pairs the
+        # rule would reject anyway) and a duplicate meets its own original.
+        salt = numbers[rows] if cfg.same_numbers else None
+        i, j = _candidate_pairs(s, bands, r, salt)
         i, j, sim = _verify(s, numbers[rows], i, j, cfg)
         if len(i):
             # For each row keep its most similar earlier row.
@@ -107,12 +111,17 @@ def decide(
     return Decisions(reason, matched, similarity, bands, r)
 
 
-def _candidate_pairs(s: np.ndarray, bands: int, r: int) -> tuple[np.ndarray, np.ndarray]:
-    """(later row, earliest row) for rows that share a band with an earlier row."""
+def _candidate_pairs(
+    s: np.ndarray, bands: int, r: int, salt: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(later row, earliest row) for rows that share a band (and salt) with an earlier row."""
     later, earlier = [], []
     rows = np.arange(len(s))
     for band in range(bands):
-        first = _group_first(_band_hash(s[:, band * r : (band + 1) * r]))
+        key = _band_hash(s[:, band * r : (band + 1) * r])
+        if salt is not None:
+            key = key * _MIX + salt
+        first = _group_first(key)
         keep = first != rows
         later.append(rows[keep])
         earlier.append(first[keep])

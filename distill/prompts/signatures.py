@@ -19,6 +19,9 @@ from datasketch import MinHash
 from distill import language
 from distill.normalize import numbers, tokens, word_tokens
 from distill.prompts.benchmarks import load_index
+from distill.records import RECORDS
+
+PROMPT = RECORDS["prompt"]
 
 
 def shingles(toks: list[str], size: int) -> list[bytes]:
@@ -43,11 +46,19 @@ def signatures(
     ids = [hashlib.sha256(" ".join(t).encode()).hexdigest()[:16] for t in toks]  # == records.stable_id
     old_ids = table.column("id").to_pylist()
     metas = table.column("meta").to_pylist()
+    # Columns the prompt record does not know (from Parquet; JSON keys were folded already) go into meta,
+    # as does an id the source gave, since ids here are the hash of the problem.
+    extras = [name for name in table.column_names if name not in PROMPT.names]
+    extra_values = {name: table.column(name).to_pylist() for name in extras}
     for i, (old, new) in enumerate(zip(old_ids, ids, strict=True)):
-        if old != new:  # an id the source gave: kept in meta, since ids here are the hash of the problem
+        if old != new or extras:
             meta = json.loads(metas[i]) if metas[i] else {}
-            meta["source_id"] = old
-            metas[i] = json.dumps(meta, ensure_ascii=False, sort_keys=True)
+            if old != new:
+                meta["source_id"] = old
+            for name in extras:
+                meta[name] = extra_values[name][i]
+            metas[i] = json.dumps(meta, ensure_ascii=False, sort_keys=True, default=str)
+    table = table.drop_columns(extras)
     table = table.set_column(table.schema.get_field_index("id"), "id", pa.array(ids, pa.string()))
     table = table.set_column(table.schema.get_field_index("meta"), "meta", pa.array(metas, pa.large_string()))
 
