@@ -135,13 +135,14 @@ def _csv_file(path: Path, what: str) -> InputFile:
 def _csv_batches(path: str, what: str = "--input") -> Iterator[pa.RecordBatch]:
     """Every column as text: a CSV has no types, and guessing them per block breaks on the next block."""
     try:
-        with open(path, "rb") as f:
-            header = pa_csv.read_csv(f, read_options=pa_csv.ReadOptions(block_size=1 << 16)).schema.names
+        with pa_csv.open_csv(path) as probe:  # the header, from the first block only
+            header = probe.schema.names
+        convert = pa_csv.ConvertOptions(column_types={name: pa.string() for name in header}, strings_can_be_null=True)
+        with pa_csv.open_csv(path, convert_options=convert) as reader:
+            yield from reader
     except (pa.ArrowInvalid, OSError) as e:
+        # Planning reads the whole file once, so a broken CSV stops the run before any work.
         raise UserError(f"{what} {path}: not a readable CSV file ({str(e).splitlines()[0]}); check the file") from None
-    convert = pa_csv.ConvertOptions(column_types={name: pa.string() for name in header}, strings_can_be_null=True)
-    with pa_csv.open_csv(path, convert_options=convert) as reader:
-        yield from reader
 
 
 def _saved_dataset(path: Path, what: str) -> list[InputFile]:

@@ -42,13 +42,18 @@ def read_rows(root: Path) -> list[dict]:
     return rows
 
 
-def read_rejects(root: Path) -> list[dict]:
+def read_side(root: Path, side: str) -> list[dict]:
+    """The rows a dataset directory set aside (`rejects`, `removed`), in shard order."""
     manifest = json.loads((root / "_manifest.json").read_text())
     rows: list[dict] = []
     for shard in manifest["shards"]:
-        if "rejects" in shard:
-            rows.extend(pq.read_table(root / shard["rejects"]["file"]).to_pylist())
+        if side in shard:
+            rows.extend(pq.read_table(root / shard[side]["file"]).to_pylist())
     return rows
+
+
+def read_rejects(root: Path) -> list[dict]:
+    return read_side(root, "rejects")
 
 
 def prompts(n: int, start: int = 0) -> list[dict]:

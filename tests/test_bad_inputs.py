@@ -160,3 +160,19 @@ def test_other_records_validate_their_own_columns(tmp_path: Path, record: str) -
     assert len(read_rows(tmp_path / "out" / "ingest")) == 1
     [rej] = read_rejects(tmp_path / "out" / "ingest")
     assert rej["row"] == 1 and rej["error"].startswith("wrong_type")
+
+
+def test_csv_whose_types_change_after_the_first_block_and_a_broken_csv(tmp_path: Path) -> None:
+    p = tmp_path / "big.csv"
+    with open(p, "w") as f:
+        f.write("problem,answer\n")
+        for i in range(30_000):  # several reader blocks of numbers, then text: read as text throughout
+            f.write(f"problem {i},{i}\n")
+        f.write('last problem,"x/2"\n')
+    assert _run(tmp_path, [p]).returncode == 0
+    rows = read_rows(tmp_path / "out" / "ingest")
+    assert len(rows) == 30_001 and rows[-1]["answer"] == "x/2"
+    bad = tmp_path / "bad.csv"
+    bad.write_text("problem,answer\n" + "".join(f"p{i},{i}\n" for i in range(30_000)) + "p,1,extra,fields\n")
+    (tmp_path / "b").mkdir()
+    _one_line_error(_run(tmp_path / "b", [bad]), "bad.csv")

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from distill.config import DedupConfig, PromptsConfig, SourceMapping
 from distill.prompts.stage import run_prompts
-from tests.conftest import read_rejects, read_rows, run_cli, write_jsonl
+from tests.conftest import read_rejects, read_rows, read_side, run_cli, write_jsonl
 
 BASE = (
     "A bag holds {a} red marbles and {b} blue marbles. Two marbles are drawn at random without replacement. "
@@ -26,12 +26,7 @@ LATEX = r"Let $f(x) = \dfrac{{{a}x^2 + {b}}}{{x - 1}}$. Compute $\left( f({a}) \
 
 
 def _removed(out: Path) -> list[dict]:
-    manifest = json.loads((out / "_manifest.json").read_text())
-    rows: list[dict] = []
-    for shard in manifest["shards"]:
-        if "removed" in shard:
-            rows.extend(pq.read_table(out / shard["removed"]["file"]).to_pylist())
-    return rows
+    return read_side(out, "removed")
 
 
 def _run(tmp_path: Path, rows: list, cfg: PromptsConfig | None = None, bench: list | None = None) -> Path:
