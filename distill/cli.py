@@ -152,6 +152,69 @@ def prompts(
     print_report(result.manifest.stats["report"])
 
 
+@app.command(name="filter")
+@user_errors
+def filter_(
+    input: Annotated[
+        list[str], typer.Option("--input", help="Traces: a dataset directory, .parquet or .jsonl (repeatable).")
+    ],
+    preset: Annotated[Path, typer.Option("--preset", help="Filter preset YAML (filters/r1.yaml, ...).")],
+    out: Annotated[Path, typer.Option("--out", help="Output dataset directory of verdicts.")],
+    workers: Annotated[int | None, typer.Option("--workers", min=1, help="Processes; default: all cores.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Discard an existing --out and start afresh.")] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
+) -> None:
+    """Judge every trace: one verdict row each, with `correct`, `readable`, `language_ok`, `keep` and
+    `reject_reason` (the first check that failed) plus `reject_detail`.
+
+    Example:
+
+      distill filter --input runs/demo/traces --preset filters/r1.yaml --out runs/demo/verdicts
+    """
+    from distill.config import FilterPreset, load_config
+    from distill.executor import print_result
+    from distill.filters.stage import run_filter
+
+    result = run_filter(
+        input, out, load_config(preset, FilterPreset), workers=workers, overwrite=overwrite, show_progress=progress
+    )
+    print_result("filter", result, out)
+    f = result.manifest.stats["funnel"]
+    print(f"  kept {f['kept']:,} of {f['traces']:,} traces", file=sys.stderr)
+    for why, n in f["by_reason"].items():
+        if why != "kept":
+            print(f"  {why:<20} {n:>10,}", file=sys.stderr)
+
+
+@app.command()
+@user_errors
+def select(
+    input: Annotated[list[str], typer.Option("--input", help="Verdicts: the --out of `distill filter` (repeatable).")],
+    out: Annotated[Path, typer.Option("--out", help="Output dataset directory of the chosen traces.")],
+    per_prompt: Annotated[int, typer.Option("--per-prompt", min=1, help="At most this many traces per prompt.")],
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the choice among a prompt's kept traces.")] = 0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Discard an existing --out and start afresh.")] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
+) -> None:
+    """Keep at most K kept traces per prompt: identical traces count once, then a seeded order decides.
+
+    Example:
+
+      distill select --input runs/demo/verdicts --out runs/demo/kept --per-prompt 4
+    """
+    from distill.executor import print_result
+    from distill.filters.select import run_select
+
+    result = run_select(input, out, per_prompt=per_prompt, seed=seed, overwrite=overwrite, show_progress=progress)
+    print_result("select", result, out)
+    s = result.manifest.stats["select"]
+    print(
+        f"  {s['selected']:,} traces for {s['prompts']:,} prompts; dropped {s['identical_dropped']:,} identical, "
+        f"{s['over_k_dropped']:,} over --per-prompt",
+        file=sys.stderr,
+    )
+
+
 @app.command()
 @user_errors
 def inspect(

@@ -158,6 +158,62 @@ class PromptsConfig(StrictModel):
     rows_per_shard: int = Field(default=10_000, ge=1)
 
 
+# --- filter presets (`distill filter --preset filters/NAME.yaml`) -----------------------------------
+
+
+class ReadabilityConfig(StrictModel):
+    enabled: bool = True
+    require_think: bool = Field(default=True, description="exactly one closed <think> block with reasoning in it")
+    min_answer_chars: int = Field(default=1, ge=0, description="the answer after </think> (`empty` below this)")
+    max_tokens: int | None = Field(default=32_768, ge=1, description="completion tokens (`too_long`)")
+    max_paragraph_chars: int | None = Field(default=5_000, ge=1, description="`long_paragraph` above this")
+    allow_code_blocks: bool = Field(default=False, description="fenced code in the reasoning of non-code problems")
+    max_line_repeats: int = Field(default=5, ge=1, description="the same substantial line more often: `repetition`")
+    min_repeated_line_chars: int = Field(default=20, ge=1)
+    repetition_ngram: int = Field(default=20, ge=2, description="word n-grams for the repeated share")
+    max_repeated_ngram_share: float = Field(default=0.3, gt=0, le=1)
+
+
+class LanguageCheckConfig(StrictModel):
+    enabled: bool = True
+    max_foreign_share: float = Field(
+        default=0.02, ge=0, le=1, description="letters of another script than the target's (`language_mix`)"
+    )
+    max_foreign_windows: float = Field(
+        default=0.25, ge=0, le=1, description="share of windows identified as another language (`language_mix`)"
+    )
+    windows: int = Field(default=8, ge=1, description="windows spread over the text for language ID")
+    window_chars: int = Field(default=1_000, ge=50)
+    min_chars: int = Field(default=40, ge=1, description="shorter prose is not judged")
+
+
+class CodeCheckConfig(StrictModel):
+    timeout_s: float = Field(default=10.0, gt=0, description="wall clock for one answer's test suite")
+    cpu_s: int = Field(default=10, ge=1)
+    memory_mb: int = Field(default=1_024, ge=64)
+    file_mb: int = Field(default=16, ge=1)
+    processes: int = Field(default=32, ge=1)
+
+
+class CorrectnessConfig(StrictModel):
+    enabled: bool = True
+    math_timeout_s: float = Field(default=5.0, gt=0, description="wall clock for one (gold, answer) comparison")
+    code: CodeCheckConfig = Field(default_factory=CodeCheckConfig)
+    require_gold: bool = Field(
+        default=True, description="math/science/code rows without an answer or tests are rejected (`unverifiable`)"
+    )
+
+
+class FilterPreset(StrictModel):
+    """Which checks a trace must pass to be kept; every threshold lives here, not in the code."""
+
+    name: str
+    description: str = ""
+    correctness: CorrectnessConfig = Field(default_factory=CorrectnessConfig)
+    readability: ReadabilityConfig = Field(default_factory=ReadabilityConfig)
+    language: LanguageCheckConfig = Field(default_factory=LanguageCheckConfig)
+
+
 # --- loading ----------------------------------------------------------------------------------------
 
 

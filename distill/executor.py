@@ -227,7 +227,9 @@ def run_map_stage(
     overwrite: bool = False,
     rows_per_shard: int = 10_000,
     show_progress: bool = True,
+    extra_stats: Callable[[], dict[str, Any]] | None = None,
 ) -> StageResult:
+    """Run `stage` over the inputs into `out`; `extra_stats` adds to the manifest's stats once all shards are in."""
     started = time.perf_counter()
     if rows_per_shard < 1:
         raise UserError(f"rows_per_shard is {rows_per_shard}; it must be at least 1")
@@ -263,7 +265,8 @@ def run_map_stage(
             for entry in _execute(todo, workers or os.cpu_count() or 1):
                 ds.record_shard(entry)
                 progress.advance(entry["rows_in"], Counter(entry.get("rejects", {}).get("codes", {})))
-        manifest = ds.finish({"seconds": round(time.perf_counter() - started, 3)})
+        stats = extra_stats() if extra_stats else {}
+        manifest = ds.finish({**stats, "seconds": round(time.perf_counter() - started, 3)})
     return StageResult(manifest, False, time.perf_counter() - started, opened.redone)
 
 

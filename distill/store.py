@@ -145,10 +145,13 @@ def _dictionary_columns(schema: pa.Schema) -> list[str]:
 class _ParquetSink:
     """A Parquet file written under a temporary name, in row groups of about ROW_GROUP_BYTES."""
 
-    def __init__(self, final: Path, schema: pa.Schema | None = None) -> None:
+    def __init__(self, final: Path, schema: pa.Schema | None = None, *, strict: bool = True) -> None:
         self.final = final
         self.tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-        self.schema = schema
+        # strict: every batch must have `schema`'s columns. Otherwise `schema` is only the default of a
+        # file that gets no rows, and the first batch decides (a stage may add columns to its record).
+        self.schema = schema if strict else None
+        self.default_schema = schema
         self.rows = 0
         self._writer: pq.ParquetWriter | None = None
         self._pending: list[pa.RecordBatch] = []
@@ -173,7 +176,9 @@ class _ParquetSink:
 
     def _open_writer(self) -> pq.ParquetWriter:
         if self._writer is None:
-            schema = self.schema if self.schema is not None else pa.schema([])
+            if self.schema is None:
+                self.schema = self.default_schema if self.default_schema is not None else pa.schema([])
+            schema = self.schema
             self.final.parent.mkdir(parents=True, exist_ok=True)
             self._writer = pq.ParquetWriter(
                 self.tmp,
@@ -227,7 +232,7 @@ class ShardWriter:
 
     def __init__(self, root: Path, index: int, schema: pa.Schema | None = None) -> None:
         self.index = index
-        self._data = _ParquetSink(root / shard_name(index), schema)
+        self._data = _ParquetSink(root / shard_name(index), schema, strict=False)
         self._sides = {
             side: _ParquetSink(root / folder / shard_name(index, f"{side}-"), _side_schema(side))
             for side, folder in SIDES.items()

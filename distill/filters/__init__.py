@@ -1,0 +1,1 @@
+"""Rejection sampling: correctness, readability and language checks of teacher traces; selection."""

@@ -1,0 +1,77 @@
+"""Readability of a trace: one closed think block, not cut off, no loops, no runaway paragraphs, no
+code blocks in the reasoning of a non-code problem, not too long, a non-empty answer after `</think>`.
+
+Every threshold comes from the preset (`ReadabilityConfig`); each check returns a reject code or None.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+from distill.config import ReadabilityConfig
+
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+_WORD = re.compile(r"\S+")
+_PARAGRAPHS = re.compile(r"\n\s*\n")
+
+
+def split_think(reasoning: str | None, content: str) -> tuple[str | None, str, bool]:
+    """(reasoning, answer, closed): the server's split when it made one, else the inline tags.
+
+    `closed` is False when a think block was opened and never closed, or when think tags remain
+    after the split (more than one block).
+    """
+    if reasoning is None or not reasoning.strip():
+        stripped = content.lstrip()
+        if stripped.startswith(THINK_OPEN) or THINK_CLOSE in content:
+            head, sep, tail = content.partition(THINK_CLOSE)
+            if not sep:
+                return None, content, False
+            reasoning = head.replace(THINK_OPEN, "", 1)
+            content = tail
+    closed = not any(tag in (reasoning or "") or tag in content for tag in (THINK_OPEN, THINK_CLOSE))
+    return reasoning, content, closed
+
+
+def repeated(text: str, cfg: ReadabilityConfig) -> bool:
+    """A loop: one substantial line many times, or a large share of repeated word n-grams."""
+    lines = Counter(line.strip() for line in text.splitlines() if len(line.strip()) >= cfg.min_repeated_line_chars)
+    if lines and lines.most_common(1)[0][1] > cfg.max_line_repeats:
+        return True
+    words = _WORD.findall(text)
+    n = cfg.repetition_ngram
+    if len(words) < 4 * n:
+        return False
+    grams = Counter(hash(tuple(words[i : i + n])) for i in range(0, len(words) - n + 1))
+    repeats = sum(c - 1 for c in grams.values() if c > 1)
+    return repeats / (len(words) - n + 1) > cfg.max_repeated_ngram_share
+
+
+def check(
+    reasoning: str | None,
+    content: str,
+    finish_reason: str | None,
+    completion_tokens: int | None,
+    domain: str,
+    cfg: ReadabilityConfig,
+) -> tuple[str | None, str | None, str]:
+    """(reject code or None, reasoning, answer) after splitting the think block."""
+    if finish_reason == "length":
+        return "truncated", reasoning, content
+    reasoning, answer, closed = split_think(reasoning, content)
+    if cfg.require_think and not closed:
+        return "unclosed_think", reasoning, answer
+    if (cfg.require_think and not (reasoning or "").strip()) or len(answer.strip()) < cfg.min_answer_chars:
+        return "empty", reasoning, answer
+    size = completion_tokens if completion_tokens is not None else (len(reasoning or "") + len(answer)) // 4
+    if cfg.max_tokens is not None and size > cfg.max_tokens:
+        return "too_long", reasoning, answer
+    text = reasoning or ""
+    if repeated(text, cfg) or repeated(answer, cfg):
+        return "repetition", reasoning, answer
+    if cfg.max_paragraph_chars is not None and any(len(p) > cfg.max_paragraph_chars for p in _PARAGRAPHS.split(text)):
+        return "long_paragraph", reasoning, answer
+    if not cfg.allow_code_blocks and domain != "code" and "```" in text:
+        return "code_block", reasoning, answer
+    return None, reasoning, answer

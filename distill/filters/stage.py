@@ -1,0 +1,199 @@
+"""`distill filter`: one verdict row per trace, with the check columns, `keep` and `reject_reason`.
+
+Checks run cheapest first, and a trace's `reject_reason` is the first that fails: readability
+(truncated, unclosed_think, empty, too_long, repetition, long_paragraph, code_block), then language
+(language_mismatch, language_mix), then correctness by domain (no_answer, wrong_answer, verify_timeout,
+unverifiable, code_failed, code_timeout). A check that was not reached is null in its column, so
+nothing expensive is spent on a trace already rejected. `reject_detail` says what was seen.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import re
+from collections import Counter
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from distill import language
+from distill.config import FilterPreset
+from distill.executor import MapStage, StageResult, run_map_stage
+from distill.filters import langcheck, readability
+from distill.filters.answers import choice_letter, final_boxed
+from distill.filters.mathcheck import BAD_GOLD, CORRECT, TIMEOUT, MathChecker
+from distill.filters.sandbox import Limits, last_code_block, run_tests
+from distill.store import DatasetReader
+
+_GOLD_LETTER = re.compile(r"^\s*\(?\s*([A-Za-z])\s*\)?\s*\.?\s*$")
+_checkers: dict[float, MathChecker] = {}
+
+
+def _math_checker(timeout_s: float) -> MathChecker:
+    """One verifier child per worker process, reused across batches."""
+    if timeout_s not in _checkers:
+        _checkers[timeout_s] = MathChecker(timeout_s=timeout_s)
+        atexit.register(_checkers[timeout_s].close)
+    return _checkers[timeout_s]
+
+
+@cache
+def _preset(blob: str) -> FilterPreset:
+    return FilterPreset.model_validate_json(blob)
+
+
+def verdicts(batch: pa.RecordBatch, preset: dict[str, Any]) -> pa.Table:
+    cfg = _preset(json.dumps(preset, sort_keys=True))
+    rows = batch.to_pylist()
+    n = len(rows)
+    readable: list[bool | None] = [None] * n
+    language_ok: list[bool | None] = [None] * n
+    correct: list[bool | None] = [None] * n
+    reason: list[str | None] = [None] * n
+    detail: list[str | None] = [None] * n
+    reasonings = [r["reasoning"] for r in rows]
+    contents = [r["content"] for r in rows]
+    math_items: list[tuple[int, str, list[str]]] = []
+    limits = Limits(**cfg.correctness.code.model_dump())
+
+    for i, r in enumerate(rows):
+        code, reasoning, answer = readability.check(
+            r["reasoning"], r["content"], r["finish_reason"], r["completion_tokens"], r["domain"], cfg.readability
+        )
+        reasonings[i], contents[i] = reasoning, answer  # inline <think> tags are split here
+        if cfg.readability.enabled:
+            readable[i] = code is None
+            if code:
+                reason[i] = code
+                continue
+        if cfg.language.enabled:
+            target = r["language"] or language.detect(r["problem"])
+            lcode = langcheck.check(reasoning, answer, target, cfg.language)
+            language_ok[i] = lcode is None
+            if lcode:
+                reason[i], detail[i] = lcode, f"expected {target}"
+                continue
+        if not cfg.correctness.enabled or r["domain"] == "general":
+            continue  # no verifier: the row stands on readability and language
+        gold = r["tests"] if r["domain"] == "code" else r["answer"]
+        if not gold:
+            if cfg.correctness.require_gold:
+                reason[i], detail[i] = "unverifiable", "no answer or tests to check against"
+            continue
+        if r["domain"] == "math":
+            candidates = final_boxed(answer)
+            if not candidates:
+                correct[i], reason[i], detail[i] = False, "no_answer", "no \\boxed{} after </think>"
+            else:
+                math_items.append((i, gold, candidates))
+        elif r["domain"] == "science":
+            _check_choice(i, r, answer, gold, correct, reason, detail)
+        elif r["domain"] == "code":
+            block = last_code_block(answer)
+            if block is None:
+                correct[i], reason[i], detail[i] = False, "no_answer", "no fenced code block after </think>"
+                continue
+            outcome = run_tests(block, gold, limits)
+            correct[i] = outcome.passed
+            reason[i], detail[i] = outcome.reason, outcome.detail or None
+
+    if math_items:
+        results = _math_checker(cfg.correctness.math_timeout_s).check([(g, c) for _, g, c in math_items])
+        for (i, gold, candidates), result in zip(math_items, results, strict=True):
+            correct[i] = result == CORRECT if result in (CORRECT, "wrong") else None
+            if result == TIMEOUT:
+                reason[i], detail[i] = "verify_timeout", f"math-verify ran past {cfg.correctness.math_timeout_s:g}s"
+            elif result == BAD_GOLD:
+                reason[i], detail[i] = "unverifiable", f"the gold answer {gold[:80]!r} does not parse"
+            elif result != CORRECT:
+                reason[i], detail[i] = "wrong_answer", f"answered {candidates[0][:80]!r}, expected {gold[:80]!r}"
+
+    table = pa.Table.from_batches([batch])
+    table = table.set_column(
+        table.schema.get_field_index("reasoning"), "reasoning", pa.array(reasonings, pa.large_string())
+    )
+    table = table.set_column(table.schema.get_field_index("content"), "content", pa.array(contents, pa.large_string()))
+    for name, values, typ in (
+        ("correct", correct, pa.bool_()),
+        ("readable", readable, pa.bool_()),
+        ("language_ok", language_ok, pa.bool_()),
+        ("keep", [rr is None for rr in reason], pa.bool_()),
+        ("reject_reason", reason, pa.string()),
+        ("reject_detail", detail, pa.string()),
+    ):
+        if name in table.column_names:
+            table = table.drop_columns([name])
+        table = table.append_column(name, pa.array(values, typ))
+    return table
+
+
+def _check_choice(i: int, r: dict[str, Any], answer: str, gold: str, correct: list, reason: list, detail: list) -> None:
+    m = _GOLD_LETTER.match(gold)
+    if not m:
+        reason[i], detail[i] = "unverifiable", f"the gold {gold[:40]!r} is not an option letter"
+        return
+    options = 26
+    with contextlib.suppress(ValueError, TypeError, AttributeError):
+        options = len(json.loads(json.loads(r["meta"] or "{}").get("choices", "[]"))) or 26
+    letter = choice_letter(answer, options)
+    if letter is None:
+        correct[i], reason[i], detail[i] = False, "no_answer", "no option letter after </think>"
+        return
+    correct[i] = letter == m.group(1).upper()
+    if not correct[i]:
+        reason[i], detail[i] = "wrong_answer", f"chose {letter}, expected {m.group(1).upper()}"
+
+
+def funnel(out: Path) -> dict[str, Any]:
+    """Traces in, kept, rejected by reason, by domain: for the manifest and `distill inspect`."""
+    by_reason: Counter[str] = Counter()
+    by_domain: dict[str, Counter[str]] = {}
+    for b in DatasetReader(out, allow_partial=True).iter_batches(
+        columns=["domain", "reject_reason"], batch_size=65_536
+    ):
+        pairs = pc.value_counts(pc.binary_join_element_wise(b.column(0), pc.fill_null(b.column(1), "kept"), "\x1f"))
+        for item in pairs.to_pylist():
+            domain, why = item["values"].split("\x1f")
+            by_reason[why] += item["counts"]
+            by_domain.setdefault(domain, Counter())[why] += item["counts"]
+    return {
+        "traces": sum(by_reason.values()),
+        "kept": by_reason.get("kept", 0),
+        "by_reason": dict(by_reason.most_common()),
+        "by_domain": {d: dict(c.most_common()) for d, c in sorted(by_domain.items())},
+    }
+
+
+def run_filter(
+    input_specs: list[str],
+    out: Path,
+    preset: FilterPreset,
+    *,
+    workers: int | None = None,
+    overwrite: bool = False,
+    rows_per_shard: int = 2_000,
+    show_progress: bool = True,
+) -> StageResult:
+    stage = MapStage(
+        name="filter",
+        function="distill.filters.stage:verdicts",
+        options={"preset": preset.model_dump()},
+        input_record="trace",
+        output_record="verdict",
+        batch_size=256,
+    )
+    return run_map_stage(
+        stage,
+        input_specs,
+        Path(out),
+        workers=workers,
+        overwrite=overwrite,
+        rows_per_shard=rows_per_shard,
+        show_progress=show_progress,
+        extra_stats=lambda: {"funnel": funnel(Path(out)), "preset": preset.name},
+    )
