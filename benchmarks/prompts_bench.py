@@ -13,20 +13,18 @@ the real `distill prompts` command.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import random
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
-import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from benchmarks.common import PeakRSS
 from distill.records import stable_id
 
 TEMPLATES = [
@@ -122,35 +120,6 @@ def generate(root: Path, rows: int, bench_items: int, seed: int = 0) -> dict[str
             natural.add(pid)
         seen.add(pid)
     return {"dup": planted_dup, "leak": planted_leak, "natural_dup": natural}
-
-
-class PeakRSS:
-    """Samples the summed RSS of a process and all its descendants."""
-
-    def __init__(self, pid: int) -> None:
-        self.proc = psutil.Process(pid)
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                procs = [self.proc, *self.proc.children(recursive=True)]
-                total = 0
-                for p in procs:
-                    with contextlib.suppress(psutil.Error):  # a worker may exit between listing and reading
-                        total += p.memory_info().rss
-                self.peak = max(self.peak, total)
-            except psutil.Error:
-                pass
-            time.sleep(0.2)
-
-    def stop(self) -> float:
-        self._stop.set()
-        self._thread.join()
-        return self.peak / 2**20
 
 
 def run(rows: int, bench_items: int, root: Path, workers: int | None = None) -> dict:

@@ -35,7 +35,9 @@ class Step(StrictModel):
     """One stage of a pipeline; its output is `<run dir>/<name>/`."""
 
     name: str = Field(description="the step's name and the name of its output directory")
-    stage: Literal["prompts"] | None = Field(default=None, description="a built-in stage; its settings in `options`")
+    stage: Literal["prompts", "filter", "select"] | None = Field(
+        default=None, description="a built-in stage; its settings in `options`"
+    )
     function: str | None = Field(
         default=None,
         description="or a batch function: 'package.module:callable' or 'path/to/file.py:callable' "
@@ -170,7 +172,7 @@ class ReadabilityConfig(StrictModel):
     allow_code_blocks: bool = Field(default=False, description="fenced code in the reasoning of non-code problems")
     max_line_repeats: int = Field(default=5, ge=1, description="the same substantial line more often: `repetition`")
     min_repeated_line_chars: int = Field(default=20, ge=1)
-    repetition_ngram: int = Field(default=20, ge=2, description="word n-grams for the repeated share")
+    repetition_ngram: int = Field(default=20, ge=2, le=256, description="word n-grams for the repeated share")
     max_repeated_ngram_share: float = Field(default=0.3, gt=0, le=1)
 
 
@@ -212,6 +214,19 @@ class FilterPreset(StrictModel):
     correctness: CorrectnessConfig = Field(default_factory=CorrectnessConfig)
     readability: ReadabilityConfig = Field(default_factory=ReadabilityConfig)
     language: LanguageCheckConfig = Field(default_factory=LanguageCheckConfig)
+
+
+class FilterStepOptions(StrictModel):
+    """`options` of a pipeline step with `stage: filter`."""
+
+    preset: str = Field(description="filter preset YAML, relative to the pipeline file")
+
+
+class SelectStepOptions(StrictModel):
+    """`options` of a pipeline step with `stage: select`."""
+
+    per_prompt: int = Field(ge=1)
+    seed: int = 0
 
 
 # --- loading ----------------------------------------------------------------------------------------

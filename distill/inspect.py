@@ -53,6 +53,16 @@ def inspect_dir(root: Path, *, rows: int = 3, verify: bool = False, console: Con
         for reason, n in removed.items():
             console.print(f"  removed   {reason:<20} {n:>10,}")
 
+    funnel_stats = m.stats.get("funnel")
+    if funnel_stats and funnel_stats.get("by_domain"):
+        console.print(f"[bold]funnel by domain[/] (preset {m.stats.get('preset', '?')})")
+        for domain, reasons in funnel_stats["by_domain"].items():
+            total = sum(reasons.values())
+            detail = ", ".join(f"{k} {v:,}" for k, v in reasons.items() if k != "kept")
+            console.print(
+                f"  {domain:<10} {reasons.get('kept', 0):>8,} kept of {total:,}" + (f" ({detail})" if detail else "")
+            )
+
     if "reject_reason" in schema.names:
         funnel: Counter[str] = Counter()
         for batch in reader.iter_batches(columns=["reject_reason"], batch_size=65_536):

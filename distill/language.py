@@ -11,16 +11,16 @@ from __future__ import annotations
 import re
 from functools import cache
 
-_MATH = re.compile(r"\$\$.*?\$\$|\$[^$]*\$|\\\[.*?\\\]|\\\(.*?\\\)|```.*?```|`[^`]*`", re.S)
-_LATEX = re.compile(r"\\[a-zA-Z]+")
+# Math, code and LaTeX commands in one pass (math is tried first at each position), then every run of
+# non-letters becomes one space.
+_NOT_PROSE = re.compile(r"\$\$.*?\$\$|\$[^$]*\$|\\\[.*?\\\]|\\\(.*?\\\)|```.*?```|`[^`]*`|\\[a-zA-Z]+", re.S)
 _NOT_LETTERS = re.compile(r"[\d\W_]+")
 _MIN_LETTERS = 3
 
 
 def prose(text: str) -> str:
     """The text without math, LaTeX commands, code, digits and punctuation, spaces folded."""
-    text = _LATEX.sub(" ", _MATH.sub(" ", text))
-    return " ".join(_NOT_LETTERS.sub(" ", text).split())
+    return _NOT_LETTERS.sub(" ", _NOT_PROSE.sub(" ", text)).strip()
 
 
 @cache
@@ -33,8 +33,12 @@ def _model():
 
 def detect(text: str) -> str | None:
     """ISO 639-1 code of the text's language, or None when it has too few letters to say."""
-    words = prose(text)
-    if sum(ch.isalpha() for ch in words) < _MIN_LETTERS:
+    return detect_prose(prose(text))
+
+
+def detect_prose(words: str) -> str | None:
+    """`detect` for text that is already `prose()`: letters and single spaces only."""
+    if len(words) - words.count(" ") < _MIN_LETTERS:
         return None
     result = _model().detect(words, model="lite", k=1)
     return result[0]["lang"] if result else None

@@ -12,10 +12,22 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from distill.config import PipelineConfig, PromptsConfig, Step, load_config, parse
+from distill.config import (
+    FilterPreset,
+    FilterStepOptions,
+    PipelineConfig,
+    PromptsConfig,
+    SelectStepOptions,
+    Step,
+    load_config,
+    parse,
+)
 from distill.errors import UserError
 from distill.executor import MapStage, StageResult, load_function, print_result, run_map_stage
+from distill.filters.select import run_select
+from distill.filters.stage import run_filter
 from distill.prompts.stage import run_prompts
 
 
@@ -72,10 +84,18 @@ def run(
 ) -> dict[str, StageResult]:
     started = time.perf_counter()
     pipeline = load(path, out)
-    prompt_configs: dict[str, PromptsConfig] = {}
+    settings: dict[str, Any] = {}
     for i, step in enumerate(pipeline.config.steps):  # a broken last step must not wait for the first
+        where = f"{path}: steps[{i}].options"
         if step.stage == "prompts":
-            prompt_configs[step.name] = pipeline.prompts_config(step, f"{path}: steps[{i}].options")
+            settings[step.name] = pipeline.prompts_config(step, where)
+            continue
+        if step.stage == "filter":
+            preset_path = pipeline._path(parse(step.options, FilterStepOptions, where).preset)
+            settings[step.name] = load_config(preset_path, FilterPreset)
+            continue
+        if step.stage == "select":
+            settings[step.name] = parse(step.options, SelectStepOptions, where)
             continue
         try:
             load_function(pipeline.stage(step).function)
@@ -85,15 +105,15 @@ def run(
     print(f"pipeline {pipeline.config.name}: {n} step{'s' * (n != 1)} -> {pipeline.out}", file=sys.stderr)
     results: dict[str, StageResult] = {}
     for step in pipeline.config.steps:
+        common = {"overwrite": overwrite, "show_progress": show_progress}
+        step_in, step_out = pipeline.step_inputs(step), pipeline.step_out(step)
         if step.stage == "prompts":
-            result = run_prompts(
-                pipeline.step_inputs(step),
-                pipeline.step_out(step),
-                prompt_configs[step.name],
-                workers=workers or step.workers,
-                overwrite=overwrite,
-                show_progress=show_progress,
-            )
+            result = run_prompts(step_in, step_out, settings[step.name], workers=workers or step.workers, **common)
+        elif step.stage == "filter":
+            result = run_filter(step_in, step_out, settings[step.name], workers=workers or step.workers, **common)
+        elif step.stage == "select":
+            sel = settings[step.name]
+            result = run_select(step_in, step_out, per_prompt=sel.per_prompt, seed=sel.seed, **common)
         else:
             result = run_map_stage(
                 pipeline.stage(step),

@@ -246,6 +246,7 @@ def test_filter_then_select_commands(tmp_path) -> None:
     assert len(verdict_rows) == 24 and sum(v["keep"] for v in verdict_rows) == 17
     inspect = run_cli("inspect", str(tmp_path / "verdicts"))
     assert "funnel by reject_reason" in inspect.stdout and "wrong_answer" in inspect.stdout
+    assert "funnel by domain (preset r1)" in inspect.stdout and "math" in inspect.stdout
     r = run_cli(
         "select",
         "--input",
@@ -270,3 +271,30 @@ def test_filter_then_select_commands(tmp_path) -> None:
 def test_shipped_presets_are_valid() -> None:
     for path in sorted((REPO / "filters").glob("*.yaml")):
         assert load_config(path, FilterPreset).name == path.stem
+
+
+def test_pipeline_filter_and_select_steps(tmp_path) -> None:
+    from tests.conftest import read_rows, run_cli, write_jsonl
+
+    rows = [
+        trace(id=f"p{p}", sample=s, content="It is \\boxed{\\frac{1}{2}}." + " ok" * s)
+        for p in range(3)
+        for s in range(3)
+    ]
+    rows[0]["content"] = "It is \\boxed{7}."
+    write_jsonl(tmp_path / "traces.jsonl", rows)
+    (tmp_path / "p.yaml").write_text(
+        "name: t\nsteps:\n"
+        "  - {name: verdicts, stage: filter, input: traces.jsonl, options: {preset: "
+        + str(REPO / "filters/r1.yaml")
+        + "}}\n"
+        "  - {name: kept, stage: select, input: verdicts, options: {per_prompt: 2, seed: 3}}\n"
+    )
+    r = run_cli("run", str(tmp_path / "p.yaml"), "--out", str(tmp_path / "run"), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert len(read_rows(tmp_path / "run" / "verdicts")) == 9
+    kept = read_rows(tmp_path / "run" / "kept")
+    assert len(kept) == 6 and (rows[0]["id"], 0) not in {(k["id"], k["sample"]) for k in kept}
+    (tmp_path / "p.yaml").write_text((tmp_path / "p.yaml").read_text().replace("per_prompt: 2", "per_promt: 2"))
+    r = run_cli("run", str(tmp_path / "p.yaml"), "--out", str(tmp_path / "run2"))
+    assert r.returncode == 2 and "steps[1].options: per_promt: unknown key; did you mean 'per_prompt'?" in r.stderr

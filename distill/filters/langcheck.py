@@ -62,12 +62,13 @@ def check(reasoning: str | None, answer: str, target: str | None, cfg: LanguageC
     if target is None:
         return None
     for text in (reasoning or "", answer):
-        prose = language.prose(text)
-        if len(prose) < cfg.min_chars:
-            continue
-        if foreign_script_share(prose, target) > cfg.max_foreign_share:
+        if not text.isascii() and foreign_script_share(language.prose(text), target) > cfg.max_foreign_share:
             return "language_mix"
-        found = Counter(language.detect(w) for w in windows(prose, cfg.window_chars, cfg.windows))
+        # Only the windows are reduced to prose: a 30K-character trace costs 8 windows, not 30K.
+        samples = [language.prose(w) for w in windows(text, cfg.window_chars, cfg.windows)]
+        if sum(len(w) for w in samples) < cfg.min_chars:
+            continue
+        found = Counter(language.detect_prose(w) for w in samples)
         found.pop(None, None)
         if not found:
             continue

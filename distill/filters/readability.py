@@ -9,10 +9,15 @@ from __future__ import annotations
 import re
 from collections import Counter
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from numpy.lib.stride_tricks import sliding_window_view
+
 from distill.config import ReadabilityConfig
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
-_WORD = re.compile(r"\S+")
+_POWERS = np.array([pow(1_000_003, k, 1 << 64) for k in range(256)], dtype=np.uint64)
 _PARAGRAPHS = re.compile(r"\n\s*\n")
 
 
@@ -39,13 +44,16 @@ def repeated(text: str, cfg: ReadabilityConfig) -> bool:
     lines = Counter(line.strip() for line in text.splitlines() if len(line.strip()) >= cfg.min_repeated_line_chars)
     if lines and lines.most_common(1)[0][1] > cfg.max_line_repeats:
         return True
-    words = _WORD.findall(text)
+    words = text.split()
     n = cfg.repetition_ngram
     if len(words) < 4 * n:
         return False
-    grams = Counter(hash(tuple(words[i : i + n])) for i in range(0, len(words) - n + 1))
-    repeats = sum(c - 1 for c in grams.values() if c > 1)
-    return repeats / (len(words) - n + 1) > cfg.max_repeated_ngram_share
+    # Each word n-gram as one 64-bit polynomial hash of its words' hashes, all at once in NumPy.
+    ids = pc.dictionary_encode(pa.array(words, pa.string())).indices  # word -> integer, in C
+    h = ids.to_numpy(zero_copy_only=False).astype(np.uint64) + np.uint64(1)
+    grams = sliding_window_view(h, n) @ _POWERS[:n]  # uint64 arithmetic wraps, as a hash should
+    repeats = len(grams) - len(np.unique(grams))
+    return repeats / len(grams) > cfg.max_repeated_ngram_share
 
 
 def check(

@@ -114,10 +114,13 @@ def verdicts(batch: pa.RecordBatch, preset: dict[str, Any]) -> pa.Table:
                 reason[i], detail[i] = "wrong_answer", f"answered {candidates[0][:80]!r}, expected {gold[:80]!r}"
 
     table = pa.Table.from_batches([batch])
-    table = table.set_column(
-        table.schema.get_field_index("reasoning"), "reasoning", pa.array(reasonings, pa.large_string())
-    )
-    table = table.set_column(table.schema.get_field_index("content"), "content", pa.array(contents, pa.large_string()))
+    if any(r["reasoning"] is not reasonings[i] for i, r in enumerate(rows)):  # only inline <think> splits
+        table = table.set_column(
+            table.schema.get_field_index("reasoning"), "reasoning", pa.array(reasonings, pa.large_string())
+        )
+        table = table.set_column(
+            table.schema.get_field_index("content"), "content", pa.array(contents, pa.large_string())
+        )
     for name, values, typ in (
         ("correct", correct, pa.bool_()),
         ("readable", readable, pa.bool_()),

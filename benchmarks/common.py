@@ -1,0 +1,36 @@
+"""Helpers shared by the benchmarks."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+
+import psutil
+
+
+class PeakRSS:
+    """Samples the summed RSS of a process and all its descendants (workers, verifier children)."""
+
+    def __init__(self, pid: int) -> None:
+        self.proc = psutil.Process(pid)
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(psutil.Error):
+                total = 0
+                for p in [self.proc, *self.proc.children(recursive=True)]:
+                    with contextlib.suppress(psutil.Error):  # a worker may exit between listing and reading
+                        total += p.memory_info().rss
+                self.peak = max(self.peak, total)
+            time.sleep(0.2)
+
+    def stop(self) -> float:
+        """Peak in MiB."""
+        self._stop.set()
+        self._thread.join()
+        return self.peak / 2**20
