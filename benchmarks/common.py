@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import subprocess
 import threading
 import time
 
@@ -34,3 +35,16 @@ class PeakRSS:
         self._stop.set()
         self._thread.join()
         return self.peak / 2**20
+
+
+def run_measured(cmd: list[str]) -> tuple[float, float, str]:
+    """(seconds, peak RSS MiB of the process tree, stderr) of a command that must succeed."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    rss = PeakRSS(proc.pid)
+    _, err = proc.communicate()
+    seconds = time.perf_counter() - started
+    peak = rss.stop()
+    if proc.returncode != 0:
+        raise RuntimeError(err)
+    return seconds, peak, err

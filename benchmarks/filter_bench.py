@@ -17,7 +17,6 @@ import argparse
 import json
 import random
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from benchmarks.common import PeakRSS
+from benchmarks.common import run_measured
 from distill.records import RECORDS
 
 WORDS = (  # noqa: SIM905 - a word list reads best as text
@@ -140,14 +139,7 @@ def run(n: int, root: Path, workers: int | None = None) -> dict:
            "--preset", "filters/r1.yaml", "--out", str(root / "verdicts"), "--no-progress"]  # fmt: skip
     if workers:
         cmd += ["--workers", str(workers)]
-    started = time.perf_counter()
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
-    rss = PeakRSS(proc.pid)
-    _, err = proc.communicate()
-    seconds = time.perf_counter() - started
-    peak = rss.stop()
-    if proc.returncode != 0:
-        raise RuntimeError(err)
+    seconds, peak, _ = run_measured(cmd)
     manifest = json.loads((root / "verdicts" / "_manifest.json").read_text())
     verdict_rows = pq.read_table(root / "verdicts", columns=["id", "sample", "reject_reason"]).to_pylist()
     got = {(v["id"], v["sample"]): v["reject_reason"] for v in verdict_rows}

@@ -16,7 +16,6 @@ import argparse
 import json
 import random
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from benchmarks.common import PeakRSS
+from benchmarks.common import run_measured
 from distill.records import stable_id
 
 TEMPLATES = [
@@ -143,14 +142,7 @@ def run(rows: int, bench_items: int, root: Path, workers: int | None = None) -> 
     ]
     if workers:
         cmd += ["--workers", str(workers)]
-    started = time.perf_counter()
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
-    rss = PeakRSS(proc.pid)
-    _, err = proc.communicate()
-    seconds = time.perf_counter() - started
-    peak = rss.stop()
-    if proc.returncode != 0:
-        raise RuntimeError(err)
+    seconds, peak, err = run_measured(cmd)
     removed = pq.read_table(out / "_removed", columns=["id", "reason"]).to_pylist()
     dup_found = {r["id"] for r in removed if r["reason"] != "contaminated"}
     leak_found = {r["id"] for r in removed if r["reason"] == "contaminated"}

@@ -240,11 +240,10 @@ def run_map_stage(
     chunks = inputs_mod.plan(files, rows_per_shard)
     out_record = get_record(stage.output_record) if stage.output_record else None
 
-    with DatasetWriter(
+    with DatasetWriter.for_record(
         out,
         stage=stage.name,
-        record=out_record.name if out_record else None,
-        schema_version=out_record.version if out_record else None,
+        record=out_record,
         config=stage.config(rows_per_shard),
         inputs=[f.describe() for f in files],
         overwrite=overwrite,

@@ -449,6 +449,28 @@ class DatasetWriter:
         self.lock = DirLock(self.root)
         self.manifest: Manifest = self._new
 
+    @classmethod
+    def for_record(
+        cls,
+        root: Path,
+        *,
+        stage: str,
+        record: Any,
+        config: dict[str, Any],
+        inputs: list[dict[str, Any]],
+        overwrite: bool = False,
+    ) -> DatasetWriter:
+        """A writer for rows of `record` (a `distill.records.Record`, or None for untyped rows)."""
+        return cls(
+            root,
+            stage=stage,
+            record=record.name if record is not None else None,
+            schema_version=record.version if record is not None else None,
+            config=config,
+            inputs=inputs,
+            overwrite=overwrite,
+        )
+
     def __enter__(self) -> DatasetWriter:
         return self
 

@@ -69,11 +69,10 @@ def run_select(
         raise UserError(f"--per-prompt is {per_prompt}; it must be at least 1")
     files = inputs.resolve(input_specs, 1 << 30)
     inputs.check_columns(files, VERDICT)
-    with DatasetWriter(
+    with DatasetWriter.for_record(
         out,
         stage="select",
-        record=VERDICT.name,
-        schema_version=VERDICT.version,
+        record=VERDICT,
         config={"per_prompt": per_prompt, "seed": seed, "rule": "distinct, then xxh64(seed:id:sample) order"},
         inputs=[f.describe() for f in files],
         overwrite=overwrite,

@@ -60,11 +60,10 @@ def run_prompts(
     bench_files = inputs.resolve(bench_specs, 1 << 30, what="--decontaminate") if bench_specs else []
     config = {"prompts": cfg.model_dump(), "benchmarks": [f.describe() for f in bench_files]}
 
-    with DatasetWriter(
+    with DatasetWriter.for_record(
         out,
         stage="prompts",
-        record=PROMPT.name,
-        schema_version=PROMPT.version,
+        record=PROMPT,
         config=config,
         inputs=[f.describe() for f in files],
         overwrite=overwrite,
