@@ -85,13 +85,22 @@ def parse_tests(tests: str | None) -> tuple[list[tuple[str, str]], str]:
     return io, code
 
 
+_MASKED = ("/tmp/", "/var/tmp/", "/dev/shm/")  # each run gets a private tmpfs over these
+
+
 @cache
 def _interpreter() -> str:
-    """A Python that the unprivileged user may execute (a venv under /root often is not)."""
-    for candidate in (sys.executable, "/usr/bin/python3", shutil.which("python3") or ""):
-        if candidate and _runs_as_nobody(candidate):
-            return candidate
-    return sys.executable
+    """A Python the sandbox can run: the base interpreter (answers may use the standard library only),
+    at a real path outside the directories the sandbox masks (a checkout under /tmp would vanish), that
+    the unprivileged user may execute."""
+    base = getattr(sys, "_base_executable", sys.executable)
+    for candidate in (base, sys.executable, "/usr/bin/python3", shutil.which("python3") or ""):
+        if not candidate:
+            continue
+        real = os.path.realpath(candidate)
+        if not real.startswith(_MASKED) and _runs_as_nobody(real):
+            return real
+    raise RuntimeError("sandbox: no Python interpreter outside /tmp that an unprivileged user can run")
 
 
 def _runs_as_nobody(python: str) -> bool:
