@@ -217,6 +217,45 @@ def select(
 
 @app.command()
 @user_errors
+def mix(
+    config: Annotated[
+        Path, typer.Option("--config", help="Mix YAML: seed, sources with quota or share, total, tokenizer.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Output dataset directory of SFT rows.")],
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Discard an existing --out and start afresh.")] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
+) -> None:
+    """Build the SFT set: rows from each source by quota, as chat messages with token counts, shuffled.
+
+    Paths in the YAML are relative to it. A source with fewer rows than its quota gives all it has (and
+    says so); only `upsample: true` repeats rows. Same config and inputs give byte-identical shards.
+
+    Example:
+
+      distill mix --config configs/mix/r1-800k.yaml --out runs/r1/sft
+    """
+    from distill.config import MixConfig, load_config
+    from distill.executor import print_result
+    from distill.mix import run_mix
+
+    cfg = load_config(config, MixConfig)
+    result, warnings = run_mix(cfg, out, base=config.resolve().parent, overwrite=overwrite, show_progress=progress)
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    print_result("mix", result, out)
+    m = result.manifest.stats["mix"]
+    for name, r in m["sources"].items():
+        print(
+            f"  {name:<20} {r['taken']:>10,} of quota {r['quota']:>10,} ({r['available']:,} available)", file=sys.stderr
+        )
+    t = m["tokens"]
+    if m["rows"]:
+        summary = f"mean {t['mean']:,.0f}, p50 {t['p50']:,}, p99 {t['p99']:,}, max {t['max']:,}"
+        print(f"  tokens: {t['total']:,} in all; {summary}", file=sys.stderr)
+
+
+@app.command()
+@user_errors
 def inspect(
     directory: Annotated[Path, typer.Argument(help="A dataset directory (any stage's --out).")],
     rows: Annotated[int, typer.Option("--rows", min=0, help="How many rows to show.")] = 3,

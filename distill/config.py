@@ -216,6 +216,49 @@ class FilterPreset(StrictModel):
     language: LanguageCheckConfig = Field(default_factory=LanguageCheckConfig)
 
 
+# --- the SFT mix (`distill mix --config MIX.yaml`) ----------------------------------------------------
+
+
+class MixSource(StrictModel):
+    name: str = Field(description="names the source in the report and in each row's `source`")
+    path: str = Field(description="dataset directory, .parquet or .jsonl (relative to the mix file)")
+    quota: int | None = Field(default=None, ge=0, description="rows to take")
+    share: float | None = Field(default=None, gt=0, le=1, description="or a fraction of `total`")
+    upsample: bool = Field(default=False, description="repeat rows (sampled) when the source has fewer than its quota")
+
+    @model_validator(mode="after")
+    def _quota_or_share(self) -> MixSource:
+        if (self.quota is None) == (self.share is None):
+            raise ValueError(f"source {self.name!r}: give either `quota` (rows) or `share` (of total), not both")
+        return self
+
+
+class MixConfig(StrictModel):
+    """An SFT mix: rows from each source by quota, rendered as chat messages, counted, shuffled."""
+
+    seed: int = 0
+    total: int | None = Field(default=None, ge=1, description="rows in the mix; needed by `share` quotas")
+    sources: list[MixSource] = Field(min_length=1)
+    tokenizer: str | None = Field(default=None, description="for `num_tokens`; default: the project's tiny tokenizer")
+    non_reasoning: Literal["empty_think", "no_think"] = Field(
+        default="empty_think",
+        description="rows without reasoning: an empty <think></think> block (as R1 did) or the answer alone",
+    )
+    rows_per_shard: int = Field(default=10_000, ge=1)
+
+    @model_validator(mode="after")
+    def _quotas_make_sense(self) -> MixConfig:
+        names = [s.name for s in self.sources]
+        if len(set(names)) != len(names):
+            raise ValueError("two sources share a name; names must differ")
+        if any(s.share is not None for s in self.sources) and self.total is None:
+            raise ValueError("a source gives a `share`: set `total`, the row count the shares are of")
+        return self
+
+    def quota(self, source: MixSource) -> int:
+        return source.quota if source.quota is not None else round(source.share * (self.total or 0))  # type: ignore[operator]
+
+
 class FilterStepOptions(StrictModel):
     """`options` of a pipeline step with `stage: filter`."""
 

@@ -337,6 +337,27 @@ def _table_batch(
     return Batch(good, rows, [Reject(first + i, err, _row_json(table, i)) for i, err in errors])
 
 
+def iter_rows(chunk: Chunk) -> Iterator[tuple[int, dict[str, Any] | None, Reject | None]]:
+    """(row number, row, None) or (row number, None, reject) for each row of `chunk`, as Python values.
+
+    No Arrow type is inferred: for a stage that works on rows one by one (the mix), a value of an
+    unexpected type is that row's problem only, not its batch's.
+    """
+    f = chunk.file
+    if f.format == "jsonl":
+        for lineno, raw in _lines(f.path, chunk.byte_start, chunk.byte_stop, chunk.start):
+            if not raw.strip():
+                continue
+            try:
+                yield lineno, _convert(_parse_line(raw), None, f.source, None), None
+            except RowError as e:
+                yield lineno, None, Reject(lineno, str(e), raw)
+        return
+    for first, table in _table_slices(chunk, 65_536):
+        for i, row in enumerate(table.to_pylist()):
+            yield first + i, row, None
+
+
 def _row_json(table: pa.Table, i: int) -> str:
     return json.dumps(table.slice(i, 1).to_pylist()[0], ensure_ascii=False, default=str)
 

@@ -1,0 +1,288 @@
+"""`distill mix`: the SFT set, rows from each source by quota, as chat messages, counted and shuffled.
+
+An SFT row is `id`, `source` (the mix source's name), `domain`, `messages` ([user, assistant]) and
+`num_tokens` (tokens of the messages' text with the named tokenizer). The assistant turn of a trace is
+`<think>\\n{reasoning}\\n</think>\\n\\n{content}`; a row without reasoning gets an empty think block or
+none (`non_reasoning`). Rows that already have `messages` are taken as they are.
+
+Which rows: per source, a seeded sample of `quota` rows without repetition; a source with fewer rows
+gives all of them and the report says so, and only `upsample: true` repeats rows (sampled) to fill the
+quota. Order: one seeded permutation of the whole mix. Same config, same inputs -> byte-identical shards.
+
+Two passes keep memory bounded: each chosen row is rendered and counted once and appended to the
+bucket of its output shard (`DIR/.work/`); then each bucket is sorted into its shard (resumable).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from distill import inputs
+from distill.config import MixConfig
+from distill.errors import RowError
+from distill.executor import StageResult
+from distill.progress import StageProgress
+from distill.records import RECORDS, coerce_row, stable_id
+from distill.store import DatasetWriter, atomic_write_bytes
+from distill.tokenizer import count_tokens, load_tokenizer
+
+SFT = RECORDS["sft"]
+WORK = ".work"
+_WORK_SCHEMA = pa.schema([*SFT.schema, pa.field("_pos", pa.int64())])
+
+
+def assistant_text(reasoning: str | None, content: str, non_reasoning: str) -> str:
+    if reasoning and reasoning.strip():
+        return f"<think>\n{reasoning.strip()}\n</think>\n\n{content.strip()}"
+    if non_reasoning == "empty_think":
+        return f"<think>\n\n</think>\n\n{content.strip()}"
+    return content.strip()
+
+
+def to_sft(row: dict[str, Any], source: str, non_reasoning: str) -> dict[str, Any]:
+    """One source row as an SFT row (`num_tokens` still to count); `RowError` if it cannot be one."""
+    if row.get("messages") is not None:
+        messages = coerce_row({"id": row.get("id") or "", "messages": row["messages"]}, SFT, source)["messages"]
+        ident = row.get("id") or stable_id("\n".join(m["content"] for m in messages))
+    else:
+        for key in ("problem", "content"):
+            if not isinstance(row.get(key), str):
+                raise RowError("missing_field", f"column '{key}' is missing or not text (nor is there `messages`)")
+        reasoning = row.get("reasoning") if isinstance(row.get("reasoning"), str) else None
+        messages = [
+            {"role": "user", "content": row["problem"]},
+            {"role": "assistant", "content": assistant_text(reasoning, row["content"], non_reasoning)},
+        ]
+        ident = row.get("id") or stable_id(row["problem"])
+        if row.get("sample") is not None:
+            ident = f"{ident}:{row['sample']}"
+    return {"id": ident, "source": source, "domain": row.get("domain") or "general", "messages": messages}
+
+
+def _choose(n: int, quota: int, upsample: bool, rng: np.random.Generator) -> np.ndarray:
+    """Sorted row numbers (with repeats only when upsampling) of a source with `n` rows."""
+    if n >= quota:
+        return np.sort(rng.choice(n, size=quota, replace=False))
+    if not upsample or n == 0:
+        return np.arange(n)
+    return np.sort(np.concatenate([np.arange(n), rng.choice(n, size=quota - n, replace=True)]))
+
+
+def plan(cfg: MixConfig, files: dict[str, list[inputs.InputFile]]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The chosen row numbers of each source and what the report says about them."""
+    chosen: dict[str, np.ndarray] = {}
+    report: dict[str, Any] = {}
+    for k, src in enumerate(cfg.sources):
+        available = sum(f.rows for f in files[src.name])
+        quota = cfg.quota(src)
+        rows = _choose(available, quota, src.upsample, np.random.default_rng([cfg.seed, k]))
+        chosen[src.name] = rows
+        report[src.name] = {
+            "available": available,
+            "quota": quota,
+            "taken": len(rows),
+            "distinct": int(min(available, quota)),
+            "short_by": max(0, quota - len(rows)),
+            "upsampled": max(0, len(rows) - available),
+        }
+    return chosen, report
+
+
+def run_mix(
+    cfg: MixConfig,
+    out: Path,
+    *,
+    base: Path = Path("."),
+    overwrite: bool = False,
+    show_progress: bool = True,
+) -> tuple[StageResult, list[str]]:
+    """Returns the result and the warnings (sources short of their quota)."""
+    started = time.perf_counter()
+    out = Path(out)
+    files = {
+        s.name: inputs.resolve([str(_resolve(base, s.path))], CHUNK_ROWS, what=f"source {s.name!r}")
+        for s in cfg.sources
+    }
+    tokenizer = load_tokenizer(_tokenizer_ref(base, cfg.tokenizer))
+    config = {"mix": cfg.model_dump(), "tokenizer": getattr(tokenizer, "name_or_path", None)}
+    all_files = [f.describe() for s in cfg.sources for f in files[s.name]]
+    with DatasetWriter.for_record(
+        out, stage="mix", record=SFT, config=config, inputs=all_files, overwrite=overwrite
+    ) as ds:
+        opened = ds.open()
+        chosen, report = plan(cfg, files)
+        warnings = [
+            f"source {name!r}: {r['available']:,} rows for a quota of {r['quota']:,}; "
+            + ("took all and repeated sampled rows to fill it (upsample)" if r["upsampled"] else "took all of them")
+            for name, r in report.items()
+            if r["available"] < r["quota"]
+        ]
+        if opened.manifest.complete:
+            return StageResult(opened.manifest, True, time.perf_counter() - started, opened.redone), warnings
+        total = sum(len(v) for v in chosen.values())
+        positions = np.random.default_rng(cfg.seed).permutation(total)
+        buckets = -(-total // cfg.rows_per_shard)
+        work = out / WORK
+        if not (work / "pass1.done").exists():  # pass 1 is redone whole if it was cut short
+            shutil.rmtree(work, ignore_errors=True)
+            _pass1(cfg, files, chosen, positions, work, tokenizer, show_progress)
+            atomic_write_bytes(work / "pass1.done", b"")
+        ds.set_plan(buckets)
+        with StageProgress("mix: write", total, enabled=show_progress) as progress:
+            for k in range(buckets):
+                if k not in opened.done:
+                    ds.record_shard(_pass2(ds, k, work))
+                progress.advance(min(cfg.rows_per_shard, total - k * cfg.rows_per_shard))
+        stats = {
+            "mix": {"sources": report, **_token_stats(out, ds)},
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+        manifest = ds.finish(stats)
+    shutil.rmtree(out / WORK, ignore_errors=True)
+    return StageResult(manifest, False, time.perf_counter() - started, opened.redone), warnings
+
+
+def _tokenizer_ref(base: Path, name: str | None) -> str | None:
+    """A local tokenizer folder relative to the mix file, else the name as given (a Hub name)."""
+    if name is None:
+        return None
+    local = _resolve(base, name)
+    return str(local) if local.exists() else name
+
+
+def _resolve(base: Path, p: str) -> Path:
+    path = Path(p)
+    return path if path.is_absolute() else base / path
+
+
+CHUNK_ROWS = 10_000  # a source is read this many rows at a time
+
+
+def _pass1(
+    cfg: MixConfig,
+    files: dict[str, list[inputs.InputFile]],
+    chosen: dict[str, np.ndarray],
+    positions: np.ndarray,
+    work: Path,
+    tokenizer: Any,
+    show_progress: bool,
+) -> None:
+    """Render and count every chosen row once; append it to the bucket of its output shard.
+
+    A chosen row that cannot be an SFT row (malformed, missing fields) goes to the rejects, kept in
+    `work/rejects.json` until pass 2 writes them beside shard 0; its position in the mix stays empty.
+    """
+    writers: dict[int, pq.ParquetWriter] = {}
+    rejects: list[dict[str, Any]] = []
+    next_pos = 0
+    with StageProgress("mix: render + count", len(positions), enabled=show_progress) as progress:
+        for src in cfg.sources:
+            rows = chosen[src.name]
+            offset = 0
+            for f in files[src.name]:
+                mine = rows[(rows >= offset) & (rows < offset + f.rows)] - offset  # repeats kept
+                offset += f.rows
+                for chunk in inputs.plan([f], CHUNK_ROWS):
+                    sel = mine[(mine >= chunk.start) & (mine < chunk.stop)]
+                    if not len(sel):
+                        continue
+                    sft: list[dict[str, Any]] = []
+                    for row_no, row in _chunk_rows(chunk, sel, rejects, f.path):
+                        pos = int(positions[next_pos])
+                        next_pos += 1
+                        if row is None:
+                            continue
+                        try:
+                            sft.append({**to_sft(row, src.name, cfg.non_reasoning), "_pos": pos})
+                        except RowError as e:
+                            rejects.append({"input": f.path, "row": row_no, "error": str(e), "raw": _json(row)})
+                    texts = ["\n".join(m["content"] for m in r["messages"]) for r in sft]
+                    for r, n in zip(sft, count_tokens(tokenizer, texts), strict=True):
+                        r["num_tokens"] = n
+                    _append(writers, work, sft, cfg.rows_per_shard)
+                    progress.advance(len(sel))
+    for w in writers.values():
+        w.close()
+    atomic_write_bytes(work / "rejects.json", json.dumps(rejects).encode())
+
+
+def _json(row: dict[str, Any]) -> str:
+    return json.dumps(row, ensure_ascii=False, default=str)
+
+
+def _chunk_rows(chunk: inputs.Chunk, sel: np.ndarray, rejects: list[dict[str, Any]], path: str):
+    """(row number, row or None) for each chosen row number of one chunk, in order, repeats included."""
+    wanted = set(sel.tolist())
+    found: dict[int, tuple[dict[str, Any] | None, inputs.Reject | None]] = {
+        n: (row, rej) for n, row, rej in inputs.iter_rows(chunk) if n in wanted
+    }
+    for n in sel.tolist():
+        row, rej = found.get(n, (None, None))
+        if row is None:
+            error = rej.error if rej else "missing_row: a blank line"
+            raw = rej.raw if rej else ""
+            text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+            rejects.append({"input": path, "row": n, "error": error, "raw": text})
+        yield n, row
+
+
+def _append(writers: dict[int, pq.ParquetWriter], work: Path, rows: list[dict[str, Any]], per_shard: int) -> None:
+    by_bucket: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        by_bucket[r["_pos"] // per_shard].append(r)
+    for bucket, part in by_bucket.items():
+        if bucket not in writers:
+            path = work / f"bucket-{bucket:05d}.parquet"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            writers[bucket] = pq.ParquetWriter(path, _WORK_SCHEMA, compression="zstd", compression_level=1)
+        writers[bucket].write_table(pa.Table.from_pylist(part, schema=_WORK_SCHEMA))
+
+
+def _pass2(ds: DatasetWriter, k: int, work: Path) -> dict[str, Any]:
+    bucket = work / f"bucket-{k:05d}.parquet"
+    table = pq.read_table(bucket) if bucket.exists() else _WORK_SCHEMA.empty_table()  # all its rows rejected
+    table = table.sort_by("_pos").drop_columns(["_pos"])
+    sh = ds.shard(k, SFT.schema)
+    try:
+        sh.write(table.cast(SFT.schema))
+        rejected = json.loads((work / "rejects.json").read_text()) if k == 0 else []
+        for r in rejected:
+            sh.reject(r["input"], r["row"], r["error"], r["raw"])
+        return sh.commit(rows_in=table.num_rows + len(rejected), input={"bucket": k})
+    except BaseException:
+        sh.abort()
+        raise
+
+
+def _token_stats(out: Path, ds: DatasetWriter) -> dict[str, Any]:
+    """Token-length statistics and per-domain / per-source counts of what was written."""
+    tokens: list[np.ndarray] = []
+    domains: Counter[str] = Counter()
+    sources: Counter[str] = Counter()
+    for i in sorted(ds.manifest.shards):
+        t = pq.read_table(out / ds.manifest.shards[i]["file"], columns=["num_tokens", "domain", "source"])
+        tokens.append(t.column("num_tokens").to_numpy())
+        domains.update(t.column("domain").to_pylist())
+        sources.update(t.column("source").to_pylist())
+    n = np.concatenate(tokens) if tokens else np.zeros(0, np.int64)
+    pct = {f"p{q}": int(np.percentile(n, q)) for q in (50, 90, 99)} if len(n) else {}
+    return {
+        "rows": len(n),
+        "tokens": {
+            "total": int(n.sum()),
+            "mean": float(n.mean()) if len(n) else 0.0,
+            "max": int(n.max()) if len(n) else 0,
+            **pct,
+        },
+        "by_domain": dict(domains.most_common()),
+        "by_source": dict(sources.most_common()),
+    }
