@@ -8,6 +8,7 @@ resume.
 from __future__ import annotations
 
 import functools
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -256,6 +257,55 @@ def mix(
 
 @app.command()
 @user_errors
+def card(
+    directory: Annotated[Path, typer.Argument(help="A finished dataset directory (e.g. the --out of `distill mix`).")],
+    license: Annotated[str, typer.Option("--license", help="License id for the Hub metadata.")] = "other",
+    name: Annotated[str | None, typer.Option("--name", help="Pretty name; default: the directory's name.")] = None,
+) -> None:
+    """Write the data card `DIR/README.md`: Hub metadata, contents, token lengths with a histogram,
+    languages, how it was built (prompts, filter funnel, selection, mix) and the commands that rebuild it.
+
+    Example:
+
+      distill card runs/demo/sft --license apache-2.0
+    """
+    from distill.card import write_card
+
+    path = write_card(directory, license=license, pretty_name=name)
+    print(f"card: {path}", file=sys.stderr)
+
+
+@app.command()
+@user_errors
+def publish(
+    directory: Annotated[Path, typer.Argument(help="A finished dataset directory.")],
+    repo_id: Annotated[str, typer.Option("--repo-id", help="The Hub dataset repo, ORG/NAME.")],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Stage and validate the exact upload folder; send nothing.")
+    ] = False,
+    private: Annotated[bool, typer.Option("--private", help="Create the repo private.")] = False,
+) -> None:
+    """Upload shards, card and manifest to a Hub dataset repo (token from HF_TOKEN); only what changed is sent.
+
+    Example:
+
+      distill publish runs/demo/sft --repo-id my-org/demo-sft --dry-run
+    """
+    from distill.hub import publish as publish_dir
+
+    staging, plan = publish_dir(directory, repo_id, dry_run=dry_run, private=private)
+    verb = "would upload" if dry_run else "uploaded"
+    print(f"publish: {staging} validated ({len(plan.add) + len(plan.unchanged)} files)", file=sys.stderr)
+    if plan.empty and not dry_run:
+        print(f"publish: {repo_id} already holds this data; nothing new to upload", file=sys.stderr)
+    for p in plan.add:
+        print(f"  {verb}  {p}", file=sys.stderr)
+    for p in plan.delete:
+        print(f"  delete  {p}", file=sys.stderr)
+
+
+@app.command()
+@user_errors
 def inspect(
     directory: Annotated[Path, typer.Argument(help="A dataset directory (any stage's --out).")],
     rows: Annotated[int, typer.Option("--rows", min=0, help="How many rows to show.")] = 3,
@@ -276,6 +326,9 @@ def inspect(
 
 
 def main() -> None:
+    from distill import store
+
+    store.COMMAND = shlex.join(["distill", *sys.argv[1:]])
     app()
 
 

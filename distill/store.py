@@ -52,6 +52,7 @@ LOCK = ".lock"
 FORMAT = "distill.dataset"
 FORMAT_VERSION = 1
 
+COMMAND: str | None = None  # the command line that runs the stages: set by the CLI, shown by data cards
 ROW_GROUP_BYTES = 64 << 20  # bounds reader memory: one row group of one column is the unit read
 REJECT_RAW_BYTES = 1 << 20  # a reject keeps at most this much of its raw text; `input`+`row` locate the rest
 
@@ -309,6 +310,7 @@ class Manifest:
     created_at: str = field(default_factory=_now)
     updated_at: str = field(default_factory=_now)
     distill_version: str = __version__
+    command: str | None = field(default_factory=lambda: COMMAND)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -329,6 +331,7 @@ class Manifest:
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "distill_version": self.distill_version,
+            "command": self.command,
         }
 
     @classmethod
@@ -350,6 +353,7 @@ class Manifest:
             created_at=d.get("created_at", _now()),
             updated_at=d.get("updated_at", _now()),
             distill_version=d.get("distill_version", "?"),
+            command=d.get("command"),
         )
 
     @property

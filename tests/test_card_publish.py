@@ -1,0 +1,115 @@
+"""`distill card` and `distill publish`: the card's numbers are the data's; the dry-run folder loads; a
+re-publish of the same data sends nothing (checked offline on the upload plan: no test reaches a network)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from distill.config import MixConfig
+from distill.hub import git_blob_sha1, local_files, plan_upload, remote_files, stage
+from distill.mix import run_mix
+from tests.conftest import read_rows, run_cli, write_jsonl
+
+
+@pytest.fixture
+def sft_dir(tmp_path: Path) -> Path:
+    write_jsonl(
+        tmp_path / "kept.jsonl",
+        [{"id": f"p{i}", "sample": 0, "problem": f"What is {i} + 1?", "reasoning": "Add one." * (1 + i % 7),
+          "content": f"\\boxed{{{i + 1}}}", "domain": "math" if i % 4 else "science"} for i in range(120)],
+    )  # fmt: skip
+    write_jsonl(tmp_path / "chat.jsonl", [{"problem": f"Say hi {i}.", "content": "Hi."} for i in range(30)])
+    cfg = MixConfig.model_validate(
+        {"seed": 2, "rows_per_shard": 40, "sources": [{"name": "r", "path": "kept.jsonl", "quota": 100},
+                                                      {"name": "c", "path": "chat.jsonl", "quota": 30}]}
+    )  # fmt: skip
+    run_mix(cfg, tmp_path / "sft", base=tmp_path, show_progress=False)
+    return tmp_path / "sft"
+
+
+def test_card_numbers_equal_the_data(sft_dir: Path) -> None:
+    from huggingface_hub import DatasetCard
+
+    r = run_cli("card", str(sft_dir), "--license", "apache-2.0")
+    assert r.returncode == 0, r.stderr
+    rows = read_rows(sft_dir)
+    card = DatasetCard.load(sft_dir / "README.md")
+    meta = card.data.to_dict()
+    assert meta["license"] == "apache-2.0" and meta["configs"][0]["data_files"][0]["path"] == "train-*.parquet"
+    assert meta["dataset_info"]["splits"][0]["num_examples"] == len(rows) == 130
+    assert [f["name"] for f in meta["dataset_info"]["features"]] == ["id", "source", "domain", "messages", "num_tokens"]
+    for domain, n in Counter(r["domain"] for r in rows).items():
+        assert f"| {domain} | {n:,} |" in card.text
+    assert f"{sum(r['num_tokens'] for r in rows):,} tokens in all" in card.text
+    assert "| r | 100 | 100 | 120 |" in card.text and "| c | 30 | 30 | 30 |" in card.text
+    assert (sft_dir / "token_lengths.png").read_bytes()[:4] == b"\x89PNG"
+    assert "distill mix" in card.text or "| mix |" in card.text  # the rebuild table lists the stage
+
+
+def test_dry_run_folder_loads_with_datasets_and_excludes_side_files(sft_dir: Path, tmp_path: Path) -> None:
+    import datasets
+
+    r = run_cli("publish", str(sft_dir), "--repo-id", "org/demo", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    staging = sft_dir / ".publish"
+    names = sorted(p.name for p in staging.iterdir())
+    assert names == ["README.md", "_manifest.json", "token_lengths.png", "train-00000.parquet",
+                     "train-00001.parquet", "train-00002.parquet", "train-00003.parquet"]  # fmt: skip
+    assert "would upload  train-00000.parquet" in r.stderr
+    loaded = datasets.load_dataset(str(staging), split="train", cache_dir=str(tmp_path / "c"))
+    assert loaded.num_rows == 130 and loaded.column_names == ["id", "source", "domain", "messages", "num_tokens"]
+
+
+def test_republishing_the_same_data_sends_nothing(sft_dir: Path) -> None:
+    from huggingface_hub.hf_api import RepoFile
+
+    staging = stage(sft_dir)
+    local = local_files(staging)
+    first = plan_upload(local, {})
+    assert sorted(first.add) == sorted(local) and first.delete == []
+
+    # The repo after that upload, as the Hub's tree endpoint lists it: LFS files by SHA-256, others by blob id.
+    def listing(files: dict[str, tuple[str, str]]) -> list[RepoFile]:
+        out = []
+        for path, (sha256, blob) in files.items():
+            lfs = {"oid": sha256, "size": 1, "pointerSize": 134} if path.endswith((".parquet", ".png")) else None
+            out.append(RepoFile(path=path, size=1, oid=blob, lfs=lfs, type="file"))
+        return out
+
+    class Repo:  # stands in for HfApi.list_repo_tree over the network
+        def __init__(self, entries: list[RepoFile]) -> None:
+            self.entries = entries
+
+        def list_repo_tree(self, repo_id: str, repo_type: str, recursive: bool) -> list[RepoFile]:
+            assert repo_type == "dataset" and recursive
+            return self.entries
+
+    again = plan_upload(local, remote_files(Repo(listing(local)), "org/demo"))
+    assert again.empty and sorted(again.unchanged) == sorted(local)
+
+    changed = dict(local)
+    changed["train-00001.parquet"] = ("0" * 64, "0" * 40)  # the repo holds another version of one shard
+    changed["train-00009.parquet"] = ("1" * 64, "1" * 40)  # and a shard the data no longer has
+    plan = plan_upload(local, remote_files(Repo(listing(changed)), "org/demo"))
+    assert plan.add == ["train-00001.parquet"] and plan.delete == ["train-00009.parquet"]
+
+
+def test_publish_without_a_token_is_a_clear_error(sft_dir: Path) -> None:
+    r = run_cli("publish", str(sft_dir), "--repo-id", "org/demo", env={"HF_TOKEN": ""})
+    assert r.returncode == 2 and "HF_TOKEN is not set" in r.stderr
+    r = run_cli("publish", str(sft_dir), "--repo-id", "no-slash", "--dry-run")
+    assert r.returncode == 2 and "ORG/NAME" in r.stderr
+
+
+def test_git_blob_sha1_is_gits(tmp_path: Path) -> None:
+    import subprocess
+
+    p = tmp_path / "f.txt"
+    p.write_text("hello\n")
+    assert (
+        git_blob_sha1(p)
+        == subprocess.run(["git", "hash-object", str(p)], capture_output=True, text=True).stdout.strip()
+    )
