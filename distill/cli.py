@@ -223,6 +223,7 @@ def mix(
         Path, typer.Option("--config", help="Mix YAML: seed, sources with quota or share, total, tokenizer.")
     ],
     out: Annotated[Path, typer.Option("--out", help="Output dataset directory of SFT rows.")],
+    workers: Annotated[int | None, typer.Option("--workers", min=1, help="Processes; default: all cores.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Discard an existing --out and start afresh.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
 ) -> None:
@@ -240,7 +241,9 @@ def mix(
     from distill.mix import run_mix
 
     cfg = load_config(config, MixConfig)
-    result, warnings = run_mix(cfg, out, base=config.resolve().parent, overwrite=overwrite, show_progress=progress)
+    result, warnings = run_mix(
+        cfg, out, base=config.resolve().parent, workers=workers, overwrite=overwrite, show_progress=progress
+    )
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
     print_result("mix", result, out)

@@ -23,7 +23,7 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -261,7 +261,7 @@ def run_map_stage(
         total_rows = sum(c.stop - c.start for c in chunks)
         done_rows = sum(s.get("rows_in", 0) for s in opened.manifest.shards.values())
         with StageProgress(stage.name, total_rows, done_rows, enabled=show_progress) as progress:
-            for entry in _execute(todo, workers or os.cpu_count() or 1):
+            for entry in parallel_map(run_shard, todo, workers or os.cpu_count() or 1):
                 ds.record_shard(entry)
                 progress.advance(entry["rows_in"], Counter(entry.get("rejects", {}).get("codes", {})))
         stats = extra_stats() if extra_stats else {}
@@ -269,22 +269,26 @@ def run_map_stage(
     return StageResult(manifest, False, time.perf_counter() - started, opened.redone)
 
 
-def _execute(tasks: list[ShardTask], workers: int):
-    """Yield each task's manifest entry as it finishes, at most 2 tasks per worker in flight."""
+def parallel_map(fn: Callable[[Any], Any], tasks: list[Any], workers: int) -> Iterator[Any]:
+    """Yield `fn(task)` for every task as it finishes, at most 2 tasks per worker in flight.
+
+    `fn` must be a module-level function (it is sent to the workers by name). One worker, or one
+    task, runs in this process.
+    """
     if workers <= 1 or len(tasks) <= 1:
         for t in tasks:
-            yield run_shard(t)
+            yield fn(t)
         return
     # forkserver: workers start from a clean process, not a fork of a parent that runs a progress
     # thread (forking a threaded process can deadlock the child on a lock held at fork time).
     ctx = mp.get_context("forkserver")
-    pending: set[Future[dict[str, Any]]] = set()
+    pending: set[Future[Any]] = set()
     queue = list(reversed(tasks))
     with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx) as pool:
         try:
             while queue or pending:
                 while queue and len(pending) < 2 * workers:
-                    pending.add(pool.submit(run_shard, queue.pop()))
+                    pending.add(pool.submit(fn, queue.pop()))
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in finished:
                     yield fut.result()

@@ -16,9 +16,11 @@ bucket of its output shard (`DIR/.work/`); then each bucket is sorted into its s
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,7 @@ import pyarrow.parquet as pq
 from distill import inputs
 from distill.config import MixConfig
 from distill.errors import RowError
-from distill.executor import StageResult
+from distill.executor import StageResult, parallel_map
 from distill.progress import StageProgress
 from distill.records import RECORDS, coerce_row, stable_id
 from distill.store import DatasetWriter, atomic_write_bytes
@@ -102,6 +104,7 @@ def run_mix(
     out: Path,
     *,
     base: Path = Path("."),
+    workers: int | None = None,
     overwrite: bool = False,
     show_progress: bool = True,
 ) -> tuple[StageResult, list[str]]:
@@ -112,7 +115,8 @@ def run_mix(
         s.name: inputs.resolve([str(_resolve(base, s.path))], CHUNK_ROWS, what=f"source {s.name!r}")
         for s in cfg.sources
     }
-    tokenizer = load_tokenizer(_tokenizer_ref(base, cfg.tokenizer))
+    tokenizer_ref = _tokenizer_ref(base, cfg.tokenizer)
+    tokenizer = load_tokenizer(tokenizer_ref)  # a bad tokenizer fails here, before any work
     config = {"mix": cfg.model_dump(), "tokenizer": getattr(tokenizer, "name_or_path", None)}
     all_files = [f.describe() for s in cfg.sources for f in files[s.name]]
     with DatasetWriter.for_record(
@@ -134,7 +138,7 @@ def run_mix(
         work = out / WORK
         if not (work / "pass1.done").exists():  # pass 1 is redone whole if it was cut short
             shutil.rmtree(work, ignore_errors=True)
-            _pass1(cfg, files, chosen, positions, work, tokenizer, show_progress)
+            _pass1(cfg, files, chosen, positions, work, tokenizer_ref, workers or os.cpu_count() or 1, show_progress)
             atomic_write_bytes(work / "pass1.done", b"")
         ds.set_plan(buckets)
         with StageProgress("mix: write", total, enabled=show_progress) as progress:
@@ -167,52 +171,94 @@ def _resolve(base: Path, p: str) -> Path:
 CHUNK_ROWS = 10_000  # a source is read this many rows at a time
 
 
+@dataclass(frozen=True)
+class RenderTask:
+    """One chunk of one source: its chosen rows, their places in the mix, how to render and count them."""
+
+    task_id: int
+    source: str
+    chunk: inputs.Chunk
+    rows: np.ndarray  # chosen row numbers in this chunk, in order, repeats kept
+    positions: np.ndarray  # their positions in the shuffled mix
+    tokenizer: str | None
+    non_reasoning: str
+    rows_per_shard: int
+    work: str
+    tokenizer_threads: bool  # False in pool workers: the processes are the parallelism
+
+
 def _pass1(
     cfg: MixConfig,
     files: dict[str, list[inputs.InputFile]],
     chosen: dict[str, np.ndarray],
     positions: np.ndarray,
     work: Path,
-    tokenizer: Any,
+    tokenizer: str | None,
+    workers: int,
     show_progress: bool,
 ) -> None:
-    """Render and count every chosen row once; append it to the bucket of its output shard.
+    """Render and count every chosen row once, chunk by chunk in parallel; each chunk appends its rows to
+    the buckets of their output shards (`work/bucket-K/part-T.parquet`).
 
     A chosen row that cannot be an SFT row (malformed, missing fields) goes to the rejects, kept in
     `work/rejects.json` until pass 2 writes them beside shard 0; its position in the mix stays empty.
     """
-    writers: dict[int, pq.ParquetWriter] = {}
-    rejects: list[dict[str, Any]] = []
+    tasks: list[RenderTask] = []
     next_pos = 0
+    for src in cfg.sources:
+        rows = chosen[src.name]
+        offset = 0
+        for f in files[src.name]:
+            mine = rows[(rows >= offset) & (rows < offset + f.rows)] - offset
+            offset += f.rows
+            for chunk in inputs.plan([f], CHUNK_ROWS):
+                sel = mine[(mine >= chunk.start) & (mine < chunk.stop)]
+                if len(sel):
+                    tasks.append(RenderTask(
+                        len(tasks), src.name, chunk, sel, positions[next_pos : next_pos + len(sel)], tokenizer,
+                        cfg.non_reasoning, cfg.rows_per_shard, str(work), workers <= 1,
+                    ))  # fmt: skip
+                    next_pos += len(sel)
+    rejects: list[dict[str, Any]] = []
+    work.mkdir(parents=True, exist_ok=True)
     with StageProgress("mix: render + count", len(positions), enabled=show_progress) as progress:
-        for src in cfg.sources:
-            rows = chosen[src.name]
-            offset = 0
-            for f in files[src.name]:
-                mine = rows[(rows >= offset) & (rows < offset + f.rows)] - offset  # repeats kept
-                offset += f.rows
-                for chunk in inputs.plan([f], CHUNK_ROWS):
-                    sel = mine[(mine >= chunk.start) & (mine < chunk.stop)]
-                    if not len(sel):
-                        continue
-                    sft: list[dict[str, Any]] = []
-                    for row_no, row in _chunk_rows(chunk, sel, rejects, f.path):
-                        pos = int(positions[next_pos])
-                        next_pos += 1
-                        if row is None:
-                            continue
-                        try:
-                            sft.append({**to_sft(row, src.name, cfg.non_reasoning), "_pos": pos})
-                        except RowError as e:
-                            rejects.append({"input": f.path, "row": row_no, "error": str(e), "raw": _json(row)})
-                    texts = ["\n".join(m["content"] for m in r["messages"]) for r in sft]
-                    for r, n in zip(sft, count_tokens(tokenizer, texts), strict=True):
-                        r["num_tokens"] = n
-                    _append(writers, work, sft, cfg.rows_per_shard)
-                    progress.advance(len(sel))
-    for w in writers.values():
-        w.close()
+        for task, task_rejects in zip(tasks, parallel_map(_render, tasks, workers), strict=False):
+            rejects.extend(task_rejects)
+            progress.advance(len(task.rows))
+    rejects.sort(key=lambda r: (r["input"], r["row"]))
     atomic_write_bytes(work / "rejects.json", json.dumps(rejects).encode())
+
+
+def _render(task: RenderTask) -> list[dict[str, Any]]:
+    """A pool worker's part of pass 1; returns the chunk's rejects."""
+    if not task.tokenizer_threads:
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    tokenizer = load_tokenizer(task.tokenizer)
+    rejects: list[dict[str, Any]] = []
+    sft: list[dict[str, Any]] = []
+    path = task.chunk.file.path
+    for (row_no, row), pos in zip(_chunk_rows(task.chunk, task.rows, rejects, path), task.positions, strict=True):
+        if row is None:
+            continue
+        try:
+            sft.append({**to_sft(row, task.source, task.non_reasoning), "_pos": int(pos)})
+        except RowError as e:
+            rejects.append({"input": path, "row": row_no, "error": str(e), "raw": _json(row)})
+    for start in range(0, len(sft), 4096):
+        part = sft[start : start + 4096]
+        texts = ["\n".join(m["content"] for m in r["messages"]) for r in part]
+        for r, n in zip(part, count_tokens(tokenizer, texts), strict=True):
+            r["num_tokens"] = n
+    by_bucket: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for r in sft:
+        by_bucket[r["_pos"] // task.rows_per_shard].append(r)
+    for bucket, rows in by_bucket.items():
+        folder = Path(task.work) / f"bucket-{bucket:05d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".part-{task.task_id:06d}.tmp"
+        pq.write_table(pa.Table.from_pylist(rows, schema=_WORK_SCHEMA), tmp, compression="zstd", compression_level=1)
+        tmp.replace(folder / f"part-{task.task_id:06d}.parquet")
+    return rejects
 
 
 def _json(row: dict[str, Any]) -> str:
@@ -235,21 +281,11 @@ def _chunk_rows(chunk: inputs.Chunk, sel: np.ndarray, rejects: list[dict[str, An
         yield n, row
 
 
-def _append(writers: dict[int, pq.ParquetWriter], work: Path, rows: list[dict[str, Any]], per_shard: int) -> None:
-    by_bucket: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for r in rows:
-        by_bucket[r["_pos"] // per_shard].append(r)
-    for bucket, part in by_bucket.items():
-        if bucket not in writers:
-            path = work / f"bucket-{bucket:05d}.parquet"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            writers[bucket] = pq.ParquetWriter(path, _WORK_SCHEMA, compression="zstd", compression_level=1)
-        writers[bucket].write_table(pa.Table.from_pylist(part, schema=_WORK_SCHEMA))
-
-
 def _pass2(ds: DatasetWriter, k: int, work: Path) -> dict[str, Any]:
-    bucket = work / f"bucket-{k:05d}.parquet"
-    table = pq.read_table(bucket) if bucket.exists() else _WORK_SCHEMA.empty_table()  # all its rows rejected
+    parts = sorted((work / f"bucket-{k:05d}").glob("part-*.parquet"))
+    table = (  # no part: every row of this shard was rejected
+        pa.concat_tables([pq.read_table(p) for p in parts]) if parts else _WORK_SCHEMA.empty_table()
+    )
     table = table.sort_by("_pos").drop_columns(["_pos"])
     sh = ds.shard(k, SFT.schema)
     try:
