@@ -222,15 +222,15 @@ def _pass1(
     rejects: list[dict[str, Any]] = []
     work.mkdir(parents=True, exist_ok=True)
     with StageProgress("mix: render + count", len(positions), enabled=show_progress) as progress:
-        for task, task_rejects in zip(tasks, parallel_map(_render, tasks, workers), strict=False):
+        for done, task_rejects in parallel_map(_render, tasks, workers):  # in the order tasks finish
             rejects.extend(task_rejects)
-            progress.advance(len(task.rows))
+            progress.advance(done)
     rejects.sort(key=lambda r: (r["input"], r["row"]))
     atomic_write_bytes(work / "rejects.json", json.dumps(rejects).encode())
 
 
-def _render(task: RenderTask) -> list[dict[str, Any]]:
-    """A pool worker's part of pass 1; returns the chunk's rejects."""
+def _render(task: RenderTask) -> tuple[int, list[dict[str, Any]]]:
+    """A pool worker's part of pass 1; returns how many chosen rows it handled and which it rejected."""
     if not task.tokenizer_threads:
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
     tokenizer = load_tokenizer(task.tokenizer)
@@ -258,7 +258,7 @@ def _render(task: RenderTask) -> list[dict[str, Any]]:
         tmp = folder / f".part-{task.task_id:06d}.tmp"
         pq.write_table(pa.Table.from_pylist(rows, schema=_WORK_SCHEMA), tmp, compression="zstd", compression_level=1)
         tmp.replace(folder / f"part-{task.task_id:06d}.parquet")
-    return rejects
+    return len(task.rows), rejects
 
 
 def _json(row: dict[str, Any]) -> str:
