@@ -38,7 +38,7 @@ from distill.config import SourceMapping
 from distill.errors import UserError
 from distill.progress import StageProgress, summary_line
 from distill.records import Record, conform_table, get_record
-from distill.store import DatasetWriter, Manifest, ShardWriter
+from distill.store import DatasetWriter, Manifest, OpenResult, ShardWriter
 
 BatchFunction = Callable[..., pa.RecordBatch | pa.Table]
 
@@ -218,6 +218,13 @@ class StageResult:
     redone: list[str]
 
 
+def already_done(opened: OpenResult, started: float) -> StageResult | None:
+    """The result of a stage whose output is complete with the same fingerprints (so it is skipped)."""
+    if opened.manifest.complete:
+        return StageResult(opened.manifest, True, time.perf_counter() - started, opened.redone)
+    return None
+
+
 def run_map_stage(
     stage: MapStage,
     input_specs: list[str],
@@ -249,8 +256,8 @@ def run_map_stage(
         overwrite=overwrite,
     ) as ds:
         opened = ds.open()
-        if opened.manifest.complete:
-            return StageResult(opened.manifest, True, time.perf_counter() - started, opened.redone)
+        if done := already_done(opened, started):
+            return done
         ds.set_plan(len(chunks))
         file_index = {f.path: i for i, f in enumerate(files)}
         todo = [

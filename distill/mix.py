@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from distill import inputs
 from distill.config import MixConfig
 from distill.errors import RowError
-from distill.executor import StageResult, parallel_map
+from distill.executor import StageResult, already_done, parallel_map
 from distill.progress import StageProgress
 from distill.records import RECORDS, coerce_row, stable_id
 from distill.store import DatasetWriter, atomic_write_bytes
@@ -130,8 +130,8 @@ def run_mix(
             for name, r in report.items()
             if r["available"] < r["quota"]
         ]
-        if opened.manifest.complete:
-            return StageResult(opened.manifest, True, time.perf_counter() - started, opened.redone), warnings
+        if done := already_done(opened, started):
+            return done, warnings
         total = sum(len(v) for v in chosen.values())
         positions = np.random.default_rng(cfg.seed).permutation(total)
         buckets = -(-total // cfg.rows_per_shard)

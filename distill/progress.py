@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
 from pathlib import Path
 from types import TracebackType
@@ -75,7 +74,3 @@ def summary_line(name: str, manifest: Manifest, seconds: float, out: Path, *, sk
         rejected += f", {t['rejected']:,} rejected ({by_code})"
     state = "already done, skipped" if skipped else f"in {seconds:.1f}s"
     return f"{name}: {t['rows_in']:,} rows in -> {t['rows_out']:,} out{rejected} {state} -> {out}"
-
-
-def warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr)

@@ -21,7 +21,7 @@ import xxhash
 
 from distill import inputs
 from distill.errors import UserError
-from distill.executor import StageResult
+from distill.executor import StageResult, already_done
 from distill.progress import StageProgress
 from distill.records import RECORDS
 from distill.store import DatasetWriter
@@ -78,8 +78,8 @@ def run_select(
         overwrite=overwrite,
     ) as ds:
         opened = ds.open()
-        if opened.manifest.complete:
-            return StageResult(opened.manifest, True, time.perf_counter() - started, opened.redone)
+        if done := already_done(opened, started):
+            return done
         kept: list[tuple[int, str, int, int]] = []
         offsets = []
         pos = 0

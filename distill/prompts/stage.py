@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from distill import inputs
 from distill.config import PromptsConfig
-from distill.executor import MapStage, StageResult, run_map_stage
+from distill.executor import MapStage, StageResult, already_done, run_map_stage
 from distill.progress import StageProgress
 from distill.prompts.benchmarks import BenchmarkIndex, build_index
 from distill.prompts.dedup import KEPT, REASONS, Decisions, cluster_roots, decide
@@ -70,9 +70,9 @@ def run_prompts(
     ) as ds:
         opened = ds.open()
         work = out / WORK
-        if opened.manifest.complete:
+        if done := already_done(opened, started):
             shutil.rmtree(work, ignore_errors=True)
-            return StageResult(opened.manifest, True, time.perf_counter() - started, opened.redone)
+            return done
 
         index = build_index(bench_specs, cfg.decontaminate.ngram) if bench_specs else None
         index_path = None
