@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from distill.errors import UserError
 from distill.store import MANIFEST, DatasetReader, Manifest, atomic_write_bytes, read_manifest, shard_files
@@ -186,11 +185,3 @@ def write_card(root: Path, **kw: Any) -> Path:
     path = root / "README.md"
     atomic_write_bytes(path, text.encode())
     return path
-
-
-def check_rows(root: Path) -> None:
-    """The card's row count must be the data's: read back from the Parquet footers."""
-    rows = sum(pq.read_metadata(p).num_rows for p in sorted(root.glob("train-*.parquet")))
-    manifest = read_manifest(root)
-    if manifest is None or rows != manifest.rows:
-        raise UserError(f"{root}: the shards hold {rows} rows, the manifest says {manifest and manifest.rows}")

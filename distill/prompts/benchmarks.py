@@ -14,12 +14,15 @@ import json
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xxhash
 
 from distill.errors import UserError
+
+if TYPE_CHECKING:
+    from distill.inputs import InputFile
 from distill.normalize import words
 
 PROBLEM_COLUMNS = ("problem", "Problem", "question", "Question", "prompt", "input")
@@ -97,8 +100,8 @@ def _column(row: dict[str, Any], names: tuple[str, ...]) -> Any:
     return None
 
 
-def build_index(specs: list[str], n: int) -> BenchmarkIndex:
-    """Read the benchmark files (any input format) and index the n-grams of their problems."""
+def build_index(files: list[InputFile], n: int) -> BenchmarkIndex:
+    """Read the benchmark files (already resolved, any input format) and index the n-grams of their problems."""
     from distill import inputs
 
     hashes: list[np.ndarray] = []
@@ -107,7 +110,7 @@ def build_index(specs: list[str], n: int) -> BenchmarkIndex:
     short: set[int] = set()
     ids: list[str] = []
     sources: list[str] = []
-    for f in inputs.resolve(specs, rows_per_shard=1 << 30, what="--decontaminate"):
+    for f in files:
         for chunk in inputs.plan([f], rows_per_shard=1 << 30):
             for batch in inputs.read_chunk(chunk, None, 4096):
                 for row_no, row in zip(batch.rows, batch.table.to_pylist(), strict=True):

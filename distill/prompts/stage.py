@@ -74,7 +74,7 @@ def run_prompts(
             shutil.rmtree(work, ignore_errors=True)
             return done
 
-        index = build_index(bench_specs, cfg.decontaminate.ngram) if bench_specs else None
+        index = build_index(bench_files, cfg.decontaminate.ngram) if bench_files else None
         index_path = None
         if index is not None:
             work.mkdir(parents=True, exist_ok=True)
