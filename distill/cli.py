@@ -153,6 +153,50 @@ def prompts(
     print_report(result.manifest.stats["report"])
 
 
+@app.command()
+@user_errors
+def generate(
+    input: Annotated[
+        list[str],
+        typer.Option("--input", help="Prompts: the --out of `distill prompts`, or any prompt file (repeatable)."),
+    ],
+    teacher: Annotated[
+        Path, typer.Option("--teacher", help="Teacher YAML (configs/teacher/*.yaml): backend, model, sampling.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Output dataset directory of traces.")],
+    rows_per_shard: Annotated[
+        int,
+        typer.Option(
+            "--rows-per-shard", min=1, help="Prompts per shard (a shard is written once all its samples are in)."
+        ),
+    ] = 1_000,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Discard an existing --out and start afresh.")] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
+) -> None:
+    """Sample the teacher: `samples` traces per prompt, exactly one row per (`id`, `sample`).
+
+    Each row has the prompt's columns, `sample`, `reasoning` (inside <think>), `content` (after
+    </think>), `finish_reason`, token counts, `teacher`, `params` and `latency_s`. Killed and rerun,
+    it asks only for the samples not yet written; samples that failed every retry are in
+    `OUT/_rejects/` and are asked for again by the next run of the same command.
+
+    Example:
+
+      distill generate --input runs/demo/prompts --teacher configs/teacher/synthetic.yaml --out runs/demo/traces
+
+      distill generate --input runs/r1/prompts --teacher configs/teacher/r1-vllm.yaml --out runs/r1/traces
+    """
+    from distill.config import load_config
+    from distill.executor import print_result
+    from distill.teacher.config import TeacherConfig
+    from distill.teacher.stage import print_generate, run_generate
+
+    cfg = load_config(teacher, TeacherConfig)
+    result = run_generate(input, out, cfg, rows_per_shard=rows_per_shard, overwrite=overwrite, show_progress=progress)
+    print_result("generate", result, out)
+    print_generate(result.manifest.stats["generate"])
+
+
 @app.command(name="filter")
 @user_errors
 def filter_(

@@ -74,3 +74,47 @@ def summary_line(name: str, manifest: Manifest, seconds: float, out: Path, *, sk
         rejected += f", {t['rejected']:,} rejected ({by_code})"
     state = "already done, skipped" if skipped else f"in {seconds:.1f}s"
     return f"{name}: {t['rows_in']:,} rows in -> {t['rows_out']:,} out{rejected} {state} -> {out}"
+
+
+class GenerateProgress:
+    """Teacher requests: a bar of samples done, with requests/s, tokens/s, errors by kind and the ETA."""
+
+    def __init__(self, total: int, done: int = 0, enabled: bool = True) -> None:
+        self._progress = Progress(
+            TextColumn("[bold]generate"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rates]}"),
+            TextColumn("{task.fields[errors]}", style="yellow"),
+            TimeRemainingColumn(),
+            console=_console,
+            disable=not (enabled and _console.is_terminal),
+            transient=True,
+        )
+        self._task = self._progress.add_task("generate", total=total, completed=done, rates="", errors="")
+        self._window: list[tuple[float, int, int]] = []  # (time, requests, completion tokens) marks
+        self.requests = 0
+        self.tokens = 0
+
+    def __enter__(self) -> GenerateProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self._progress.stop()
+
+    def advance(self, requests: int, completion_tokens: int, errors: Counter[str] | None = None) -> None:
+        import time
+
+        self.requests += requests
+        self.tokens += completion_tokens
+        now = time.monotonic()
+        if self._window and now - self._window[-1][0] < 0.5:  # redraw the rates twice a second at most
+            self._progress.update(self._task, advance=requests)
+            return
+        self._window = [m for m in self._window if now - m[0] < 10.0] + [(now, self.requests, self.tokens)]
+        t0, r0, k0 = self._window[0]
+        span = max(now - t0, 1e-9)
+        rates = f"{(self.requests - r0) / span:,.0f} req/s {(self.tokens - k0) / span:,.0f} tok/s" if span > 0.4 else ""
+        shown = ", ".join(f"{k} {v:,}" for k, v in (errors or Counter()).most_common(3))
+        self._progress.update(self._task, advance=requests, rates=rates, errors=shown)

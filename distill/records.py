@@ -101,6 +101,7 @@ TRACE_COLUMNS = (
     Column("completion_tokens", pa.int64()),
     Column("teacher", pa.string()),
     Column("params", pa.string(), doc="JSON of the sampling parameters"),
+    Column("latency_s", pa.float64(), doc="seconds the teacher took for this sample"),
 )
 VERDICT_COLUMNS = (
     *TRACE_COLUMNS,

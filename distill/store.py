@@ -595,6 +595,14 @@ class DatasetWriter:
         self.manifest.shards[int(entry["index"])] = entry
         self._write_manifest()
 
+    def reopen_shard(self, index: int) -> None:
+        """Take a finished shard out of the manifest to redo it; the caller saved whatever it keeps first."""
+        entry = self.manifest.shards.pop(index)
+        self.manifest.complete = False
+        self._write_manifest()
+        for f in shard_files(entry):
+            (self.root / f["file"]).unlink(missing_ok=True)
+
     def finish(self, stats: dict[str, Any] | None = None) -> Manifest:
         self.manifest.complete = True
         self.manifest.stats = {**totals(self.manifest), **(stats or {})}

@@ -1,0 +1,1 @@
+"""Teacher generation: prompts in, one trace row per (prompt `id`, `sample`) out, from any backend."""

@@ -1,0 +1,147 @@
+"""The teacher YAML (`distill generate --teacher TEACHER.yaml`): which backend, which model, how to sample.
+
+Only the keys that change what the teacher writes (backend, model, API, template, sampling) go into
+the output's fingerprint. Where the servers are, how many requests are in flight and how patiently
+they are retried can change between runs of one dataset: a job moved to other nodes resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from distill.config import StrictModel
+
+R1_MATH_SUFFIX = "Please reason step by step, and put your final answer within \\boxed{}."
+
+
+class Prices(StrictModel):
+    """USD per million tokens, for the cost line of the summary."""
+
+    input_per_mtok: float = Field(default=0.0, ge=0)
+    output_per_mtok: float = Field(default=0.0, ge=0)
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok) / 1e6
+
+
+class SyntheticFaults(StrictModel):
+    """Share of samples given each fault; at most one fault per sample, so the shares add up to <= 1."""
+
+    wrong_answer: float = Field(default=0.0, ge=0, le=1, description="a slip in the last step: wrong final answer")
+    no_boxed: float = Field(default=0.0, ge=0, le=1, description="the answer stated without \\boxed{}")
+    truncated: float = Field(default=0.0, ge=0, le=1, description="cut off mid-reasoning, finish_reason=length")
+    unclosed_think: float = Field(default=0.0, ge=0, le=1, description="<think> never closed, finish_reason=stop")
+    repetition: float = Field(default=0.0, ge=0, le=1, description="one line repeated in a loop")
+    language_mix: float = Field(default=0.0, ge=0, le=1, description="a passage in Chinese inside the reasoning")
+    code_block: float = Field(default=0.0, ge=0, le=1, description="a ```python block in the reasoning")
+    long_paragraph: float = Field(default=0.0, ge=0, le=1, description="one runaway paragraph of 6,000+ chars")
+
+    @model_validator(mode="after")
+    def _at_most_one(self) -> SyntheticFaults:
+        total = sum(self.model_dump().values())
+        if total > 1 + 1e-9:
+            raise ValueError(f"fault shares add up to {total:.3f}; at most one fault per sample, so keep them <= 1")
+        return self
+
+
+class SyntheticConfig(StrictModel):
+    faults: SyntheticFaults = Field(default_factory=SyntheticFaults)
+    seed: int = 0
+
+
+class VLLMConfig(StrictModel):
+    """Engine arguments of vLLM's offline `LLM` (backend: vllm)."""
+
+    tensor_parallel_size: int = Field(default=1, ge=1)
+    pipeline_parallel_size: int = Field(default=1, ge=1)
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
+    max_model_len: int | None = Field(default=None, ge=1)
+    dtype: str = "auto"
+    engine_args: dict[str, Any] = Field(default_factory=dict, description="any other `LLM(...)` keyword")
+
+
+class TransformersConfig(StrictModel):
+    """`model.generate` on this machine (backend: transformers): small models, CPU or one GPU."""
+
+    device: str = "cpu"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+
+class TeacherConfig(StrictModel):
+    backend: Literal["openai", "vllm", "transformers", "synthetic"]
+    model: str = Field(description="served model name (openai), a model path or Hub name (vllm, transformers)")
+    name: str | None = Field(default=None, description="the `teacher` column; default: model")
+    # --- where (openai) -----------------------------------------------------------------------------
+    base_urls: list[str] = Field(default_factory=list, description="OpenAI-compatible servers, http://host:port/v1")
+    api_key_env: str | None = Field(default=None, description="environment variable holding the API key")
+    api: Literal["chat", "completion"] = Field(
+        default="chat", description="chat: /chat/completions; completion: /completions with a rendered prompt"
+    )
+    chat_template: str = Field(
+        default="deepseek-r1",
+        description="completion API: 'deepseek-r1' (built in) or a tokenizer folder whose chat template to use",
+    )
+    stream: bool = Field(default=False, description="stream responses (for proxies that cut idle connections)")
+    concurrency: int = Field(default=256, ge=1, description="requests in flight over all base_urls")
+    request_timeout_s: float = Field(default=3600.0, gt=0, description="one request, start to last byte")
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    max_retries: int = Field(default=8, ge=0, description="retries of one request after its first attempt")
+    backoff_s: float = Field(default=1.0, gt=0, description="first retry's backoff; doubles, with full jitter")
+    max_backoff_s: float = Field(default=60.0, gt=0)
+    endpoint_cooldown_s: float = Field(default=5.0, gt=0, description="a dead endpoint rests this long, doubling")
+    extra_body: dict[str, Any] = Field(default_factory=dict, description="more request fields (top_k, min_p, ...)")
+    # --- what -----------------------------------------------------------------------------------------
+    samples: int = Field(default=1, ge=1, description="samples per prompt")
+    temperature: float = Field(default=0.6, ge=0)
+    top_p: float = Field(default=0.95, gt=0, le=1)
+    max_tokens: int = Field(default=32768, ge=1)
+    seed: int | None = Field(default=0, description="per-request seeds derive from it, the prompt id and sample")
+    math_suffix: str = Field(default=R1_MATH_SUFFIX, description="appended to math problems ('' for none)")
+    # --- offline backends ---------------------------------------------------------------------------
+    batch_size: int = Field(default=64, ge=1, description="offline backends: requests per generate call")
+    vllm: VLLMConfig = Field(default_factory=VLLMConfig)
+    transformers: TransformersConfig = Field(default_factory=TransformersConfig)
+    synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+    prices: Prices | None = None
+
+    @model_validator(mode="after")
+    def _urls_for_openai(self) -> TeacherConfig:
+        if self.backend == "openai" and not self.base_urls:
+            raise ValueError("backend 'openai' needs base_urls (e.g. [http://localhost:8000/v1])")
+        for url in self.base_urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"base_urls: {url!r} is not an http(s) URL; write http://host:port/v1")
+        return self
+
+    @property
+    def teacher_name(self) -> str:
+        return self.name or self.model
+
+    def params(self) -> dict[str, Any]:
+        """The sampling parameters, as recorded in every row's `params`."""
+        return {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_tokens": self.max_tokens,
+            "seed": self.seed,
+            **self.extra_body,
+        }
+
+    def fingerprint_fields(self) -> dict[str, Any]:
+        """What the output depends on (see the module's docstring)."""
+        keys = ["backend", "model", "name", "api", "chat_template", "samples", "math_suffix"]
+        out: dict[str, Any] = {k: getattr(self, k) for k in keys}
+        out["params"] = self.params()
+        if self.backend == "synthetic":
+            out["synthetic"] = self.synthetic.model_dump()
+        return out
+
+    def request_seed(self, prompt_id: str, sample: int) -> int | None:
+        """A seed per (prompt, sample): a retried or resumed request asks for the same sample."""
+        if self.seed is None:
+            return None
+        digest = hashlib.sha256(f"{self.seed}:{prompt_id}:{sample}".encode()).digest()
+        return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF

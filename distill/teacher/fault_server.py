@@ -1,0 +1,304 @@
+"""A small OpenAI-compatible server that answers as the synthetic teacher and injects transport faults.
+
+Real servers rarely show on demand what a days-long generation run meets: 429s with `Retry-After`,
+500/503s, requests that hang past the client's timeout, connections dropped mid-request, bodies cut
+short. This server shows each at a set rate, so the client's retry logic can be tested and measured
+(tests/test_generate.py, benchmarks/generate_bench.py), and teams can rehearse a run against it:
+
+    python -m distill.teacher.fault_server --port 8100 --fault-rate 0.2
+
+It speaks just enough HTTP/1.1 (keep-alive, Content-Length bodies) on raw asyncio: a framework server
+costs more CPU per request than the client it is meant to measure. `/stats` reports what it did.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import random
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from distill.teacher.config import R1_MATH_SUFFIX, TeacherConfig
+from distill.teacher.prompting import Request
+from distill.teacher.synthetic import raw_output
+
+FAULTS = ("http_429", "http_500", "http_503", "hang", "drop", "truncate")
+
+
+@dataclass
+class ServerConfig:
+    fault_rate: float = 0.0  # share of requests given a fault, chosen uniformly from `faults`
+    faults: tuple[str, ...] = FAULTS
+    seed: int = 0
+    retry_after: str = "0.2"  # the Retry-After header of a 429 / 503
+    hang_s: float = 30.0  # a hanging request answers after this long (past any sane client timeout)
+    latency_s: float = 0.0  # every good answer waits this long
+    reasoning_parser: bool = False  # put the thinking in `reasoning_content`, as vLLM's deepseek_r1 parser does
+    canned: bool = False  # answer every request with one fixed tiny completion (for the client benchmark)
+    fail_matching: str | None = None  # always answer 500 to prompts containing this text
+
+
+@dataclass
+class ServerStats:
+    requests: int = 0
+    answered: int = 0  # 200s sent in full
+    faults: Counter[str] = field(default_factory=Counter)
+    answered_keys: Counter[str] = field(default_factory=Counter)  # request key (prompt + seed) -> 200s
+    events: list[tuple[str, float, str]] = field(default_factory=list)  # (key, time, what), when keep_events
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "answered": self.answered,
+            "faults": dict(self.faults),
+            "answered_keys": dict(self.answered_keys),
+            "events": self.events,
+        }
+
+
+_CANNED = {
+    "id": "cmpl-0",
+    "object": "chat.completion",
+    "model": "canned",
+    "choices": [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "<think>\n1 + 1 = 2.\n</think>\n\nThe answer is $\\boxed{2}$."},
+            "finish_reason": "stop",
+        }
+    ],
+    "usage": {"prompt_tokens": 12, "completion_tokens": 16, "total_tokens": 28},
+}
+
+
+class FaultServer:
+    def __init__(self, cfg: ServerConfig, keep_events: bool = False) -> None:
+        self.cfg = cfg
+        self.stats = ServerStats()
+        self.keep_events = keep_events
+        self.rng = random.Random(cfg.seed)
+        self.teacher = TeacherConfig(backend="synthetic", model="fault-server", max_tokens=1 << 30)
+        self.canned = _response(orjson.dumps(_CANNED))
+
+    def handle(self, path: str, body: bytes, send: Any, close: Any, loop: asyncio.AbstractEventLoop) -> None:
+        """Answer one request: `send(bytes)` writes, `close()` drops the connection."""
+        if path == "/stats":
+            send(_response(orjson.dumps(self.stats.to_json())))
+            return
+        if path.endswith("/models"):
+            send(_response(orjson.dumps({"object": "list", "data": [{"id": "synthetic", "object": "model"}]})))
+            return
+        self.stats.requests += 1
+        if self.cfg.canned:
+            self.stats.answered += 1
+            send(self.canned)
+            return
+        try:
+            req = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            send(_response(b'{"error": "bad json"}', 400))
+            return
+        chat = path.endswith("/chat/completions")
+        prompt = req["messages"][-1]["content"] if chat else req.get("prompt", "")
+        key = hashlib.sha256(f"{prompt}|{req.get('seed')}".encode()).hexdigest()[:16]
+        fault = None
+        if self.cfg.fail_matching and self.cfg.fail_matching in prompt:
+            fault = "http_500"
+        elif self.cfg.fault_rate and self.rng.random() < self.cfg.fault_rate:
+            fault = self.rng.choice(self.cfg.faults)
+        if self.keep_events:
+            self.stats.events.append((key, time.monotonic(), fault or "ok"))
+        if fault:
+            self.stats.faults[fault] += 1
+        if fault in ("http_429", "http_503", "http_500"):
+            status = int(fault[5:])
+            extra = f"Retry-After: {self.cfg.retry_after}\r\n" if status != 500 else ""
+            send(_response(b'{"error": {"message": "injected"}}', status, extra))
+            return
+        if fault == "drop":
+            close()
+            return
+        answer = self._answer(prompt, req, chat)
+        if fault == "truncate":
+            send(answer[: len(answer) // 2])
+            close()
+            return
+        delay = self.cfg.hang_s if fault == "hang" else self.cfg.latency_s
+
+        def finish() -> None:
+            self.stats.answered += 1
+            self.stats.answered_keys[key] += 1
+            send(answer)
+
+        if delay:
+            loop.call_later(delay, finish)
+        else:
+            finish()
+
+    def _answer(self, prompt: str, req: dict[str, Any], chat: bool) -> bytes:
+        problem = prompt.replace(R1_MATH_SUFFIX, "").strip()
+        sample = Request("srv", int(req.get("seed") or 0), "math", problem, None, req.get("seed"))
+        text, finish = raw_output(sample, self.teacher)
+        usage = {"prompt_tokens": len(prompt) // 4, "completion_tokens": len(text) // 4}
+        if chat:
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if self.cfg.reasoning_parser and "</think>" in text:
+                reasoning, _, content = text.partition("</think>")
+                message = {"role": "assistant", "reasoning_content": reasoning, "content": content.lstrip()}
+            choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": finish}
+        else:
+            choice = {"index": 0, "text": text, "finish_reason": finish}
+        if req.get("stream"):
+            return _stream_response(choice, usage, chat)
+        return _response(orjson.dumps({"id": "cmpl", "object": "completion", "choices": [choice], "usage": usage}))
+
+
+def _response(body: bytes, status: int = 200, extra_headers: str = "") -> bytes:
+    reason = {200: "OK", 400: "Bad Request", 429: "Too Many Requests", 500: "Internal Server Error"}.get(
+        status, "Service Unavailable"
+    )
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        f"{extra_headers}\r\n"
+    )
+    return head.encode() + body
+
+
+def _stream_response(choice: dict[str, Any], usage: dict[str, int], chat: bool) -> bytes:
+    """Server-sent events in a few deltas, then the usage, then [DONE]."""
+    events = []
+    if chat:
+        msg = choice["message"]
+        for key in ("reasoning_content", "content"):
+            text = msg.get(key) or ""
+            for k in range(0, len(text), 200):
+                events.append({"choices": [{"index": 0, "delta": {key: text[k : k + 200]}, "finish_reason": None}]})
+    else:
+        text = choice["text"]
+        for k in range(0, len(text), 200):
+            events.append({"choices": [{"index": 0, "text": text[k : k + 200], "finish_reason": None}]})
+    last: dict[str, Any] = {"index": 0, "finish_reason": choice["finish_reason"]}
+    last["delta" if chat else "text"] = {} if chat else ""
+    events.append({"choices": [last]})
+    events.append({"choices": [], "usage": usage})
+    body = b"".join(b"data: " + orjson.dumps(e) + b"\n\n" for e in events) + b"data: [DONE]\n\n"
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n\r\n" % len(body)
+    return head + body
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self, server: FaultServer) -> None:
+        self.server = server
+        self.buf = b""
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        while True:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = self.buf[:end].decode("latin-1")
+            length = 0
+            for line in head.split("\r\n")[1:]:
+                name, _, value = line.partition(":")
+                if name.strip().lower() == "content-length":
+                    length = int(value.strip())
+            if len(self.buf) < end + 4 + length:
+                return
+            body = self.buf[end + 4 : end + 4 + length]
+            self.buf = self.buf[end + 4 + length :]
+            path = head.split(" ", 2)[1] if " " in head else "/"
+            self.server.handle(path, body, self._send, self._close, asyncio.get_running_loop())
+
+    def _send(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def _close(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+
+async def serve(server: FaultServer, host: str, port: int, ready: Any = None) -> None:
+    loop = asyncio.get_running_loop()
+    srv = await loop.create_server(lambda: _Protocol(server), host, port, backlog=4096, reuse_address=True)
+    if ready is not None:
+        ready(srv.sockets[0].getsockname()[1])
+    async with srv:
+        await srv.serve_forever()
+
+
+class ThreadedServer:
+    """A FaultServer on its own event loop in a daemon thread (for tests): `.url`, `.stats`, `.stop()`."""
+
+    def __init__(self, cfg: ServerConfig, keep_events: bool = False) -> None:
+        self.server = FaultServer(cfg, keep_events)
+        self._loop = asyncio.new_event_loop()
+        started = threading.Event()
+        self.port = 0
+
+        def ready(port: int) -> None:
+            self.port = port
+            started.set()
+
+        def run() -> None:
+            asyncio.set_event_loop(self._loop)
+            self._task = self._loop.create_task(serve(self.server, "127.0.0.1", 0, ready))
+            with contextlib.suppress(asyncio.CancelledError):
+                self._loop.run_until_complete(self._task)
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+        if not started.wait(10):
+            raise RuntimeError("fault server did not start")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def stats(self) -> ServerStats:
+        return self.server.stats
+
+    def stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._task.cancel)
+        self._thread.join(10)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=8100)
+    ap.add_argument("--fault-rate", type=float, default=0.0)
+    ap.add_argument("--faults", default=",".join(FAULTS), help=f"comma-separated, of {', '.join(FAULTS)}")
+    ap.add_argument("--latency-s", type=float, default=0.0)
+    ap.add_argument("--hang-s", type=float, default=30.0)
+    ap.add_argument("--reasoning-parser", action="store_true")
+    ap.add_argument("--canned", action="store_true", help="one fixed tiny answer (client benchmarks)")
+    args = ap.parse_args()
+    cfg = ServerConfig(
+        fault_rate=args.fault_rate,
+        faults=tuple(f for f in args.faults.split(",") if f),
+        latency_s=args.latency_s,
+        hang_s=args.hang_s,
+        reasoning_parser=args.reasoning_parser,
+        canned=args.canned,
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(FaultServer(cfg), args.host, args.port, lambda p: print(f"listening on {p}", flush=True)))
+
+
+if __name__ == "__main__":
+    main()

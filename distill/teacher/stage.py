@@ -1,0 +1,404 @@
+"""`distill generate`: prompts in, exactly one trace row per (prompt `id`, `sample`) out.
+
+The prompts are planned into chunks as every stage's input is (chunk k -> shard k), but a chunk is
+not one task: its samples go out as single requests, many chunks' worth in flight at once, and come
+back in any order. Each result is appended to the chunk's journal (`distill.teacher.journal`) as it
+arrives; when the last sample of a chunk is in, its shard is written in prompt order (then sample
+order), committed, recorded in the manifest, and the journal deleted. So:
+
+- a killed run resumes by reading the journals and asking only for the (id, sample) pairs missing;
+- a request that failed after every retry becomes a reject of its shard (`request_failed`, with the
+  error), and the next run of the same command takes that shard back, keeps its rows and asks again
+  for the failed samples only;
+- a prompt id seen earlier in the input is rejected (`duplicate_id`), so no pair can appear twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from distill import inputs as inputs_mod
+from distill.errors import UserError
+from distill.executor import StageResult, already_done
+from distill.progress import GenerateProgress
+from distill.records import get_record, output_schema
+from distill.store import DatasetWriter, ShardWriter
+from distill.teacher.config import TeacherConfig
+from distill.teacher.journal import WORK, Journal, journal_path
+from distill.teacher.prompting import Request
+
+PROMPT, TRACE = get_record("prompt"), get_record("trace")
+RESULT_COLUMNS = ("reasoning", "content", "finish_reason", "prompt_tokens", "completion_tokens", "latency_s")
+RETRIED_CODES = ("request_failed", "request_rejected")  # rejects a later run asks again for
+WRITE_BATCH = 256
+
+
+def make_backend(cfg: TeacherConfig) -> Any:
+    from distill.teacher import offline
+
+    if cfg.backend == "openai":
+        from distill.teacher.openai_client import OpenAIBackend
+
+        return OpenAIBackend(cfg)
+    return {
+        "synthetic": offline.SyntheticBackend,
+        "transformers": offline.TransformersBackend,
+        "vllm": offline.VLLMBackend,
+    }[cfg.backend](cfg)
+
+
+# --- one chunk of prompts ---------------------------------------------------------------------------
+
+
+@dataclass
+class ChunkWork:
+    index: int
+    chunk: inputs_mod.Chunk
+    file_index: int
+    prompts: list[dict[str, Any]]  # the chunk's good rows, in input order
+    row_numbers: list[int]  # their row numbers in the input file
+    bad: list[tuple[int, str, Any]]  # (row, error, raw) of rows that cannot be prompts
+    journal: Journal
+    done: dict[tuple[str, int], dict[str, Any]]  # results already in the journal
+    todo: list[Request] = field(default_factory=list)
+    failures: dict[tuple[str, int], str] = field(default_factory=dict)
+    pending: int = 0
+
+
+def load_chunk(
+    index: int, chunk: inputs_mod.Chunk, file_index: int, cfg: TeacherConfig, root: Path, first_row: dict[str, tuple]
+) -> ChunkWork:
+    """Read a chunk's prompts and its journal; list the requests still to make."""
+    prompts, rows, bad = [], [], []
+    path = chunk.file.path
+    for batch in inputs_mod.read_chunk(chunk, PROMPT, 1024):
+        bad += [(r.row, r.error, r.raw) for r in batch.rejects]
+        for row_no, row in zip(batch.rows, batch.table.to_pylist(), strict=True):
+            if first_row.get(row["id"]) != (path, row_no):
+                where = first_row.get(row["id"], ("?", -1))
+                bad.append(
+                    (
+                        row_no,
+                        f"duplicate_id: prompt id {row['id']} first seen at {where[0]} row {where[1]}",
+                        json.dumps(row, ensure_ascii=False),
+                    )
+                )
+                continue
+            prompts.append(row)
+            rows.append(row_no)
+    journal = Journal(journal_path(root, index))
+    work = ChunkWork(index, chunk, file_index, prompts, rows, bad, journal, journal.load())
+    for row in prompts:
+        for s in range(cfg.samples):
+            if (row["id"], s) not in work.done:
+                work.todo.append(
+                    Request(row["id"], s, row["domain"], row["problem"], row["answer"], cfg.request_seed(row["id"], s))
+                )
+    work.pending = len(work.todo)
+    return work
+
+
+def first_rows(chunks: list[inputs_mod.Chunk]) -> tuple[dict[str, tuple[str, int]], int]:
+    """Where each prompt id first appears (file, row), and the number of good prompt rows."""
+    first: dict[str, tuple[str, int]] = {}
+    good = 0
+    for chunk in chunks:
+        for batch in inputs_mod.read_chunk(chunk, PROMPT, 4096):
+            for row_no, pid in zip(batch.rows, batch.table.column("id").to_pylist(), strict=True):
+                first.setdefault(pid, (chunk.file.path, row_no))
+                good += 1
+    return first, good
+
+
+def commit_chunk(work: ChunkWork, cfg: TeacherConfig, root: Path) -> dict[str, Any]:
+    """Write chunk k's shard from its journal, in prompt then sample order, with its rejects."""
+    results = work.journal.load()
+    schema = output_schema(TRACE)
+    writer = ShardWriter(root, work.index, schema)
+    params = json.dumps(cfg.params(), sort_keys=True)
+    path = work.chunk.file.path
+    tokens = Counter()
+    try:
+        buf: list[dict[str, Any]] = []
+        for row_no, prompt in zip(work.row_numbers, work.prompts, strict=True):
+            for s in range(cfg.samples):
+                key = (prompt["id"], s)
+                res = results.get(key)
+                if res is None:
+                    error = work.failures.get(key, "request_failed: no result (the run stopped before it came back)")
+                    writer.reject(path, row_no, error, json.dumps({**prompt, "sample": s}, ensure_ascii=False))
+                    continue
+                buf.append(
+                    {
+                        **prompt,
+                        "sample": s,
+                        **{c: res.get(c) for c in RESULT_COLUMNS},
+                        "teacher": cfg.teacher_name,
+                        "params": params,
+                    }
+                )
+                tokens["prompt_tokens"] += res.get("prompt_tokens") or 0
+                tokens["completion_tokens"] += res.get("completion_tokens") or 0
+                if len(buf) >= WRITE_BATCH:
+                    writer.write(pa.Table.from_pylist(buf, schema=schema))
+                    buf = []
+        if buf:
+            writer.write(pa.Table.from_pylist(buf, schema=schema))
+        for row_no, error, raw in work.bad:
+            writer.reject(path, row_no, error, raw)
+        failed = sum(writer.reject_codes[c] for c in RETRIED_CODES)
+        return writer.commit(
+            rows_in=len(work.prompts) + len(work.bad),
+            input=work.chunk.describe(work.file_index),
+            failed_requests=failed,
+            **tokens,
+        )
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def export_shard(root: Path, entry: dict[str, Any], index: int) -> None:
+    """Copy a finished shard's results into its chunk's journal, so that redoing it keeps them."""
+    journal = Journal(journal_path(root, index))
+    if entry["rows"]:
+        with pq.ParquetFile(root / entry["file"]) as pf:
+            for batch in pf.iter_batches(columns=["id", "sample", *RESULT_COLUMNS]):
+                for row in batch.to_pylist():
+                    journal.append(row)
+    journal.close()
+
+
+# --- the whole stage --------------------------------------------------------------------------------
+
+
+@dataclass
+class RunTotals:
+    requests: int = 0
+    failed: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+async def _generate(
+    backend: Any,
+    cfg: TeacherConfig,
+    ds: DatasetWriter,
+    todo: list[tuple[int, inputs_mod.Chunk, int]],
+    root: Path,
+    first: dict[str, tuple[str, int]],
+    progress: GenerateProgress,
+    totals: RunTotals,
+) -> None:
+    queue: asyncio.Queue[tuple[ChunkWork, Request] | None] = asyncio.Queue(
+        maxsize=max(64, 2 * backend.workers * backend.batch_size)
+    )
+    commits: list[asyncio.Task[None]] = []
+
+    async def commit(work: ChunkWork) -> None:
+        entry = await asyncio.to_thread(commit_chunk, work, cfg, root)
+        ds.record_shard(entry)
+        work.journal.remove()
+
+    def record(work: ChunkWork, req: Request, res: dict[str, Any]) -> None:
+        if "error" in res:
+            work.failures[req.key] = res["error"]
+            totals.failed += 1
+        else:
+            work.journal.append({"id": req.id, "sample": req.sample, **res})
+            totals.prompt_tokens += res.get("prompt_tokens") or 0
+            totals.completion_tokens += res.get("completion_tokens") or 0
+        totals.requests += 1
+        work.pending -= 1
+        if work.pending == 0:
+            commits.append(asyncio.create_task(commit(work)))
+
+    async def worker() -> None:
+        while True:
+            item = await queue.get()
+            if item is None:
+                return
+            batch = [item]
+            while len(batch) < backend.batch_size and not queue.empty():
+                nxt = queue.get_nowait()
+                if nxt is None:
+                    queue.put_nowait(None)  # leave the stop signal for the next worker
+                    break
+                batch.append(nxt)
+            results = await backend.generate([req for _, req in batch])
+            for (work, req), res in zip(batch, results, strict=True):
+                record(work, req, res)
+            tokens = sum(r.get("completion_tokens") or 0 for r in results)
+            progress.advance(len(batch), tokens, backend.stats.errors if backend.stats else None)
+
+    async def produce() -> None:
+        for index, chunk, file_index in todo:
+            work = await asyncio.to_thread(load_chunk, index, chunk, file_index, cfg, root, first)
+            if work.pending == 0:  # everything was in the journal (or the chunk has no good rows)
+                commits.append(asyncio.create_task(commit(work)))
+                continue
+            for req in work.todo:
+                await queue.put((work, req))
+        for _ in range(backend.workers):
+            await queue.put(None)
+
+    async with asyncio.TaskGroup() as group:
+        group.create_task(produce())
+        for _ in range(backend.workers):
+            group.create_task(worker())
+    # Commits are started by the last result of each chunk; all results are in, so wait for them.
+    for task in commits:
+        await task
+
+
+def run_generate(
+    input_specs: list[str],
+    out: Path,
+    cfg: TeacherConfig,
+    *,
+    rows_per_shard: int = 1_000,
+    overwrite: bool = False,
+    show_progress: bool = True,
+) -> StageResult:
+    started = time.perf_counter()
+    out = Path(out)
+    files = inputs_mod.resolve(input_specs, rows_per_shard)
+    inputs_mod.check_columns(files, PROMPT)
+    chunks = inputs_mod.plan(files, rows_per_shard)
+    config = {"teacher": cfg.fingerprint_fields(), "rows_per_shard": rows_per_shard}
+    with DatasetWriter.for_record(
+        out, stage="generate", record=TRACE, config=config, inputs=[f.describe() for f in files], overwrite=overwrite
+    ) as ds:
+        opened = ds.open()
+        retried = [k for k, e in sorted(opened.manifest.shards.items()) if e.get("failed_requests")]
+        for k in retried:  # keep the rows, ask again for the failed samples
+            export_shard(out, opened.manifest.shards[k], k)
+            ds.reopen_shard(k)
+            opened.done.discard(k)
+        if done := already_done(opened, started):
+            return done
+        _drop_stale_journals(out, opened.done)
+        ds.set_plan(len(chunks))
+        file_index = {f.path: i for i, f in enumerate(files)}
+        todo = [(k, c, file_index[c.file.path]) for k, c in enumerate(chunks) if k not in opened.done]
+        first, good = first_rows(chunks)
+        total = len(first) * cfg.samples
+        have = sum(s["rows"] for s in ds.manifest.shards.values()) + _journaled(out, todo)
+        backend = make_backend(cfg)
+        totals = RunTotals()
+        asyncio.run(_run(backend, cfg, ds, todo, out, first, total, have, show_progress, totals))
+        stats = generate_stats(ds, cfg, totals, backend, good, time.perf_counter() - started)
+        manifest = ds.finish({"generate": stats, "seconds": round(time.perf_counter() - started, 3)})
+    return StageResult(
+        manifest,
+        False,
+        time.perf_counter() - started,
+        opened.redone + [f"shard {k}: retrying its failed requests" for k in retried],
+    )
+
+
+async def _run(
+    backend: Any,
+    cfg: TeacherConfig,
+    ds: DatasetWriter,
+    todo: list,
+    root: Path,
+    first: dict,
+    total: int,
+    have: int,
+    show_progress: bool,
+    totals: RunTotals,
+) -> None:
+    await backend.start()
+    try:
+        with GenerateProgress(total, have, enabled=show_progress) as progress:
+            await _generate(backend, cfg, ds, todo, root, first, progress, totals)
+    except BaseExceptionGroup as group:  # the TaskGroup's: raise the first cause as itself (a UserError first)
+        errors = sorted(group.exceptions, key=lambda e: not isinstance(e, UserError))
+        raise errors[0] from None
+    finally:
+        await backend.close()
+
+
+def _journaled(root: Path, todo: list[tuple[int, inputs_mod.Chunk, int]]) -> int:
+    """Samples already in the journals of unfinished chunks (for the progress bar's start)."""
+    n = 0
+    for k, _, _ in todo:
+        path = journal_path(root, k)
+        if path.exists():
+            with open(path, "rb") as f:
+                n += sum(1 for _ in f)
+    return n
+
+
+def _drop_stale_journals(root: Path, done: set[int]) -> None:
+    """A crash between committing a shard and deleting its journal leaves a journal of a done chunk."""
+    work = root / WORK
+    if work.is_dir():
+        for k in done:
+            journal_path(root, k).unlink(missing_ok=True)
+
+
+def generate_stats(
+    ds: DatasetWriter, cfg: TeacherConfig, totals: RunTotals, backend: Any, good: int, seconds: float
+) -> dict[str, Any]:
+    shards = ds.manifest.shards.values()
+    prompt_tokens = sum(s.get("prompt_tokens", 0) for s in shards)
+    completion_tokens = sum(s.get("completion_tokens", 0) for s in shards)
+    stats: dict[str, Any] = {
+        "teacher": cfg.teacher_name,
+        "backend": cfg.backend,
+        "prompts": good,
+        "samples_per_prompt": cfg.samples,
+        "traces": ds.manifest.rows,
+        "failed_requests": sum(s.get("failed_requests", 0) for s in shards),
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "this_run": {
+            "requests": totals.requests,
+            "failed": totals.failed,
+            "completion_tokens": totals.completion_tokens,
+            "seconds": round(seconds, 3),
+            "requests_per_s": round(totals.requests / seconds, 2) if seconds else None,
+            "tokens_per_s": round(totals.completion_tokens / seconds, 2) if seconds else None,
+            "errors": dict(backend.stats.errors) if backend.stats else {},
+            "retries": backend.stats.retries if backend.stats else 0,
+        },
+    }
+    if cfg.prices is not None:
+        stats["cost_usd"] = round(cfg.prices.cost(prompt_tokens, completion_tokens), 4)
+    return stats
+
+
+def print_generate(stats: dict[str, Any]) -> None:
+    run = stats["this_run"]
+    line = (
+        f"  {stats['traces']:,} traces of {stats['prompts']:,} prompts x {stats['samples_per_prompt']} samples; "
+        f"{stats['prompt_tokens']:,} prompt + {stats['completion_tokens']:,} completion tokens"
+    )
+    if "cost_usd" in stats:
+        line += f"; cost ${stats['cost_usd']:,.2f}"
+    print(line, file=sys.stderr)
+    if run["requests"]:
+        errors = ", ".join(f"{k} {v:,}" for k, v in run["errors"].items()) or "none"
+        print(
+            f"  this run: {run['requests']:,} requests ({run['failed']:,} failed), {run['requests_per_s']:,} req/s, "
+            f"{run['tokens_per_s']:,} tok/s; transient errors {errors}; {run['retries']:,} retries",
+            file=sys.stderr,
+        )
+    if stats["failed_requests"]:
+        print(
+            f"  {stats['failed_requests']:,} samples failed after every retry (see _rejects/); "
+            "run the same command again to retry them",
+            file=sys.stderr,
+        )
