@@ -44,6 +44,7 @@ class ServerConfig:
     reasoning_parser: bool = False  # put the thinking in `reasoning_content`, as vLLM's deepseek_r1 parser does
     canned: bool = False  # answer every request with one fixed tiny completion (for the client benchmark)
     fail_matching: str | None = None  # always answer 500 to prompts containing this text
+    api_key: str | None = None  # when set, a request without `Authorization: Bearer <key>` gets 401
 
 
 @dataclass
@@ -88,8 +89,13 @@ class FaultServer:
         self.teacher = TeacherConfig(backend="synthetic", model="fault-server", max_tokens=1 << 30)
         self.canned = _response(orjson.dumps(_CANNED))
 
-    def handle(self, path: str, body: bytes, send: Any, close: Any, loop: asyncio.AbstractEventLoop) -> None:
+    def handle(
+        self, path: str, headers: dict[str, str], body: bytes, send: Any, close: Any, loop: asyncio.AbstractEventLoop
+    ) -> None:
         """Answer one request: `send(bytes)` writes, `close()` drops the connection."""
+        if self.cfg.api_key and headers.get("authorization") != f"Bearer {self.cfg.api_key}":
+            send(_response(b'{"error": {"message": "invalid api key"}}', 401))
+            return
         if path == "/stats":
             send(_response(orjson.dumps(self.stats.to_json())))
             return
@@ -162,9 +168,13 @@ class FaultServer:
 
 
 def _response(body: bytes, status: int = 200, extra_headers: str = "") -> bytes:
-    reason = {200: "OK", 400: "Bad Request", 429: "Too Many Requests", 500: "Internal Server Error"}.get(
-        status, "Service Unavailable"
-    )
+    reason = {
+        200: "OK",
+        400: "Bad Request",
+        401: "Unauthorized",
+        429: "Too Many Requests",
+        500: "Internal Server Error",
+    }.get(status, "Service Unavailable")
     head = (
         f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
         f"{extra_headers}\r\n"
@@ -210,17 +220,17 @@ class _Protocol(asyncio.Protocol):
             if end < 0:
                 return
             head = self.buf[:end].decode("latin-1")
-            length = 0
+            headers = {}
             for line in head.split("\r\n")[1:]:
                 name, _, value = line.partition(":")
-                if name.strip().lower() == "content-length":
-                    length = int(value.strip())
+                headers[name.strip().lower()] = value.strip()
+            length = int(headers.get("content-length", 0))
             if len(self.buf) < end + 4 + length:
                 return
             body = self.buf[end + 4 : end + 4 + length]
             self.buf = self.buf[end + 4 + length :]
             path = head.split(" ", 2)[1] if " " in head else "/"
-            self.server.handle(path, body, self._send, self._close, asyncio.get_running_loop())
+            self.server.handle(path, headers, body, self._send, self._close, asyncio.get_running_loop())
 
     def _send(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():

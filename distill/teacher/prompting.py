@@ -21,7 +21,7 @@ THINK_OPEN = "<think>\n"
 # DeepSeek-R1's own chat format (tokenizer_config.json of deepseek-ai/DeepSeek-R1): no system turn here,
 # user and assistant markers, and the generation prompt that opens the think block.
 DEEPSEEK_R1_TEMPLATE = (
-    "{{ bos_token }}"
+    "{% if bos_token %}{{ bos_token }}{% endif %}"
     "{% for message in messages %}"
     "{% if message['role'] == 'user' %}<｜User｜>{{ message['content'] }}"
     "{% elif message['role'] == 'assistant' %}<｜Assistant｜>{{ message['content'] }}<｜end▁of▁sentence｜>"

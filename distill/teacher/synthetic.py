@@ -132,7 +132,8 @@ def raw_output(req: Request, cfg: TeacherConfig) -> tuple[str, str]:
     if fault == "code_block":
         steps.insert(len(steps) // 2, f"```python\nprint({req.problem[:60]!r})\n```")
     if fault == "long_paragraph":
-        steps.insert(len(steps) // 2, " ".join(["and this step keeps going without a break"] * 160))
+        run_on = (f"then {k} more gives {k * 7 % 97} and carrying on from {k * 13 % 89}" for k in range(160))
+        steps.insert(len(steps) // 2, " ".join(run_on))
     reasoning = "\n\n".join(steps)
     final = f"The answer is {answer}." if fault == "no_boxed" else f"The answer is $\\boxed{{{answer}}}$."
     if fault == "truncated":
