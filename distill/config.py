@@ -35,7 +35,7 @@ class Step(StrictModel):
     """One stage of a pipeline; its output is `<run dir>/<name>/`."""
 
     name: str = Field(description="the step's name and the name of its output directory")
-    stage: Literal["prompts", "filter", "select"] | None = Field(
+    stage: Literal["prompts", "generate", "filter", "select"] | None = Field(
         default=None, description="a built-in stage; its settings in `options`"
     )
     function: str | None = Field(
@@ -263,6 +263,12 @@ class FilterStepOptions(StrictModel):
     """`options` of a pipeline step with `stage: filter`."""
 
     preset: str = Field(description="filter preset YAML, relative to the pipeline file")
+
+
+class GenerateStepOptions(StrictModel):
+    """`options` of a pipeline step with `stage: generate`."""
+
+    teacher: str = Field(description="teacher YAML, relative to the pipeline file")
 
 
 class SelectStepOptions(StrictModel):

@@ -17,6 +17,7 @@ from typing import Any
 from distill.config import (
     FilterPreset,
     FilterStepOptions,
+    GenerateStepOptions,
     PipelineConfig,
     PromptsConfig,
     SelectStepOptions,
@@ -90,6 +91,12 @@ def run(
         if step.stage == "prompts":
             settings[step.name] = pipeline.prompts_config(step, where)
             continue
+        if step.stage == "generate":
+            from distill.teacher.config import TeacherConfig
+
+            teacher_path = pipeline._path(parse(step.options, GenerateStepOptions, where).teacher)
+            settings[step.name] = load_config(teacher_path, TeacherConfig)
+            continue
         if step.stage == "filter":
             preset_path = pipeline._path(parse(step.options, FilterStepOptions, where).preset)
             settings[step.name] = load_config(preset_path, FilterPreset)
@@ -109,6 +116,10 @@ def run(
         step_in, step_out = pipeline.step_inputs(step), pipeline.step_out(step)
         if step.stage == "prompts":
             result = run_prompts(step_in, step_out, settings[step.name], workers=workers or step.workers, **common)
+        elif step.stage == "generate":
+            from distill.teacher.stage import run_generate
+
+            result = run_generate(step_in, step_out, settings[step.name], rows_per_shard=step.rows_per_shard, **common)
         elif step.stage == "filter":
             result = run_filter(step_in, step_out, settings[step.name], workers=workers or step.workers, **common)
         elif step.stage == "select":
@@ -125,6 +136,10 @@ def run(
                 show_progress=show_progress,
             )
         print_result(step.name, result, pipeline.step_out(step))
+        if step.stage == "generate" and not result.skipped:
+            from distill.teacher.stage import print_generate
+
+            print_generate(result.manifest.stats["generate"])
         results[step.name] = result
     done = sum(r.skipped for r in results.values())
     print(

@@ -374,3 +374,22 @@ def test_transformers_backend_generates_from_the_tiny_model(tmp_path: Path) -> N
     assert all(0 < r["completion_tokens"] <= 12 and r["prompt_tokens"] > 0 for r in rows)
     assert all(r["finish_reason"] in ("stop", "length") for r in rows)
     assert all(r["content"].startswith("<think>") for r in rows if r["reasoning"] is None)  # opened by the template
+
+
+def test_shipped_teacher_configs_load_and_serving_scripts_parse() -> None:
+    from distill.config import load_config
+
+    yamls = sorted((REPO / "configs" / "teacher").glob("*.yaml"))
+    assert len(yamls) >= 5
+    for path in yamls:
+        cfg = load_config(path, TeacherConfig)
+        assert cfg.temperature == 0.6 and cfg.top_p == 0.95, path  # the R1 recipe
+    scripts = sorted((REPO / "configs" / "teacher" / "serve").glob("*.sh")) + sorted(
+        (REPO / "configs" / "slurm").glob("*.sbatch")
+    )
+    assert len(scripts) >= 5
+    for script in scripts:
+        r = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+        assert r.returncode == 0, (script, r.stderr)
+    served = (REPO / "configs" / "teacher" / "serve" / "vllm-r1-2x8xh100.sh").read_text()
+    assert "--reasoning-parser deepseek_r1" in served and "--pipeline-parallel-size 2" in served

@@ -8,9 +8,10 @@ they are retried can change between runs of one dataset: a job moved to other no
 from __future__ import annotations
 
 import hashlib
+import os
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from distill.config import StrictModel
 
@@ -106,6 +107,11 @@ class TeacherConfig(StrictModel):
     transformers: TransformersConfig = Field(default_factory=TransformersConfig)
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
     prices: Prices | None = None
+
+    @field_validator("model", "chat_template")
+    @classmethod
+    def _expand_home(cls, v: str) -> str:
+        return os.path.expanduser(v) if v.startswith("~") else v
 
     @model_validator(mode="after")
     def _urls_for_openai(self) -> TeacherConfig:

@@ -402,8 +402,8 @@ def print_generate(stats: dict[str, Any]) -> None:
     if run["requests"]:
         errors = ", ".join(f"{k} {v:,}" for k, v in run["errors"].items()) or "none"
         print(
-            f"  this run: {run['requests']:,} requests ({run['failed']:,} failed), {run['requests_per_s']:,} req/s, "
-            f"{run['tokens_per_s']:,} tok/s; transient errors {errors}; {run['retries']:,} retries",
+            f"  this run: {run['requests']:,} requests ({run['failed']:,} failed), {run['requests_per_s']:,.0f} req/s, "
+            f"{run['tokens_per_s']:,.0f} tok/s; transient errors {errors}; {run['retries']:,} retries",
             file=sys.stderr,
         )
     if stats["failed_requests"]:

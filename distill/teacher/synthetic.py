@@ -120,11 +120,21 @@ def raw_output(req: Request, cfg: TeacherConfig) -> tuple[str, str]:
     else:
         steps = ["Let me restate the problem and work through it.", "Checking the conditions one at a time."]
         answer = (req.answer or "").strip() or "unknown"
+    # Samples of one prompt differ in wording, as a sampled teacher's do (and selection keeps distinct ones).
+    opener = rng.choice(["", "Let me work this out carefully.", "Okay, step by step.", "Let me think."])
+    check = rng.choice(
+        [
+            "Let me double-check: the steps agree, the result stands.",
+            "Checking once more by estimating: the size of the result is right.",
+            "Verifying each column again gives the same digits.",
+        ]
+    )
+    steps = [opener, *steps] if opener else steps
     if fault == "wrong_answer":
         answer = _wrong(answer, rng)
         steps = [*steps, f"So the result is {answer}."]
     else:
-        steps = [*steps, f"So the result is {answer}.", "Let me double-check: the steps agree, the result stands."]
+        steps = [*steps, f"So the result is {answer}.", check]
     if fault == "repetition":
         steps = [*steps, *["Wait, let me recompute that last step once more to be sure."] * 12]
     if fault == "language_mix":
