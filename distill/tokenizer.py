@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -67,20 +68,30 @@ def build_tiny_tokenizer(folder: Path) -> Path:
     )
     tok.train_from_iterator(_corpus(), trainer=trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    return write_folder(folder, fast.save_pretrained)
+
+
+def write_folder(folder: Path, write: Callable[[Path], Any]) -> Path:
+    """`write(tmp)` then rename tmp to `folder`: whole or absent, even with two processes building at once."""
     tmp = folder.with_name(folder.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    fast.save_pretrained(tmp)
+    write(tmp)
     shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)  # whole or absent: two processes building at once each write their own tmp
+    os.replace(tmp, folder)
+    return folder
+
+
+def cached_folder(name: str, marker: str, build: Callable[[Path], Path]) -> Path:
+    """`cache_dir()/name`, built by `build(folder)` the first time (when `marker` is not in it yet)."""
+    folder = cache_dir() / name
+    if not (folder / marker).exists():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        build(folder)
     return folder
 
 
 def tiny_tokenizer_path() -> Path:
-    folder = cache_dir() / f"tiny-tokenizer-v{TINY_VERSION}"
-    if not (folder / "tokenizer.json").exists():
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        build_tiny_tokenizer(folder)
-    return folder
+    return cached_folder(f"tiny-tokenizer-v{TINY_VERSION}", "tokenizer.json", build_tiny_tokenizer)
 
 
 @cache

@@ -245,21 +245,10 @@ def test_sigkill_mid_run_then_rerun_requests_only_what_is_missing(tmp_path: Path
     cfg.write_text(
         yaml.safe_dump({"backend": "openai", "model": "m", "base_urls": [server.url], "samples": 2, "concurrency": 4})
     )
-    args = [
-        *DISTILL,
-        "generate",
-        "--input",
-        str(src),
-        "--teacher",
-        str(cfg),
-        "--out",
-        str(out),
-        "--rows-per-shard",
-        "40",
-        "--no-progress",
-    ]
+    args = ["generate", "--input", str(src), "--teacher", str(cfg), "--out", str(out), "--rows-per-shard", "40"]
+    args += ["--no-progress"]
     try:
-        proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen([*DISTILL, *args], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and _done_pairs(out) < 110:  # past the first shard (80 samples)
             time.sleep(0.02)
@@ -268,18 +257,7 @@ def test_sigkill_mid_run_then_rerun_requests_only_what_is_missing(tmp_path: Path
         done = _done_pairs(out)
         assert 80 <= done < 300
         asked_before = server.stats.requests
-        r = run_cli(
-            "generate",
-            "--input",
-            str(src),
-            "--teacher",
-            str(cfg),
-            "--out",
-            str(out),
-            "--rows-per-shard",
-            "40",
-            "--no-progress",
-        )
+        r = run_cli(*args)
         assert r.returncode == 0, r.stderr
         asked = server.stats.requests - asked_before
     finally:

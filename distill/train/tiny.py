@@ -9,12 +9,10 @@ alike. Its head size is 32 because vLLM's CPU attention needs at least that.
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 from distill.teacher.prompting import DEEPSEEK_R1_TEMPLATE
-from distill.tokenizer import cache_dir, tiny_tokenizer_path
+from distill.tokenizer import cached_folder, tiny_tokenizer_path, write_folder
 
 TINY_MODEL_VERSION = 1
 
@@ -44,19 +42,14 @@ def build_tiny_model(folder: Path, *, seed: int = 0, hidden: int = 64, layers: i
     model.generation_config = GenerationConfig(
         do_sample=True, temperature=0.6, top_p=0.95, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id
     )
-    tmp = folder.with_name(folder.name + f".tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)
-    return folder
+
+    def save(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+
+    return write_folder(folder, save)
 
 
 def tiny_model_path() -> Path:
     """The tiny model of this machine, built on first use under the distill cache."""
-    folder = cache_dir() / f"tiny-qwen2-v{TINY_MODEL_VERSION}"
-    if not (folder / "config.json").exists():
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        build_tiny_model(folder)
-    return folder
+    return cached_folder(f"tiny-qwen2-v{TINY_MODEL_VERSION}", "config.json", build_tiny_model)
