@@ -150,7 +150,9 @@ class VLLMBackend(_Offline):
             for r in batch
         ]
         texts = [_prompt_text(r, cfg, self.tokenizer) for r in batch]
-        outputs = self.llm.generate(texts, params, use_tqdm=False)
+        # Token ids, not text: the rendered template already holds any BOS, and vLLM would add another.
+        prompts = [{"prompt_token_ids": self.tokenizer.encode(t, add_special_tokens=False)} for t in texts]
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
         rows = []
         for text, out in zip(texts, outputs, strict=True):
             gen = out.outputs[0]
