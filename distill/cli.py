@@ -197,6 +197,85 @@ def generate(
     print_generate(result.manifest.stats["generate"])
 
 
+@app.command(name="render-chat")
+@user_errors
+def render_chat(
+    template: Annotated[str, typer.Option("--template", help="r1-qwen, r1-llama, chatml or llama3.")],
+    messages: Annotated[Path, typer.Option("--messages", help="JSON file: an array of {role, content} messages.")],
+    add_generation_prompt: Annotated[
+        bool, typer.Option("--add-generation-prompt", help="End with the assistant's opening, as at inference.")
+    ] = False,
+    show_loss: Annotated[
+        bool, typer.Option("--show-loss", help="Mark the span the loss covers with ⟦ ⟧ (on stderr, the rest as is).")
+    ] = False,
+) -> None:
+    """Print the exact text a student is trained on (or prompted with) under a chat template.
+
+    The loss covers only the last assistant turn after its opening (for the R1 templates: after
+    `<｜Assistant｜><think>\\n`), up to and including the end-of-turn token; earlier assistant turns keep
+    only what follows `</think>`.
+
+    Example:
+
+      distill render-chat --template r1-qwen --messages conversation.json
+    """
+    import json
+
+    from distill.train.templates import render
+
+    try:
+        msgs = json.loads(messages.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{messages}: no such file; check the path") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{messages}: not valid JSON ({e}); write a JSON array of messages") from None
+    text, spans = render(template, msgs, add_generation_prompt=add_generation_prompt)
+    sys.stdout.write(text + "\n")
+    if show_loss:
+        marked, last = [], 0
+        for a, b in spans:
+            marked += [text[last:a], "⟦", text[a:b], "⟧"]
+            last = b
+        marked.append(text[last:])
+        print("".join(marked), file=sys.stderr)
+
+
+@app.command()
+@user_errors
+def train(
+    student: Annotated[Path, typer.Argument(help="Student recipe YAML (students/*.yaml).")],
+    data: Annotated[
+        str | None,
+        typer.Option("--data", help="SFT dataset directory, .parquet/.jsonl, or hf:NAME; default: the YAML's."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Checkpoint folder; default: the YAML's output_dir.")
+    ] = None,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", min=1, help="Stop after N optimizer steps.")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Tokenize, check and print the plan; no training.")
+    ] = False,
+) -> None:
+    """Fine-tune a student on SFT rows (TRL SFTTrainer); resumes from the last checkpoint in --out.
+
+    Run it through `accelerate launch` for several GPUs (the Makefile's `distill-*` targets do). Before
+    any training it tokenizes the rows with the student's template, drops rows longer than
+    `max_length` (counted), checks the loss mask and prints the plan: rows, tokens, steps, GPU-hours.
+
+    Example:
+
+      distill train students/tiny.yaml --data runs/demo/sft --out runs/students/tiny
+
+      accelerate launch --config_file configs/accelerate/zero3.yaml -m distill.cli train students/qwen-7b.yaml
+    """
+    from distill.config import load_config
+    from distill.train.config import StudentConfig
+    from distill.train.sft import train as run_train
+
+    cfg = load_config(student, StudentConfig)
+    run_train(cfg, data, out, max_steps=max_steps, dry_run=dry_run)
+
+
 @app.command(name="filter")
 @user_errors
 def filter_(

@@ -18,19 +18,6 @@ from distill.teacher.config import TeacherConfig
 
 THINK_OPEN = "<think>\n"
 
-# DeepSeek-R1's own chat format (tokenizer_config.json of deepseek-ai/DeepSeek-R1): no system turn here,
-# user and assistant markers, and the generation prompt that opens the think block.
-DEEPSEEK_R1_TEMPLATE = (
-    "{% if bos_token %}{{ bos_token }}{% endif %}"
-    "{% for message in messages %}"
-    "{% if message['role'] == 'user' %}<｜User｜>{{ message['content'] }}"
-    "{% elif message['role'] == 'assistant' %}<｜Assistant｜>{{ message['content'] }}<｜end▁of▁sentence｜>"
-    "{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}<｜Assistant｜><think>\n{% endif %}"
-)
-DEEPSEEK_R1_BOS = "<｜begin▁of▁sentence｜>"
-
 
 @dataclass(frozen=True)
 class Request:
@@ -66,11 +53,10 @@ def completion_prompt(req: Request, cfg: TeacherConfig) -> str:
 
 @cache
 def _renderer(template: str) -> Any:
-    if template == "deepseek-r1":
-        import jinja2
+    if template == "deepseek-r1":  # R1's own format: the training template r1-qwen, at inference
+        from distill.train.templates import render
 
-        compiled = jinja2.Environment().from_string(DEEPSEEK_R1_TEMPLATE)
-        return lambda msgs: compiled.render(messages=msgs, add_generation_prompt=True, bos_token=DEEPSEEK_R1_BOS)
+        return lambda msgs: render("r1-qwen", msgs, add_generation_prompt=True)[0]
     if not Path(template).is_dir():
         raise UserError(f"chat_template {template!r}: use 'deepseek-r1' or a tokenizer folder that has a chat template")
     from transformers import AutoTokenizer

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from distill.teacher.prompting import DEEPSEEK_R1_TEMPLATE
 from distill.tokenizer import cached_folder, tiny_tokenizer_path, write_folder
+from distill.train.templates import TEMPLATES
 
-TINY_MODEL_VERSION = 1
+TINY_MODEL_VERSION = 3
 
 
 def build_tiny_model(folder: Path, *, seed: int = 0, hidden: int = 64, layers: int = 2, max_len: int = 2048) -> Path:
@@ -23,7 +23,7 @@ def build_tiny_model(folder: Path, *, seed: int = 0, hidden: int = 64, layers: i
     from transformers import AutoTokenizer, GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
     tok = AutoTokenizer.from_pretrained(tiny_tokenizer_path())
-    tok.chat_template = DEEPSEEK_R1_TEMPLATE
+    tok.chat_template = TEMPLATES["r1-qwen"].jinja
     config = Qwen2Config(
         vocab_size=len(tok),
         hidden_size=hidden,
@@ -32,7 +32,8 @@ def build_tiny_model(folder: Path, *, seed: int = 0, hidden: int = 64, layers: i
         num_attention_heads=hidden // 32,
         num_key_value_heads=hidden // 32,
         max_position_embeddings=max_len,
-        tie_word_embeddings=True,
+        # Untied: accelerate's FSDP2 path on CPU (gloo) fails on tied embeddings (a collective size mismatch).
+        tie_word_embeddings=False,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
         bos_token_id=None,

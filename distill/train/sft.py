@@ -1,0 +1,264 @@
+"""`distill train STUDENT.yaml`: SFT of one student with TRL's `SFTTrainer`, sharded by accelerate.
+
+Run it directly (one process) or through `accelerate launch --config_file configs/accelerate/...`
+(what `make distill-qwen-7b` does): the trainer takes its sharding (DDP, FSDP2, DeepSpeed ZeRO-3)
+from the launcher. The rows are tokenized once with the student's template, checked (preflight) and
+planned before the model is loaded, so a broken template or data set fails in seconds, not after
+an hour of GPU time. A run killed at any point resumes from its last checkpoint when run again.
+
+The output folder is a servable checkpoint: weights, tokenizer with the chat template and EOS, and
+a generation config with the R1 sampling (temperature 0.6, top-p 0.95), so `vllm serve OUT` needs
+no extra flags; `distill_train.json` records the config, the plan, the data and the final loss.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from distill.errors import UserError
+from distill.train.config import TINY, StudentConfig
+from distill.train.data import load_rows, make_plan, preflight, prepare_tokenizer, tokenize
+from distill.train.templates import get_template
+
+
+def _log(msg: str) -> None:
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def _model_path(cfg: StudentConfig) -> str:
+    if cfg.base_model == TINY:
+        from distill.train.tiny import tiny_model_path
+
+        return str(tiny_model_path())
+    return cfg.base_model
+
+
+def count_params(path: str) -> int | None:
+    """Parameters of the model at `path` from its config alone (no weights read), or None offline."""
+    try:
+        import torch
+        from accelerate import init_empty_weights
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        config = AutoConfig.from_pretrained(path)
+        with init_empty_weights():
+            model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+        return sum(p.numel() for p in model.parameters())
+    except (OSError, ValueError):
+        return None
+
+
+def last_checkpoint(out: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(out)) if out.is_dir() else None
+
+
+def prepare(cfg: StudentConfig, data: str, processes: int) -> tuple[Any, Any, Any, list[str]]:
+    """(tokenizer, dataset, plan, notes): everything decided before a model is loaded."""
+    from transformers import AutoTokenizer
+
+    template = get_template(cfg.template)
+    path = _model_path(cfg)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except OSError as e:
+        raise UserError(f"base_model {cfg.base_model!r}: no tokenizer ({str(e).splitlines()[0][:160]})") from None
+    added = prepare_tokenizer(tokenizer, template)
+    notes = [f"added the template's markers to the tokenizer: {added}"] if added else []
+    ds = tokenize(load_rows(data), tokenizer)
+    too_long = [i for i, n in enumerate(ds["length"]) if n > cfg.max_length]
+    if too_long and cfg.long_rows == "error":
+        raise UserError(
+            f"{len(too_long):,} rows are longer than max_length {cfg.max_length} (row {too_long[0]}, "
+            f"{ds[too_long[0]]['length']:,} tokens); raise max_length or set long_rows: drop"
+        )
+    if too_long:
+        keep = sorted(set(range(len(ds))) - set(too_long))
+        ds = ds.select(keep)
+        notes.append(f"dropped {len(too_long):,} rows longer than max_length {cfg.max_length} (long_rows: drop)")
+    if len(ds) == 0:
+        raise UserError(f"--data {data}: no rows left to train on")
+    notes += preflight(ds, tokenizer, template)
+    plan = make_plan(ds, cfg, processes, count_params(path), len(too_long))
+    return tokenizer, ds, plan, notes
+
+
+def train(
+    cfg: StudentConfig, data: str | None, out: Path | None, *, max_steps: int | None = None, dry_run: bool = False
+) -> dict[str, Any]:
+    import torch
+
+    data = data or cfg.data
+    if not data:
+        raise UserError(f"student {cfg.name!r}: no data; pass --data DIR or set `data` in the YAML")
+    out = Path(out or cfg.output_dir or Path("runs") / "students" / cfg.name)
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    if max_steps is not None:
+        cfg = cfg.model_copy(update={"max_steps": max_steps})
+    tokenizer, ds, plan, notes = prepare(cfg, data, processes)
+    _log(f"train {cfg.name}: {cfg.base_model} on {data} -> {out}")
+    for line in notes + plan.lines():
+        _log(f"  {line}")
+    if dry_run:
+        return {"plan": plan.to_json(), "notes": notes}
+
+    from transformers import AutoModelForCausalLM, GenerationConfig
+    from trl import SFTConfig, SFTTrainer
+
+    gpu = torch.cuda.is_available()
+    dtype = torch.bfloat16 if (cfg.bf16 and gpu) else torch.float32
+    model_kwargs: dict[str, Any] = {"dtype": dtype}
+    if gpu and _has("flash_attn"):
+        model_kwargs["attn_implementation"] = "flash_attention_2"
+    if cfg.lora and cfg.lora.load_in_4bit:
+        if not gpu:
+            raise UserError("lora.load_in_4bit (QLoRA) needs a GPU (bitsandbytes)")
+        from transformers import BitsAndBytesConfig
+
+        model_kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
+        )
+    model = AutoModelForCausalLM.from_pretrained(_model_path(cfg), **model_kwargs)
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=64)
+    model.config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config = GenerationConfig(
+        do_sample=True, temperature=0.6, top_p=0.95, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+    )  # fmt: skip
+
+    args = SFTConfig(
+        output_dir=str(out),
+        max_length=cfg.max_length,
+        packing=cfg.packing,
+        padding_free=cfg.packing,  # packed rows keep their own position ids: no attention across rows
+        assistant_only_loss=False,  # the rows come tokenized with their assistant_masks, which TRL applies
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps or -1,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        per_device_train_batch_size=cfg.per_device_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        activation_checkpointing=cfg.gradient_checkpointing,
+        bf16=cfg.bf16 and gpu,
+        use_cpu=not gpu,
+        use_liger_kernel=gpu and _has("liger_kernel"),
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        logging_steps=cfg.logging_steps,
+        report_to=[r for r in cfg.report_to if r != "none"],
+        dataset_num_proc=None,
+    )
+    peft_config = None
+    if cfg.lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(
+            r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+            target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM",
+        )  # fmt: skip
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=ds.remove_columns(["id", "messages", "length"]),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
+    _fsdp_on_cpu(trainer)
+    resume = last_checkpoint(out)
+    if resume:
+        _log(f"  resuming from {resume}")
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume)
+    seconds = time.perf_counter() - started
+    trainer.save_model(str(out))  # gathers a full state dict under FSDP / ZeRO-3
+    summary = {
+        "student": cfg.model_dump(),
+        "data": data,
+        "plan": plan.to_json(),
+        "notes": notes,
+        "resumed_from": resume,
+        "train_loss": result.training_loss,
+        "global_step": result.global_step,
+        "seconds": round(seconds, 2),
+        "loss_history": [h["loss"] for h in trainer.state.log_history if "loss" in h],
+        "sharding": sharding_report(trainer),
+    }
+    if trainer.accelerator.is_main_process:
+        tokenizer.save_pretrained(str(out))
+        model.generation_config.save_pretrained(str(out))
+        (out / "distill_train.json").write_text(json.dumps(summary, indent=1, default=str))
+    _log(f"train {cfg.name}: {result.global_step} steps, loss {result.training_loss:.4f}, {seconds:.1f}s -> {out}")
+    return summary
+
+
+def _fsdp_on_cpu(trainer: Any) -> None:
+    """Make an FSDP launch on CPU processes really shard.
+
+    accelerate (1.15) only turns on FSDP for GPU-like devices: launched on CPU with an FSDP config it
+    quietly runs plain DDP. torch's FSDP2 (`fully_shard`) itself works on CPU with gloo, so when the
+    launcher asked for FSDP and there is no GPU, the accelerator's state is set to FSDP with the
+    plugin the launcher configured: the CPU test then exercises the same sharded path as a GPU node.
+    """
+    import torch
+    from accelerate.utils import DistributedType
+
+    acc = trainer.accelerator
+    wanted = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    if not wanted or torch.cuda.is_available() or acc.distributed_type == DistributedType.FSDP:
+        return
+    from accelerate.utils import FullyShardedDataParallelPlugin
+
+    plugin = getattr(acc.state, "fsdp_plugin", None) or FullyShardedDataParallelPlugin()  # reads the launcher's env
+    acc.state.distributed_type = DistributedType.FSDP
+    acc.state.fsdp_plugin = plugin
+    trainer.is_fsdp_enabled = True
+
+    def get_state_dict(model: Any, unwrap: bool = True) -> dict[str, Any]:
+        # The accelerator decided it was not FSDP at init, so gather the full state dict here: every
+        # rank takes part, rank 0 gets whole tensors (cloned: on CPU no offload copy is made).
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return {k: v.detach().clone() for k, v in get_model_state_dict(model, options=options).items()}
+
+    acc.get_state_dict = get_state_dict
+
+
+def sharding_report(trainer: Any) -> dict[str, Any]:
+    """How the model was really distributed: accelerate can fall back to DDP without a word."""
+    acc = trainer.accelerator
+    model = trainer.model_wrapped
+    dtensors = 0
+    try:
+        from torch.distributed.tensor import DTensor
+
+        dtensors = sum(isinstance(p, DTensor) for p in trainer.model.parameters())
+    except ImportError:
+        pass
+    return {
+        "distributed_type": str(acc.state.distributed_type),
+        "num_processes": acc.num_processes,
+        "wrapper": type(model).__name__,
+        "dtensor_params": dtensors,
+        "params": sum(1 for _ in trainer.model.parameters()),
+    }
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
