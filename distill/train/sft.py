@@ -115,7 +115,8 @@ def train(
     gpu = torch.cuda.is_available()
     dtype = torch.bfloat16 if (cfg.bf16 and gpu) else torch.float32
     model_kwargs: dict[str, Any] = {"dtype": dtype}
-    if gpu and _has("flash_attn"):
+    flash = gpu and _has("flash_attn")
+    if flash:
         model_kwargs["attn_implementation"] = "flash_attention_2"
     if cfg.lora and cfg.lora.load_in_4bit:
         if not gpu:
@@ -138,7 +139,7 @@ def train(
         output_dir=str(out),
         max_length=cfg.max_length,
         packing=cfg.packing,
-        padding_free=cfg.packing,  # packed rows keep their own position ids: no attention across rows
+        padding_free=cfg.packing,  # packed rows keep their own position ids (BFD packing needs it anyway)
         assistant_only_loss=False,  # the rows come tokenized with their assistant_masks, which TRL applies
         num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps or -1,
@@ -177,6 +178,12 @@ def train(
         processing_class=tokenizer,
         peft_config=peft_config,
     )
+    if cfg.packing and not flash:
+        # FlashAttention keeps packed rows apart by itself; sdpa / eager need the block-diagonal mask
+        # (distill/train/collate.py). TRL refuses a custom collator with BFD packing, so it is set after.
+        from distill.train.collate import PackedCollator
+
+        trainer.data_collator = PackedCollator(tokenizer.pad_token_id, dtype)
     _fsdp_on_cpu(trainer)
     resume = last_checkpoint(out)
     if resume:
