@@ -42,7 +42,9 @@ def test_r1_template_matches_the_distill_format_and_trains_only_the_last_turn() 
         "<｜end▁of▁sentence｜>"
     )
     # the earlier turn lost its reasoning (as the official template does); the last keeps it
-    assert [text[a:b] for a, b in spans] == ["2 plus 2 is 4.\n</think>\n\nThe answer is \\boxed{4}.<｜end▁of▁sentence｜>"]
+    assert [text[a:b] for a, b in spans] == [
+        "2 plus 2 is 4.\n</think>\n\nThe answer is \\boxed{4}.<｜end▁of▁sentence｜>"
+    ]
     prompt, none = render("r1-llama", CONV[:1], add_generation_prompt=True)
     assert prompt == "<｜begin▁of▁sentence｜><｜User｜>What is 2+2?<｜Assistant｜><think>\n" and none == []
 
@@ -92,10 +94,12 @@ def test_loss_mask_is_exactly_the_assistant_span() -> None:
 
 
 def test_packed_and_unpacked_batches_give_the_same_per_token_loss() -> None:
+    from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl.data_utils import pack_dataset
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    from distill.train.collate import PackedCollator
+    from distill.train.attention import register
     from distill.train.tiny import tiny_model_path
 
     tok = AutoTokenizer.from_pretrained(tiny_model_path())
@@ -106,26 +110,31 @@ def test_packed_and_unpacked_batches_give_the_same_per_token_loss() -> None:
         for i in (1, 5, 9)
     ]  # fmt: skip
     enc = tok.apply_chat_template(convs, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
-    rows = [{"input_ids": i, "assistant_masks": m} for i, m in zip(enc["input_ids"], enc["assistant_masks"], strict=True)]
+    rows = [
+        {"input_ids": i, "labels": [t if k else -100 for t, k in zip(i, m, strict=True)]}
+        for i, m in zip(enc["input_ids"], enc["assistant_masks"], strict=True)
+    ]
     padded = DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id)(rows)
-    packed = PackedCollator(tok.pad_token_id)(rows)
-    assert packed["input_ids"].shape[0] == 1  # one sequence, no padding
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_path()).eval()
+    # TRL's own BFD packing and padding-free collator, as training uses them: one bin, one sequence
+    bins = pack_dataset(Dataset.from_list(rows), seq_length=512, strategy="bfd")
+    assert len(bins) == 1 and sorted(bins[0]["seq_lengths"]) == sorted(len(r["input_ids"]) for r in rows)
+    packed = DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id, padding_free=True)(list(bins))
+    assert packed["input_ids"].shape[0] == 1 and "attention_mask" not in packed
 
-    def per_token(batch: dict) -> torch.Tensor:
-        inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "position_ids")}
+    def per_token(model: torch.nn.Module, batch: dict) -> torch.Tensor:
         with torch.no_grad():
-            logits = model(**inputs).logits[:, :-1]
+            logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits[:, :-1]
         labels = batch["labels"][:, 1:].reshape(-1)
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels, reduction="none")
-        return loss[labels != -100]
+        return loss[labels != -100].sort().values  # BFD puts the longest row first: compare as multisets
 
-    a, b = per_token(padded), per_token(packed)
+    plain = AutoModelForCausalLM.from_pretrained(tiny_model_path()).eval()
+    segmented = AutoModelForCausalLM.from_pretrained(tiny_model_path(), attn_implementation=register()).eval()
+    a, b = per_token(plain, padded), per_token(segmented, packed)
     assert a.shape == b.shape and a.numel() > 50
     assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
-    # Without the mask (TRL's padding-free batch on sdpa) the rows would see each other:
-    leaky = {k: v for k, v in packed.items() if k != "attention_mask"}
-    assert (per_token(leaky) - a).abs().max() > 1e-2
+    # The same packed batch on plain sdpa lets the rows see each other:
+    assert (per_token(plain, packed) - a).abs().max() > 1e-2
 
 
 # --- training ---------------------------------------------------------------------------------------------

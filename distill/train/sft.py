@@ -118,6 +118,10 @@ def train(
     flash = gpu and _has("flash_attn")
     if flash:
         model_kwargs["attn_implementation"] = "flash_attention_2"
+    elif cfg.packing:  # sdpa alone would let packed rows attend to each other: see distill/train/attention.py
+        from distill.train.attention import register
+
+        model_kwargs["attn_implementation"] = register()
     if cfg.lora and cfg.lora.load_in_4bit:
         if not gpu:
             raise UserError("lora.load_in_4bit (QLoRA) needs a GPU (bitsandbytes)")
@@ -187,12 +191,6 @@ def train(
         processing_class=tokenizer,
         peft_config=peft_config,
     )
-    if cfg.packing and not flash:
-        # FlashAttention keeps packed rows apart by itself; sdpa / eager need the block-diagonal mask
-        # (distill/train/collate.py). TRL refuses a custom collator with BFD packing, so it is set after.
-        from distill.train.collate import PackedCollator
-
-        trainer.data_collator = PackedCollator(tokenizer.pad_token_id, dtype)
     _fsdp_on_cpu(trainer)
     resume = last_checkpoint(out)
     if resume:
