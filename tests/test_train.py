@@ -254,3 +254,16 @@ def test_student_recipes_load_and_name_their_sources() -> None:
         if path.stem != "tiny":
             assert {"learning_rate", "epochs", "max_length"} <= set(cfg.sources), path
     assert os.path.exists(REPO / "configs" / "accelerate" / "zero3.yaml")
+
+
+def test_lora_student_and_a_template_whose_markers_the_tokenizer_lacks(tmp_path: Path, sft_data: Path) -> None:
+    cfg = student(tmp_path, template="chatml", lora={"r": 8, "alpha": 16, "target_modules": ["q_proj", "v_proj"]})
+    out = tmp_path / "o"
+    r = run_cli("train", str(cfg), "--data", str(sft_data), "--out", str(out), "--max-steps", "4")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "added the template's markers to the tokenizer: ['<|im_start|>', '<|im_end|>']" in r.stderr
+    assert (out / "adapter_config.json").exists()  # a LoRA adapter, not a full copy of the model
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(out)
+    assert tok.eos_token == "<|im_end|>" and "<|im_start|>" in tok.get_vocab()
