@@ -55,9 +55,12 @@ def count_params(path: str) -> int | None:
 
 
 def last_checkpoint(out: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(out)) if out.is_dir() else None
+    """The newest whole checkpoint in `out`: a kill during a save leaves a folder without its
+    `trainer_state.json` (the Trainer writes it last), which must not be resumed from."""
+    whole = [
+        p for p in out.glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").exists()
+    ]
+    return str(max(whole, key=lambda p: int(p.name.split("-")[-1]))) if whole else None
 
 
 def prepare(cfg: StudentConfig, data: str, processes: int) -> tuple[Any, Any, Any, list[str]]:
