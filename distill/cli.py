@@ -297,6 +297,83 @@ def train(
     run_train(cfg, data, out, max_steps=max_steps, dry_run=dry_run)
 
 
+@app.command(name="eval")
+@user_errors
+def eval_(
+    model: Annotated[
+        str | None, typer.Option("--model", help="A checkpoint folder, or the base URL of an OpenAI-compatible server.")
+    ] = None,
+    benchmark: Annotated[
+        Path | None, typer.Option("--benchmark", help="Benchmark .jsonl/.parquet/.csv (problem, answer|tests, domain).")
+    ] = None,
+    samples: Annotated[int, typer.Option("--samples", min=1, help="Samples per problem (k); R1 used 64 for AIME.")] = 4,
+    out: Annotated[Path | None, typer.Option("--out", help="Output folder: samples/, scored/, results.json.")] = None,
+    teacher: Annotated[
+        Path | None, typer.Option("--teacher", help="Teacher YAML: any backend with its settings, instead of --model.")
+    ] = None,
+    backend: Annotated[
+        str, typer.Option("--backend", help="For a checkpoint folder: transformers (CPU / one GPU) or vllm.")
+    ] = "transformers",
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Generated tokens per sample.")] = 32_768,
+    temperature: Annotated[
+        float | None, typer.Option("--temperature", help="Default: the checkpoint's generation config, else 0.6.")
+    ] = None,
+    top_p: Annotated[float | None, typer.Option("--top-p", help="Default: the checkpoint's, else 0.95.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seeds every sample (per problem and sample index).")] = 0,
+    served_model_name: Annotated[
+        str | None, typer.Option("--served-model-name", help="With a URL: the model name (default: the first listed).")
+    ] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="With a URL: requests in flight.")] = 64,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Offline backends: prompts per batch.")] = 16,
+    compare: Annotated[
+        bool, typer.Option("--compare", help="Print the result beside the published R1-Distill scores.")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Discard an existing --out and start afresh.")] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
+) -> None:
+    """Evaluate a model: k samples per problem, scored by the filters' verifiers; pass@1, maj@k, and more.
+
+    Sampling follows the R1 protocol (temperature 0.6, top-p 0.95, up to 32,768 tokens, no system
+    prompt; math asks for \\boxed{}). Killed and rerun, it continues where it stopped. Writes
+    OUT/results.json (metrics, fingerprints of model, data and parameters, seed) and per-sample rows
+    in OUT/scored/.
+
+    Example:
+
+      distill eval --model runs/students/tiny --benchmark data/demo/heldout.jsonl --samples 4 --out runs/eval/tiny
+
+      distill eval --model http://localhost:8000/v1 --benchmark aime24.parquet --samples 64 --out runs/aime --compare
+    """
+    from distill.eval.published import LAYOUT_TO_BENCHMARK, compare_table
+    from distill.eval.run import print_results, run_eval
+
+    if benchmark is None or out is None or (model is None and teacher is None):
+        raise UserError("eval needs --benchmark FILE, --out DIR and --model (a checkpoint folder or URL) or --teacher")
+    if backend not in ("transformers", "vllm"):
+        raise UserError(f"--backend {backend!r}: use transformers or vllm")
+    teacher_cfg = None
+    if teacher is not None:
+        from distill.config import load_config
+        from distill.teacher.config import TeacherConfig
+
+        teacher_cfg = load_config(teacher, TeacherConfig)
+    results = run_eval(
+        model or str(teacher), benchmark, samples, out, teacher=teacher_cfg, backend=backend, max_tokens=max_tokens,
+        temperature=temperature, top_p=top_p, seed=seed, served_model_name=served_model_name, concurrency=concurrency,
+        batch_size=batch_size, overwrite=overwrite, show_progress=progress,
+    )  # fmt: skip
+    print_results(results)
+    name = LAYOUT_TO_BENCHMARK.get(results["benchmark"]["layout"]) or (
+        "aime24" if "aime" in benchmark.name.lower() else None
+    )
+    if compare:
+        if name is None:
+            print("  --compare: no published R1-Distill score for this benchmark", file=sys.stderr)
+        else:
+            for line in compare_table(name, results):
+                print(line)
+
+
 @app.command(name="filter")
 @user_errors
 def filter_(

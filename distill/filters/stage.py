@@ -66,6 +66,10 @@ def verdicts(batch: pa.RecordBatch, preset: dict[str, Any]) -> pa.Table:
             r["reasoning"], r["content"], r["finish_reason"], r["completion_tokens"], r["domain"], cfg.readability
         )
         reasonings[i], contents[i] = reasoning, answer  # inline <think> tags are split here
+        if code in ("truncated", "unclosed_think"):
+            # Only the text after </think> is an answer; a block that never closed has none, even when
+            # readability is off (evaluation): a tentative \boxed{} inside the reasoning must not count.
+            answer = ""
         if cfg.readability.enabled:
             readable[i] = code is None
             if code:

@@ -101,6 +101,8 @@ class TeacherConfig(StrictModel):
     max_tokens: int = Field(default=32768, ge=1)
     seed: int | None = Field(default=0, description="per-request seeds derive from it, the prompt id and sample")
     math_suffix: str = Field(default=R1_MATH_SUFFIX, description="appended to math problems ('' for none)")
+    science_suffix: str = Field(default="", description="appended to multiple-choice problems (eval sets one)")
+    code_suffix: str = Field(default="", description="appended to code problems (eval sets one)")
     # --- offline backends ---------------------------------------------------------------------------
     batch_size: int = Field(default=64, ge=1, description="offline backends: requests per generate call")
     vllm: VLLMConfig = Field(default_factory=VLLMConfig)
@@ -138,7 +140,8 @@ class TeacherConfig(StrictModel):
 
     def fingerprint_fields(self) -> dict[str, Any]:
         """What the output depends on (see the module's docstring)."""
-        keys = ["backend", "model", "name", "api", "chat_template", "samples", "math_suffix"]
+        keys = ["backend", "model", "name", "api", "chat_template", "samples", "math_suffix", "science_suffix",
+                "code_suffix"]  # fmt: skip
         out: dict[str, Any] = {k: getattr(self, k) for k in keys}
         out["params"] = self.params()
         if self.backend == "synthetic":

@@ -45,6 +45,8 @@ class ServerConfig:
     canned: bool = False  # answer every request with one fixed tiny completion (for the client benchmark)
     fail_matching: str | None = None  # always answer 500 to prompts containing this text
     api_key: str | None = None  # when set, a request without `Authorization: Bearer <key>` gets 401
+    # Scripted answers: (user prompt, seed) -> (raw text, finish_reason), for tests whose scores are known by hand
+    script: dict[tuple[str, int], tuple[str, str]] | None = None
 
 
 @dataclass
@@ -150,9 +152,12 @@ class FaultServer:
             finish()
 
     def _answer(self, prompt: str, req: dict[str, Any], chat: bool) -> bytes:
-        problem = prompt.replace(R1_MATH_SUFFIX, "").strip()
-        sample = Request("srv", int(req.get("seed") or 0), "math", problem, None, req.get("seed"))
-        text, finish = raw_output(sample, self.teacher)
+        if self.cfg.script is not None:
+            text, finish = self.cfg.script[(prompt, req.get("seed"))]
+        else:
+            problem = prompt.replace(R1_MATH_SUFFIX, "").strip()
+            sample = Request("srv", int(req.get("seed") or 0), "math", problem, None, req.get("seed"))
+            text, finish = raw_output(sample, self.teacher)
         usage = {"prompt_tokens": len(prompt) // 4, "completion_tokens": len(text) // 4}
         if chat:
             message: dict[str, Any] = {"role": "assistant", "content": text}

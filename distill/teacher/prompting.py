@@ -36,8 +36,9 @@ class Request:
 
 
 def user_turn(problem: str, domain: str, cfg: TeacherConfig) -> str:
-    if domain == "math" and cfg.math_suffix and cfg.math_suffix not in problem:
-        return f"{problem.rstrip()}\n{cfg.math_suffix}"
+    suffix = {"math": cfg.math_suffix, "science": cfg.science_suffix, "code": cfg.code_suffix}.get(domain, "")
+    if suffix and suffix not in problem:
+        return f"{problem.rstrip()}\n{suffix}"
     return problem
 
 
