@@ -35,7 +35,7 @@ class Step(StrictModel):
     """One stage of a pipeline; its output is `<run dir>/<name>/`."""
 
     name: str = Field(description="the step's name and the name of its output directory")
-    stage: Literal["prompts", "generate", "filter", "select"] | None = Field(
+    stage: Literal["prompts", "generate", "filter", "select", "mix", "card", "publish", "train", "eval"] | None = Field(
         default=None, description="a built-in stage; its settings in `options`"
     )
     function: str | None = Field(
@@ -269,6 +269,38 @@ class GenerateStepOptions(StrictModel):
     """`options` of a pipeline step with `stage: generate`."""
 
     teacher: str = Field(description="teacher YAML, relative to the pipeline file")
+
+
+class CardStepOptions(StrictModel):
+    """`options` of `stage: card`: the card is written into the input dataset directory (`DIR/README.md`)."""
+
+    license: str = "other"
+    pretty_name: str | None = None
+
+
+class PublishStepOptions(StrictModel):
+    """`options` of `stage: publish`."""
+
+    repo_id: str = Field(description="ORG/NAME of the Hub dataset repo")
+    dry_run: bool = Field(default=True, description="stage and validate the upload folder only (HF_TOKEN not needed)")
+    private: bool = False
+
+
+class TrainStepOptions(StrictModel):
+    """`options` of `stage: train` (one process; multi-GPU runs go through `distill train --launch`)."""
+
+    student: str = Field(description="student recipe YAML, relative to the pipeline file")
+    max_steps: int | None = Field(default=None, ge=1)
+
+
+class EvalStepOptions(StrictModel):
+    """`options` of `stage: eval`: the input is a `stage: train` step (its checkpoint)."""
+
+    benchmark: str = Field(description="benchmark file, relative to the pipeline file")
+    samples: int = Field(default=4, ge=1)
+    max_tokens: int = Field(default=32_768, ge=1)
+    seed: int = 0
+    batch_size: int = Field(default=16, ge=1)
 
 
 class SelectStepOptions(StrictModel):

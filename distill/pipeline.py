@@ -15,13 +15,18 @@ from pathlib import Path
 from typing import Any
 
 from distill.config import (
+    CardStepOptions,
+    EvalStepOptions,
     FilterPreset,
     FilterStepOptions,
     GenerateStepOptions,
+    MixConfig,
     PipelineConfig,
     PromptsConfig,
+    PublishStepOptions,
     SelectStepOptions,
     Step,
+    TrainStepOptions,
     load_config,
     parse,
 )
@@ -30,6 +35,15 @@ from distill.executor import MapStage, StageResult, load_function, print_result,
 from distill.filters.select import run_select
 from distill.filters.stage import run_filter
 from distill.prompts.stage import run_prompts
+
+
+@dataclass
+class StepOutcome:
+    """The result of a step that does not write a dataset directory (card, publish, train, eval)."""
+
+    skipped: bool
+    report: str  # one line for the pipeline's final report
+    seconds: float = 0.0
 
 
 @dataclass
@@ -48,6 +62,23 @@ class PipelineRun:
     def _path(self, p: str) -> Path:
         path = Path(p)
         return path if path.is_absolute() else Path(os.path.normpath(self.root / path))
+
+    def mix_config(self, step: Step, where: str) -> MixConfig:
+        """The step's mix, its source paths resolved: a step's name means that step's output."""
+        cfg = parse(step.options, MixConfig, where)
+        names = {s.name for s in self.config.steps}
+        sources = [
+            src.model_copy(
+                update={"path": str(self.out / src.path) if src.path in names else str(self._path(src.path))}
+            )
+            for src in cfg.sources
+        ]
+        tokenizer = (
+            str(self._path(cfg.tokenizer))
+            if cfg.tokenizer and Path(self.root / cfg.tokenizer).exists()
+            else cfg.tokenizer
+        )
+        return cfg.model_copy(update={"sources": sources, "tokenizer": tokenizer})
 
     def prompts_config(self, step: Step, where: str) -> PromptsConfig:
         cfg = parse(step.options, PromptsConfig, where)
@@ -104,16 +135,36 @@ def run(
         if step.stage == "select":
             settings[step.name] = parse(step.options, SelectStepOptions, where)
             continue
+        if step.stage == "mix":
+            settings[step.name] = pipeline.mix_config(step, where)
+            continue
+        if step.stage in ("card", "publish", "eval"):
+            model = {"card": CardStepOptions, "publish": PublishStepOptions, "eval": EvalStepOptions}[step.stage]
+            settings[step.name] = parse(step.options, model, where)
+            continue
+        if step.stage == "train":
+            from distill.train.config import StudentConfig
+
+            opts = parse(step.options, TrainStepOptions, where)
+            settings[step.name] = (load_config(pipeline._path(opts.student), StudentConfig), opts)
+            continue
         try:
             load_function(pipeline.stage(step).function)
         except UserError as e:
             raise UserError(f"{path}: steps[{i}].function: {e}") from None
     n = len(pipeline.config.steps)
     print(f"pipeline {pipeline.config.name}: {n} step{'s' * (n != 1)} -> {pipeline.out}", file=sys.stderr)
-    results: dict[str, StageResult] = {}
+    results: dict[str, StageResult | StepOutcome] = {}
     for step in pipeline.config.steps:
         common = {"overwrite": overwrite, "show_progress": show_progress}
         step_in, step_out = pipeline.step_inputs(step), pipeline.step_out(step)
+        if step.stage in ("card", "publish", "train", "eval"):
+            outcome = _run_other(step, step_in, step_out, settings[step.name], pipeline, show_progress)
+            print(
+                f"{step.name}: {outcome.report}{' (already done, skipped)' if outcome.skipped else ''}", file=sys.stderr
+            )
+            results[step.name] = outcome
+            continue
         if step.stage == "prompts":
             result = run_prompts(step_in, step_out, settings[step.name], workers=workers or step.workers, **common)
         elif step.stage == "generate":
@@ -125,6 +176,12 @@ def run(
         elif step.stage == "select":
             sel = settings[step.name]
             result = run_select(step_in, step_out, per_prompt=sel.per_prompt, seed=sel.seed, **common)
+        elif step.stage == "mix":
+            from distill.mix import run_mix
+
+            result, warnings = run_mix(settings[step.name], step_out, workers=workers or step.workers, **common)
+            for w in warnings:
+                print(f"warning: {w}", file=sys.stderr)
         else:
             result = run_map_stage(
                 pipeline.stage(step),
@@ -147,4 +204,71 @@ def run(
         f"{time.perf_counter() - started:.1f}s -> {pipeline.out}",
         file=sys.stderr,
     )
+    for line in report(pipeline, results):
+        print(line, file=sys.stderr)
     return results
+
+
+def _run_other(
+    step: Step, step_in: list[str], step_out: Path, settings: Any, pipeline: PipelineRun, show_progress: bool
+) -> StepOutcome:
+    """Steps whose output is not a dataset directory: a card, an upload, a checkpoint, an evaluation."""
+    started = time.perf_counter()
+    if len(step_in) != 1:
+        raise UserError(f"step {step.name!r} (stage {step.stage}): give exactly one input")
+    source = Path(step_in[0])
+    if step.stage == "card":
+        from distill.card import write_card
+
+        path = write_card(source, license=settings.license, pretty_name=settings.pretty_name)
+        return StepOutcome(False, f"data card -> {path}", time.perf_counter() - started)
+    if step.stage == "publish":
+        from distill.hub import publish
+
+        staging, plan = publish(source, settings.repo_id, dry_run=settings.dry_run, private=settings.private)
+        what = "dry run: would upload" if settings.dry_run else "uploaded"
+        return StepOutcome(False, f"{what} {len(plan.add)} files to {settings.repo_id} (staged in {staging})")
+    if step.stage == "train":
+        from distill.train.sft import train
+
+        student, opts = settings
+        summary = train(student, str(source), step_out, max_steps=opts.max_steps)
+        loss = summary["train_loss"]
+        last = summary["loss_history"][-1] if summary["loss_history"] else loss
+        return StepOutcome(
+            bool(summary.get("skipped")),
+            f"{summary['global_step']} steps, final loss {last:.3f} (mean {loss:.3f}) -> {step_out}",
+            time.perf_counter() - started,
+        )
+    from distill.eval.run import run_eval
+
+    results = run_eval(str(source), pipeline._path(settings.benchmark), settings.samples, step_out,
+                       max_tokens=settings.max_tokens, seed=settings.seed, batch_size=settings.batch_size,
+                       show_progress=show_progress)  # fmt: skip
+    m = results["metrics"]
+    k = m["samples_per_problem"]
+    return StepOutcome(
+        results.get("reused", False),
+        f"pass@1 {m['pass@1']:.1f} ± {m['pass@1_stderr']:.1f} on {m['problems']} problems x {k}, maj@{k} "
+        f"{m.get(f'maj@{k}')}, mean {m['mean_response_tokens']} tokens -> {step_out / 'results.json'}",
+        time.perf_counter() - started,
+    )
+
+
+def report(pipeline: PipelineRun, results: dict[str, StageResult | StepOutcome]) -> list[str]:
+    """The closing report: what each step made and where it lives."""
+    lines = [f"report {pipeline.config.name}:"]
+    for step in pipeline.config.steps:
+        r = results[step.name]
+        out = pipeline.step_out(step)
+        if isinstance(r, StepOutcome):
+            lines.append(f"  {step.name:<10} {r.report}")
+            continue
+        stats = r.manifest.stats
+        if "funnel" in stats:
+            f = stats["funnel"]
+            reasons = ", ".join(f"{k} {v:,}" for k, v in f["by_reason"].items() if k != "kept")
+            lines.append(f"  {step.name:<10} kept {f['kept']:,} of {f['traces']:,} traces ({reasons}) -> {out}")
+        else:
+            lines.append(f"  {step.name:<10} {r.manifest.rows:,} rows ({step.stage}) -> {out}")
+    return lines

@@ -148,8 +148,8 @@ def run_eval(
     if not bench_file.exists() or bench_file.read_bytes() != blob:  # rewritten only when it changed
         atomic_write_bytes(bench_file, blob)
     common = {"overwrite": overwrite, "show_progress": show_progress}
-    run_generate([str(bench_file)], out / "samples", cfg, rows_per_shard=max(1, 256 // samples), **common)
-    run_filter([str(out / "samples")], out / "scored", EVAL_PRESET, workers=workers, **common)
+    generated = run_generate([str(bench_file)], out / "samples", cfg, rows_per_shard=max(1, 256 // samples), **common)
+    scored = run_filter([str(out / "samples")], out / "scored", EVAL_PRESET, workers=workers, **common)
 
     columns = ["id", "sample", "domain", "correct", "reasoning", "content", "finish_reason", "completion_tokens"]
     rows = []
@@ -174,6 +174,7 @@ def run_eval(
         "seed": cfg.seed,
         "metrics": metrics,
         "samples_dir": str(out / "scored"),
+        "reused": generated.skipped and scored.skipped,  # nothing was generated or scored again
         "distill_version": __import__("distill").__version__,
     }  # fmt: skip
     atomic_write_bytes(out / "results.json", json.dumps(results, indent=1).encode())

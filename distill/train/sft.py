@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.errors import UserError
+from distill.store import fingerprint
 from distill.train.config import TINY, StudentConfig
 from distill.train.data import load_rows, make_plan, preflight, prepare_tokenizer, tokenize
 from distill.train.templates import get_template
@@ -37,6 +38,18 @@ def _model_path(cfg: StudentConfig) -> str:
 
         return str(tiny_model_path())
     return cfg.base_model
+
+
+def data_fingerprint(data: str) -> str:
+    """What the data is: a dataset directory's content fingerprint, a file's SHA-256, or the Hub spec."""
+    from distill.store import is_dataset_dir, read_manifest, sha256_file
+
+    path = Path(data)
+    if is_dataset_dir(path) and (manifest := read_manifest(path)) is not None:
+        return manifest.fingerprint
+    if path.is_file():
+        return sha256_file(path)
+    return data
 
 
 def count_params(path: str) -> int | None:
@@ -105,6 +118,13 @@ def train(
     processes = int(os.environ.get("WORLD_SIZE", "1"))
     if max_steps is not None:
         cfg = cfg.model_copy(update={"max_steps": max_steps})
+    student_fp, data_fp = fingerprint(cfg.model_dump(mode="json")), data_fingerprint(data)
+    finished = out / "distill_train.json"
+    if finished.exists() and not dry_run:  # the same recipe on the same data is already trained
+        previous = json.loads(finished.read_text())
+        if (previous.get("student_fingerprint"), previous.get("data_fingerprint")) == (student_fp, data_fp):
+            _log(f"train {cfg.name}: {out} already holds this recipe trained on this data; skipped")
+            return {**previous, "skipped": True}
     tokenizer, ds, plan, notes = prepare(cfg, data, processes)
     _log(f"train {cfg.name}: {cfg.base_model} on {data} -> {out}")
     for line in notes + plan.lines():
@@ -204,7 +224,9 @@ def train(
     trainer.save_model(str(out))  # gathers a full state dict under FSDP / ZeRO-3
     summary = {
         "student": cfg.model_dump(),
+        "student_fingerprint": student_fp,
         "data": data,
+        "data_fingerprint": data_fp,
         "plan": plan.to_json(),
         "notes": notes,
         "resumed_from": resume,
