@@ -85,6 +85,9 @@ def run(
         typer.Option("--workers", min=1, help="Processes per step; default: the step's, else all cores."),
     ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan (rows, teacher tokens, GPU-hours, disk); run nothing.")
+    ] = False,
 ) -> None:
     """Run a whole pipeline's steps in order; finished steps are skipped, a cut-short one resumes.
 
@@ -94,9 +97,18 @@ def run(
     Example:
 
       distill run pipelines/demo.yaml --out runs/demo
+
+      distill run pipelines/r1-800k.yaml --dry-run
     """
     from distill import pipeline as pipeline_mod
 
+    if dry_run:
+        from distill.plan import plan_pipeline
+
+        loaded = pipeline_mod.load(pipeline, out)
+        for line in plan_pipeline(loaded, pipeline_mod.load_settings(loaded, pipeline)):
+            print(line)
+        return
     pipeline_mod.run(pipeline, out, overwrite=overwrite, workers=workers, show_progress=progress)
 
 

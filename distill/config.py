@@ -81,10 +81,24 @@ class Step(StrictModel):
         return v
 
 
+class PlanAssumptions(StrictModel):
+    """What `distill run --dry-run` assumes where the inputs cannot tell (every figure is printed with it)."""
+
+    prompts: int | None = Field(default=None, ge=1, description="prompts after curation, if inputs are not local")
+    mean_prompt_tokens: float = Field(default=150, gt=0)
+    mean_completion_tokens: float = Field(default=8_000, gt=0, description="R1 traces: thousands of tokens")
+    teacher_tokens_per_s: float = Field(default=2_500, gt=0, description="generated tokens/s of one serving replica")
+    gpus_per_teacher_replica: int = Field(default=16, ge=1, description="R1 671B: 2 nodes of 8xH100")
+    keep_rate: float = Field(default=0.6, gt=0, le=1, description="share of traces the filter keeps")
+    bytes_per_token: float = Field(default=4.0, gt=0, description="UTF-8 bytes per token of text")
+    compression: float = Field(default=3.0, ge=1, description="text bytes / zstd Parquet bytes")
+
+
 class PipelineConfig(StrictModel):
     name: str
     out: str | None = Field(default=None, description="run directory; default runs/<name>")
     steps: list[Step] = Field(min_length=1)
+    plan: PlanAssumptions = Field(default_factory=PlanAssumptions, description="assumptions of `run --dry-run`")
 
     @model_validator(mode="after")
     def _steps_are_ordered(self) -> PipelineConfig:

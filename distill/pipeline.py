@@ -106,16 +106,8 @@ def load(path: str | Path, out: str | Path | None = None) -> PipelineRun:
     return PipelineRun(config, Path(path).resolve().parent, out_dir)
 
 
-def run(
-    path: str | Path,
-    out: str | Path | None = None,
-    *,
-    overwrite: bool = False,
-    workers: int | None = None,
-    show_progress: bool = True,
-) -> dict[str, StageResult]:
-    started = time.perf_counter()
-    pipeline = load(path, out)
+def load_settings(pipeline: PipelineRun, path: str | Path) -> dict[str, Any]:
+    """Every step's settings, loaded and checked before the first step runs: a broken last step fails now."""
     settings: dict[str, Any] = {}
     for i, step in enumerate(pipeline.config.steps):  # a broken last step must not wait for the first
         where = f"{path}: steps[{i}].options"
@@ -152,6 +144,20 @@ def run(
             load_function(pipeline.stage(step).function)
         except UserError as e:
             raise UserError(f"{path}: steps[{i}].function: {e}") from None
+    return settings
+
+
+def run(
+    path: str | Path,
+    out: str | Path | None = None,
+    *,
+    overwrite: bool = False,
+    workers: int | None = None,
+    show_progress: bool = True,
+) -> dict[str, StageResult]:
+    started = time.perf_counter()
+    pipeline = load(path, out)
+    settings = load_settings(pipeline, path)
     n = len(pipeline.config.steps)
     print(f"pipeline {pipeline.config.name}: {n} step{'s' * (n != 1)} -> {pipeline.out}", file=sys.stderr)
     results: dict[str, StageResult | StepOutcome] = {}

@@ -74,3 +74,21 @@ def test_demo_chain_end_to_end_then_a_rerun_does_no_work(tmp_path: Path) -> None
     assert "9 done (7 skipped as already done)" in again.stderr  # card and publish are redone: seconds
     assert (run / "student" / "distill_train.json").stat().st_mtime_ns == trained_at
     assert json.loads((run / "eval" / "results.json").read_text())["reused"] is True
+
+
+def test_r1_800k_dry_run_prints_the_plan_and_writes_nothing(tmp_path: Path) -> None:
+    r = run_cli("run", "pipelines/r1-800k.yaml", "--dry-run", "--out", str(tmp_path / "r1"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = r.stdout
+    assert "1,000,000 prompts (plan.prompts" in out
+    assert "4,000,000 requests (4 samples), 28.00B teacher tokens" in out  # 1M x 4 x 7,000
+    assert "41,481 GPU-hours at 3,000 tok/s per 16-GPU replica" in out  # 28e9 / 3000 / 3600 x 16
+    assert "~974,400 traces (at most 1 per prompt)" in out  # 1M x (1 - 0.4^4)
+    assert "800,000 SFT rows" in out and "distill-qwen-7b" in out and "GPU-hours on 8 H100" in out
+    assert "total: teacher 41,481 GPU-hours" in out
+    assert not (tmp_path / "r1").exists()
+
+
+def test_dry_run_counts_local_inputs(tmp_path: Path) -> None:
+    r = run_cli("run", "pipelines/demo.yaml", "--dry-run", "--out", str(tmp_path / "d"))
+    assert r.returncode == 0 and "308 prompts (rows of the local inputs" in r.stdout and "1,232 requests" in r.stdout
