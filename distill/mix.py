@@ -60,8 +60,11 @@ def to_sft(row: dict[str, Any], source: str, non_reasoning: str) -> dict[str, An
             if not isinstance(row.get(key), str):
                 raise RowError("missing_field", f"column '{key}' is missing or not text (nor is there `messages`)")
         reasoning = row.get("reasoning") if isinstance(row.get("reasoning"), str) else None
+        # The user turn the teacher answered (problem + its instruction, e.g. R1's "put your final answer
+        # within \\boxed{}"), so the student is trained on the prompt it will be evaluated with.
+        user = row["prompt"] if isinstance(row.get("prompt"), str) and row["prompt"] else row["problem"]
         messages = [
-            {"role": "user", "content": row["problem"]},
+            {"role": "user", "content": user},
             {"role": "assistant", "content": assistant_text(reasoning, row["content"], non_reasoning)},
         ]
         ident = row.get("id") or stable_id(row["problem"])

@@ -102,6 +102,7 @@ TRACE_COLUMNS = (
     Column("teacher", pa.string()),
     Column("params", pa.string(), doc="JSON of the sampling parameters"),
     Column("latency_s", pa.float64(), doc="seconds the teacher took for this sample"),
+    Column("prompt", pa.large_string(), doc="the user turn exactly as the teacher got it (problem + instruction)"),
 )
 VERDICT_COLUMNS = (
     *TRACE_COLUMNS,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from distill.teacher.config import R1_MATH_SUFFIX
 from tests.conftest import REPO, read_rows, run_cli
 
 
@@ -56,6 +57,9 @@ def test_demo_chain_end_to_end_then_a_rerun_does_no_work(tmp_path: Path) -> None
     assert kept and all(k["keep"] for k in kept)
     sft = read_rows(run / "sft")
     assert len(sft) == len(kept) + 10 and all(m["messages"][-1]["role"] == "assistant" for m in sft)
+    # the student is trained on the prompt the teacher answered (and eval asks): problem + R1's instruction
+    reasoning = [m for m in sft if m["source"] == "reasoning"]
+    assert reasoning and all(m["messages"][0]["content"].endswith(R1_MATH_SUFFIX) for m in reasoning)
     assert (run / "sft" / "README.md").read_text().startswith("---")
     assert (run / "sft" / ".publish").is_dir()
     summary = json.loads((run / "student" / "distill_train.json").read_text())

@@ -35,7 +35,7 @@ from distill.records import get_record, output_schema
 from distill.store import DatasetWriter, ShardWriter
 from distill.teacher.config import TeacherConfig
 from distill.teacher.journal import WORK, Journal, journal_path
-from distill.teacher.prompting import Request
+from distill.teacher.prompting import Request, user_turn
 
 PROMPT, TRACE = get_record("prompt"), get_record("trace")
 RESULT_COLUMNS = ("reasoning", "content", "finish_reason", "prompt_tokens", "completion_tokens", "latency_s")
@@ -145,6 +145,7 @@ def commit_chunk(work: ChunkWork, cfg: TeacherConfig, root: Path) -> dict[str, A
                         **{c: res.get(c) for c in RESULT_COLUMNS},
                         "teacher": cfg.teacher_name,
                         "params": params,
+                        "prompt": user_turn(prompt["problem"], prompt["domain"], cfg),
                     }
                 )
                 tokens["prompt_tokens"] += res.get("prompt_tokens") or 0
