@@ -19,7 +19,8 @@ from tests.conftest import read_rows, run_cli, write_jsonl
 # stderr over problems 16.67; majority answers 5 (right), 3 (wrong), 9 (wrong) -> maj@4 33.33; pass@4 100.
 # P3's first sample is cut off with a \boxed{2} inside its unfinished reasoning: it must not count.
 PROBLEMS = [("What is 2 + 3?", "5"), ("What is 4 + 6?", "10"), ("What is 1 + 1?", "2")]
-ANSWERS = [["5", "5", "7", "5"], ["3", "3", "10", "4"], [None, "2", "9", "9"]]
+# P2's last sample states its (wrong) answer without a box: closed think 11/12, boxed 10/12.
+ANSWERS = [["5", "5", "7", "5"], ["3", "3", "10", "no box: 4"], [None, "2", "9", "9"]]
 
 
 def _script(cfg: TeacherConfig) -> dict:
@@ -30,6 +31,8 @@ def _script(cfg: TeacherConfig) -> dict:
             seed = cfg.request_seed(stable_id(problem), s)
             if ans is None:
                 script[(prompt, seed)] = ("Let me see, maybe \\boxed{2}, but wait", "length")
+            elif ans.startswith("no box: "):
+                script[(prompt, seed)] = (f"thinking\n</think>\n\nThe answer is {ans[8:]}.", "stop")
             else:
                 script[(prompt, seed)] = (f"thinking about it\n</think>\n\nThe answer is $\\boxed{{{ans}}}$.", "stop")
     return script
@@ -47,6 +50,7 @@ def test_scripted_answers_give_the_hand_computed_scores(tmp_path: Path) -> None:
     m = results["metrics"]
     assert (m["problems"], m["pass@1"], m["pass@1_stderr"], m["maj@4"], m["pass@4"]) == (3, 41.67, 16.67, 33.33, 100.0)
     assert m["truncation_rate"] == round(1 / 12, 4) and m["missing_samples"] == 0
+    assert (m["closed_think_pct"], m["boxed_pct"]) == (91.67, 83.33)
     rows = read_rows(tmp_path / "out" / "scored")
     assert len(rows) == 12 and sum(r["correct"] for r in rows) == 5
     saved = json.loads((tmp_path / "out" / "results.json").read_text())

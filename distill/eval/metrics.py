@@ -28,6 +28,14 @@ def final_answer(domain: str, content: str | None, closed: bool) -> str | None:
     return None  # code: answers are programs; no vote
 
 
+def has_box(domain: str, content: str | None, closed: bool) -> bool | None:
+    """Whether a math / science sample boxes a non-empty final answer after a closed think block
+    (None for code, whose answers are programs)."""
+    if domain == "code":
+        return None
+    return bool(closed and content and any(b.strip() for b in final_boxed(content)))
+
+
 def summarize(rows: list[dict[str, Any]], samples: int) -> dict[str, Any]:
     """Metrics of scored sample rows (`id`, `sample`, `domain`, `correct`, `vote`, `completion_tokens`, ...)."""
     by_problem: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -48,6 +56,7 @@ def summarize(rows: list[dict[str, Any]], samples: int) -> dict[str, Any]:
     n = len(shares)
     mean = sum(shares) / n if n else 0.0
     stderr = math.sqrt(sum((s - mean) ** 2 for s in shares) / (n - 1) / n) if n > 1 else 0.0
+    boxable = [r["boxed"] for r in rows if r.get("boxed") is not None]
     tokens = [r["completion_tokens"] for r in rows if r.get("completion_tokens") is not None]
     return {
         "problems": n,
@@ -58,5 +67,12 @@ def summarize(rows: list[dict[str, Any]], samples: int) -> dict[str, Any]:
         f"pass@{samples}": round(100 * sum(any_correct) / n, 2) if n else None,
         "mean_response_tokens": round(sum(tokens) / len(tokens), 1) if tokens else None,
         "truncation_rate": round(sum(r["finish_reason"] == "length" for r in rows) / len(rows), 4) if rows else None,
+        # format, separately from correctness: a student can be right less often yet still well-formed
+        "closed_think_pct": _pct([bool(r.get("closed_think")) for r in rows]),
+        "boxed_pct": _pct(boxable),
         "missing_samples": n * samples - len(rows),
     }
+
+
+def _pct(flags: list[bool]) -> float | None:
+    return round(100 * sum(flags) / len(flags), 2) if flags else None

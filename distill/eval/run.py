@@ -8,7 +8,8 @@ Three stages under `--out`, each a resumable dataset directory or file:
   same in the data and in the evaluation (math-verify, option letters, the code sandbox); only the
   text after `</think>` counts, so a truncated sample has no answer;
 then `results.json`: pass@1 with its standard error over problems, maj@k, pass@k, mean response length,
-truncation rate, and the fingerprints of the model, the benchmark and the parameters, with the seed.
+truncation rate, the shares of samples that close their think block and that box an answer after it,
+and the fingerprints of the model, the benchmark and the parameters, with the seed.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 from distill.config import CorrectnessConfig, FilterPreset, LanguageCheckConfig, ReadabilityConfig
 from distill.errors import UserError
 from distill.eval.benchmarks import to_prompts
-from distill.eval.metrics import final_answer, summarize
+from distill.eval.metrics import final_answer, has_box, summarize
 from distill.filters.readability import split_think
 from distill.store import DatasetReader, atomic_write_bytes, fingerprint
 from distill.teacher.config import TeacherConfig
@@ -156,10 +157,12 @@ def run_eval(
     for batch in DatasetReader(out / "scored").iter_batches(columns=columns):
         for r in batch.to_pylist():
             # As in scoring: only an answer after a closed think block counts, also as a vote.
-            _, answer, closed = split_think(r.pop("reasoning"), r.pop("content"))
+            reasoning, answer, closed = split_think(r.pop("reasoning"), r.pop("content"))
             closed = closed and r["finish_reason"] != "length"
             r["correct"] = bool(r["correct"])
             r["vote"] = final_answer(r["domain"], answer, closed)
+            r["closed_think"] = closed and reasoning is not None
+            r["boxed"] = has_box(r["domain"], answer, closed)
             rows.append(r)
     metrics = summarize(rows, samples)
     params = {**cfg.params(), "samples": samples, "suffixes": {"math": cfg.math_suffix, "science": cfg.science_suffix,
@@ -191,7 +194,8 @@ def print_results(results: dict[str, Any], name: str | None = None) -> None:
         f"eval {results['model']['name']} on {bench} ({m['problems']} problems x {k}): "
         f"pass@1 {m['pass@1']:.1f} ± {m['pass@1_stderr']:.1f}, maj@{k} {m.get(f'maj@{k}')}, "
         f"pass@{k} {m.get(f'pass@{k}')}, mean {m['mean_response_tokens']} tokens, "
-        f"truncated {100 * (m['truncation_rate'] or 0):.1f}%",
+        f"truncated {100 * (m['truncation_rate'] or 0):.1f}%, think closed {m['closed_think_pct']}%, "
+        f"boxed {m['boxed_pct']}%",
         file=sys.stderr,
     )
     if m["missing_samples"]:
