@@ -35,9 +35,9 @@ class Step(StrictModel):
     """One stage of a pipeline; its output is `<run dir>/<name>/`."""
 
     name: str = Field(description="the step's name and the name of its output directory")
-    stage: Literal["prompts", "generate", "filter", "select", "mix", "card", "publish", "train", "eval"] | None = Field(
-        default=None, description="a built-in stage; its settings in `options`"
-    )
+    stage: (
+        Literal["prompts", "generate", "filter", "select", "mix", "card", "publish", "train", "eval", "compare"] | None
+    ) = Field(default=None, description="a built-in stage; its settings in `options`")
     function: str | None = Field(
         default=None,
         description="or a batch function: 'package.module:callable' or 'path/to/file.py:callable' "
@@ -305,6 +305,8 @@ class TrainStepOptions(StrictModel):
 
     student: str = Field(description="student recipe YAML, relative to the pipeline file")
     max_steps: int | None = Field(default=None, ge=1)
+    epochs: float | None = Field(default=None, gt=0, description="overrides the recipe's epochs")
+    seed: int | None = Field(default=None, description="overrides the recipe's seed (data order, sampling)")
 
 
 class EvalStepOptions(StrictModel):
@@ -315,6 +317,28 @@ class EvalStepOptions(StrictModel):
     max_tokens: int = Field(default=32_768, ge=1)
     seed: int = 0
     batch_size: int = Field(default=16, ge=1)
+
+
+class CompareStepOptions(StrictModel):
+    """`options` of `stage: compare`: the step's eval inputs grouped into arms."""
+
+    arms: dict[str, list[str]] = Field(
+        min_length=2, description="arm -> its eval steps, one per seed, in the same seed order in every arm"
+    )
+    metrics: list[str] = Field(
+        default_factory=lambda: ["pass@1", "boxed_pct", "closed_think_pct"], min_length=1,
+        description="keys of the eval results' metrics",
+    )  # fmt: skip
+    expect_better: str | None = Field(default=None, description="the arm expected to lead on every metric")
+
+    @model_validator(mode="after")
+    def _paired(self) -> CompareStepOptions:
+        sizes = {len(steps) for steps in self.arms.values()}
+        if len(sizes) != 1 or 0 in sizes:
+            raise ValueError("every arm needs the same number of eval steps (one per seed), at least one")
+        if self.expect_better is not None and self.expect_better not in self.arms:
+            raise ValueError(f"expect_better {self.expect_better!r} is not one of the arms {sorted(self.arms)}")
+        return self
 
 
 class SelectStepOptions(StrictModel):

@@ -16,6 +16,7 @@ from typing import Any
 
 from distill.config import (
     CardStepOptions,
+    CompareStepOptions,
     EvalStepOptions,
     FilterPreset,
     FilterStepOptions,
@@ -138,7 +139,18 @@ def load_settings(pipeline: PipelineRun, path: str | Path) -> dict[str, Any]:
             from distill.train.config import StudentConfig
 
             opts = parse(step.options, TrainStepOptions, where)
-            settings[step.name] = (load_config(pipeline._path(opts.student), StudentConfig), opts)
+            student = load_config(pipeline._path(opts.student), StudentConfig)
+            overrides = {k: v for k, v in (("epochs", opts.epochs), ("seed", opts.seed)) if v is not None}
+            settings[step.name] = (student.model_copy(update=overrides), opts)
+            continue
+        if step.stage == "compare":
+            opts = parse(step.options, CompareStepOptions, where)
+            evals = {s.name for s in pipeline.config.steps if s.stage == "eval"}
+            for arm, names in opts.arms.items():
+                for name in names:
+                    if name not in step.input or name not in evals:
+                        raise UserError(f"{where}.arms.{arm}: {name!r} is not an eval step in this step's input")
+            settings[step.name] = opts
             continue
         try:
             load_function(pipeline.stage(step).function)
@@ -164,7 +176,7 @@ def run(
     for step in pipeline.config.steps:
         common = {"overwrite": overwrite, "show_progress": show_progress}
         step_in, step_out = pipeline.step_inputs(step), pipeline.step_out(step)
-        if step.stage in ("card", "publish", "train", "eval"):
+        if step.stage in ("card", "publish", "train", "eval", "compare"):
             outcome = _run_other(step, step_in, step_out, settings[step.name], pipeline, show_progress)
             print(
                 f"{step.name}: {outcome.report}{' (already done, skipped)' if outcome.skipped else ''}", file=sys.stderr
@@ -218,8 +230,16 @@ def run(
 def _run_other(
     step: Step, step_in: list[str], step_out: Path, settings: Any, pipeline: PipelineRun, show_progress: bool
 ) -> StepOutcome:
-    """Steps whose output is not a dataset directory: a card, an upload, a checkpoint, an evaluation."""
+    """Steps whose output is not a dataset directory: a card, an upload, a checkpoint, an evaluation, a
+    comparison of evaluations."""
     started = time.perf_counter()
+    if step.stage == "compare":
+        from distill.compare import render, run_compare
+
+        arms = {arm: [pipeline.out / name for name in names] for arm, names in settings.arms.items()}
+        doc = run_compare(arms, step_out, settings.metrics, settings.expect_better)
+        table = "\n".join(render(doc))
+        return StepOutcome(False, f"{len(arms)} arms x {doc['seeds']} seeds -> {step_out / 'comparison.md'}\n{table}")
     if len(step_in) != 1:
         raise UserError(f"step {step.name!r} (stage {step.stage}): give exactly one input")
     source = Path(step_in[0])
@@ -256,7 +276,8 @@ def _run_other(
     return StepOutcome(
         results.get("reused", False),
         f"pass@1 {m['pass@1']:.1f} ± {m['pass@1_stderr']:.1f} on {m['problems']} problems x {k}, maj@{k} "
-        f"{m.get(f'maj@{k}')}, mean {m['mean_response_tokens']} tokens -> {step_out / 'results.json'}",
+        f"{m.get(f'maj@{k}')}, think closed {m['closed_think_pct']}%, boxed {m['boxed_pct']}%, "
+        f"mean {m['mean_response_tokens']} tokens -> {step_out / 'results.json'}",
         time.perf_counter() - started,
     )
 
@@ -264,17 +285,21 @@ def _run_other(
 def report(pipeline: PipelineRun, results: dict[str, StageResult | StepOutcome]) -> list[str]:
     """The closing report: what each step made and where it lives."""
     lines = [f"report {pipeline.config.name}:"]
+    width = max(10, *(len(step.name) for step in pipeline.config.steps))
     for step in pipeline.config.steps:
         r = results[step.name]
         out = pipeline.step_out(step)
         if isinstance(r, StepOutcome):
-            lines.append(f"  {step.name:<10} {r.report}")
+            first, *more = r.report.splitlines()  # a comparison's table goes under its line
+            lines.append(f"  {step.name:<{width}} {first}")
+            lines.extend(" " * (width + 3) + line for line in more)
             continue
         stats = r.manifest.stats
         if "funnel" in stats:
             f = stats["funnel"]
             reasons = ", ".join(f"{k} {v:,}" for k, v in f["by_reason"].items() if k != "kept")
-            lines.append(f"  {step.name:<10} kept {f['kept']:,} of {f['traces']:,} traces ({reasons}) -> {out}")
+            reasons = f" ({reasons})" if reasons else ""
+            lines.append(f"  {step.name:<{width}} kept {f['kept']:,} of {f['traces']:,} traces{reasons} -> {out}")
         else:
-            lines.append(f"  {step.name:<10} {r.manifest.rows:,} rows ({step.stage}) -> {out}")
+            lines.append(f"  {step.name:<{width}} {r.manifest.rows:,} rows ({step.stage}) -> {out}")
     return lines

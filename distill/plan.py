@@ -47,6 +47,7 @@ def plan_pipeline(pipeline: Any, settings: dict[str, Any]) -> list[str]:
     flows: dict[str, Flow] = {}
     lines = [f"plan {pipeline.config.name} (dry run: nothing is read beyond row counts, nothing is written)"]
     totals = {"teacher_gpu_h": 0.0, "train_gpu_h": 0.0, "disk_gb": 0.0}
+    width = max(10, *(len(step.name) for step in pipeline.config.steps))
     for step in pipeline.config.steps:
         cfg = settings[step.name]
         upstream = [flows[i] for i in step.input if i in flows]
@@ -64,25 +65,30 @@ def plan_pipeline(pipeline: Any, settings: dict[str, Any]) -> list[str]:
             requests = (src.rows if src else 0) * cfg.samples
             tokens = requests * a.mean_completion_tokens
             gpu_h = tokens / a.teacher_tokens_per_s / 3600 * a.gpus_per_teacher_replica
+            replica = f"{a.gpus_per_teacher_replica}-GPU replica"
+            serving = f"{gpu_h:,.0f} GPU-hours at {a.teacher_tokens_per_s:,.0f} tok/s per {replica}"
+            if cfg.backend == "synthetic":  # the offline arithmetic teacher needs no GPU
+                gpu_h, serving = 0.0, "synthetic teacher: no GPU"
             totals["teacher_gpu_h"] += gpu_h
             flow = Flow(
                 requests,
                 a.mean_prompt_tokens + a.mean_completion_tokens,
                 extra={"prompts": src.rows if src else 0, "samples": cfg.samples},
                 note=f"{requests:,.0f} requests ({cfg.samples} samples), {tokens / 1e9:,.2f}B teacher tokens "
-                f"(plan.mean_completion_tokens {a.mean_completion_tokens:,.0f}); {gpu_h:,.0f} GPU-hours at "
-                f"{a.teacher_tokens_per_s:,.0f} tok/s per {a.gpus_per_teacher_replica}-GPU replica",
+                f"(plan.mean_completion_tokens {a.mean_completion_tokens:,.0f}); {serving}",
             )
         elif kind == "filter":
-            kept = (src.rows if src else 0) * a.keep_rate
+            checks = (cfg.correctness.enabled, cfg.readability.enabled, cfg.language.enabled)
+            rate, how = (a.keep_rate, f"plan.keep_rate {a.keep_rate:.0%}") if any(checks) else (1.0, "no checks")
+            kept = (src.rows if src else 0) * rate
             flow = Flow(src.rows if src else 0, src.tokens_per_row if src else 0,
-                        f"one verdict per trace; ~{kept:,.0f} kept (plan.keep_rate {a.keep_rate:.0%})",
-                        {**(src.extra if src else {}), "kept": kept})  # fmt: skip
+                        f"one verdict per trace; ~{kept:,.0f} kept ({how})",
+                        {**(src.extra if src else {}), "kept": kept, "keep_rate": rate})  # fmt: skip
         elif kind == "select":
             kept = src.extra.get("kept", src.rows) if src else 0
             if src and "prompts" in src.extra:  # prompts with at least one kept sample, k of them each at most
                 samples = src.extra["samples"]
-                with_one = src.extra["prompts"] * (1 - (1 - a.keep_rate) ** samples)
+                with_one = src.extra["prompts"] * (1 - (1 - src.extra.get("keep_rate", a.keep_rate)) ** samples)
                 kept = min(kept, with_one * min(cfg.per_prompt, samples))
             note = f"~{kept:,.0f} traces (at most {cfg.per_prompt} per prompt)"
             flow = Flow(kept, src.tokens_per_row if src else 0, note)
@@ -119,13 +125,20 @@ def plan_pipeline(pipeline: Any, settings: dict[str, Any]) -> list[str]:
             flow = Flow(0, 0, what + (" (dry run)" if kind == "publish" and cfg.dry_run else ""))
         elif kind == "eval":
             flow = Flow(0, 0, f"{cfg.samples} samples per problem of {cfg.benchmark}")
+        elif kind == "compare":
+            flow = Flow(0, 0, f"{len(cfg.arms)} arms x {len(next(iter(cfg.arms.values())))} seeds on "
+                              f"{', '.join(cfg.metrics)}")  # fmt: skip
         else:
             flow = Flow(src.rows if src else 0, src.tokens_per_row if src else 0, "output size not estimated")
-        disk = _gb(flow.rows * flow.tokens_per_row, a) if kind not in ("card", "publish", "train", "eval") else 0.0
+        disk = (
+            _gb(flow.rows * flow.tokens_per_row, a)
+            if kind not in ("card", "publish", "train", "eval", "compare")
+            else 0.0
+        )
         totals["disk_gb"] += disk
         flows[step.name] = flow
         where = f", ~{disk:,.1f} GB" if disk else ""
-        lines.append(f"  {step.name:<10} {kind:<9} {flow.note or '-'}{where}")
+        lines.append(f"  {step.name:<{width}} {kind:<9} {flow.note or '-'}{where}")
     lines.append(
         f"  total: teacher {totals['teacher_gpu_h']:,.0f} GPU-hours, training {totals['train_gpu_h']:,.0f} GPU-hours, "
         f"disk ~{totals['disk_gb']:,.0f} GB ({a.bytes_per_token:g} bytes/token, {a.compression:g}x zstd)"
