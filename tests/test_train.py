@@ -218,6 +218,14 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path: Path, sft_data:
     summary = json.loads((out / "distill_train.json").read_text())
     assert summary["resumed_from"] and Path(summary["resumed_from"]).name.startswith("checkpoint-")
     assert int(Path(summary["resumed_from"]).name.split("-")[1]) == max(saved) and summary["global_step"] == 40
+    # another recipe (here: fewer steps) never resumes these checkpoints: refused, or afresh with --overwrite
+    other = [*args[:-1], "12"]
+    r = run_cli(*other)
+    assert r.returncode == 2 and "holds checkpoints of another recipe" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli(*other, "--overwrite")
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((out / "distill_train.json").read_text())
+    assert summary["resumed_from"] is None and summary["global_step"] == 12
 
 
 # --- preflight and recipes ----------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ def launch_command(
     nodes: int | None = None,
     num_processes: int | None = None,
     for_display: bool = False,
+    overwrite: bool = False,
 ) -> list[str]:
     nodes = nodes or cfg.nodes
     per_node = cfg.num_processes // cfg.nodes
@@ -51,6 +52,8 @@ def launch_command(
         cmd += ["--out", str(out)]
     if max_steps:
         cmd += ["--max-steps", str(max_steps)]
+    if overwrite:
+        cmd += ["--overwrite"]
     return cmd
 
 

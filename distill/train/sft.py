@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from distill.errors import UserError
-from distill.store import fingerprint
+from distill.store import atomic_write_bytes, fingerprint
 from distill.train.config import TINY, StudentConfig
 from distill.train.data import load_rows, make_plan, preflight, prepare_tokenizer, tokenize
 from distill.train.templates import get_template
@@ -76,6 +77,31 @@ def last_checkpoint(out: Path) -> str | None:
     return str(max(whole, key=lambda p: int(p.name.split("-")[-1]))) if whole else None
 
 
+STARTED = "distill_train.started.json"  # the fingerprints of the run whose checkpoints `out` holds
+
+
+def _same_run_or_afresh(out: Path, student_fp: str, data_fp: str, overwrite: bool) -> None:
+    """Checkpoints in `out` are resumed only by the recipe and data that wrote them; anything else is refused
+    (or, with --overwrite, the old checkpoints are removed), as a dataset directory refuses another run."""
+    started = out / STARTED
+    began = json.loads(started.read_text()) if started.exists() else {}
+    ours = {"student_fingerprint": student_fp, "data_fingerprint": data_fp}
+    theirs = {k: began.get(k) for k in ours}
+    if last_checkpoint(out) and theirs != ours:
+        if not overwrite:
+            what = "another recipe" if theirs["student_fingerprint"] != student_fp else "other data"
+            raise UserError(
+                f"{out}: holds checkpoints of {what}; pass --overwrite to start afresh or choose another --out"
+            )
+        if int(os.environ.get("RANK", "0")) == 0:
+            for ckpt in out.glob("checkpoint-*"):
+                shutil.rmtree(ckpt, ignore_errors=True)
+            (out / "distill_train.json").unlink(missing_ok=True)
+    if int(os.environ.get("RANK", "0")) == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(started, json.dumps(ours).encode())
+
+
 def prepare(cfg: StudentConfig, data: str, processes: int) -> tuple[Any, Any, Any, list[str]]:
     """(tokenizer, dataset, plan, notes): everything decided before a model is loaded."""
     from transformers import AutoTokenizer
@@ -107,7 +133,13 @@ def prepare(cfg: StudentConfig, data: str, processes: int) -> tuple[Any, Any, An
 
 
 def train(
-    cfg: StudentConfig, data: str | None, out: Path | None, *, max_steps: int | None = None, dry_run: bool = False
+    cfg: StudentConfig,
+    data: str | None,
+    out: Path | None,
+    *,
+    max_steps: int | None = None,
+    dry_run: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     import torch
 
@@ -125,6 +157,8 @@ def train(
         if (previous.get("student_fingerprint"), previous.get("data_fingerprint")) == (student_fp, data_fp):
             _log(f"train {cfg.name}: {out} already holds this recipe trained on this data; skipped")
             return {**previous, "skipped": True}
+    if not dry_run:
+        _same_run_or_afresh(out, student_fp, data_fp, overwrite)
     tokenizer, ds, plan, notes = prepare(cfg, data, processes)
     _log(f"train {cfg.name}: {cfg.base_model} on {data} -> {out}")
     for line in notes + plan.lines():
