@@ -4,7 +4,8 @@ The unit of work is one chunk of input rows -> one output shard (DESIGN.md, "Sta
 reads its chunk itself, applies the batch function and writes the shard under a temporary name; the
 parent only records finished shards in the manifest. So the parent's memory does not grow with the
 data, the output is in input order (shard k holds chunk k), and a rerun redoes only the shards the
-manifest does not list. The same task function is what the distributed executor will ship to Ray.
+manifest does not list. The same task function is what the Ray executor (`distill/ray_executor.py`)
+runs on a cluster.
 
 A batch function is `fn(batch: pyarrow.RecordBatch, **options) -> pyarrow.RecordBatch | pyarrow.Table`.
 If it raises on a batch, the batch is retried row by row and only the rows that raise become rejects
@@ -235,6 +236,7 @@ def run_map_stage(
     rows_per_shard: int = 10_000,
     show_progress: bool = True,
     extra_stats: Callable[[], dict[str, Any]] | None = None,
+    executor: str = "local",
 ) -> StageResult:
     """Run `stage` over the inputs into `out`; `extra_stats` adds to the manifest's stats once all shards are in."""
     started = time.perf_counter()
@@ -268,12 +270,29 @@ def run_map_stage(
         total_rows = sum(c.stop - c.start for c in chunks)
         done_rows = sum(s.get("rows_in", 0) for s in opened.manifest.shards.values())
         with StageProgress(stage.name, total_rows, done_rows, enabled=show_progress) as progress:
-            for entry in parallel_map(run_shard, todo, workers or os.cpu_count() or 1):
+            for entry in executor_map(run_shard, todo, workers, executor):
                 ds.record_shard(entry)
                 progress.advance(entry["rows_in"], Counter(entry.get("rejects", {}).get("codes", {})))
         stats = extra_stats() if extra_stats else {}
         manifest = ds.finish({**stats, "seconds": round(time.perf_counter() - started, 3)})
     return StageResult(manifest, False, time.perf_counter() - started, opened.redone)
+
+
+EXECUTORS = ("local", "ray")
+
+
+def executor_map(
+    fn: Callable[[Any], Any], tasks: list[Any], workers: int | None, executor: str = "local"
+) -> Iterator[Any]:
+    """`fn` over the tasks on the chosen executor, results in the order they finish: the local process
+    pool, or Ray (`distill.ray_executor`), which runs the same task functions on a cluster."""
+    if executor == "ray":
+        from distill.ray_executor import ray_map
+
+        return ray_map(fn, tasks, workers)
+    if executor != "local":
+        raise UserError(f"--executor {executor!r}: choose one of {', '.join(EXECUTORS)}")
+    return parallel_map(fn, tasks, workers or os.cpu_count() or 1)
 
 
 def parallel_map(fn: Callable[[Any], Any], tasks: list[Any], workers: int) -> Iterator[Any]:

@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from distill import inputs
 from distill.config import MixConfig
 from distill.errors import RowError
-from distill.executor import StageResult, already_done, parallel_map
+from distill.executor import StageResult, already_done, executor_map
 from distill.progress import StageProgress
 from distill.records import RECORDS, coerce_row, stable_id
 from distill.store import DatasetWriter, atomic_write_bytes
@@ -110,6 +110,7 @@ def run_mix(
     workers: int | None = None,
     overwrite: bool = False,
     show_progress: bool = True,
+    executor: str = "local",
 ) -> tuple[StageResult, list[str]]:
     """Returns the result and the warnings (sources short of their quota)."""
     started = time.perf_counter()
@@ -141,7 +142,17 @@ def run_mix(
         work = out / WORK
         if not (work / "pass1.done").exists():  # pass 1 is redone whole if it was cut short
             shutil.rmtree(work, ignore_errors=True)
-            _pass1(cfg, files, chosen, positions, work, tokenizer_ref, workers or os.cpu_count() or 1, show_progress)
+            _pass1(
+                cfg,
+                files,
+                chosen,
+                positions,
+                work,
+                tokenizer_ref,
+                workers or os.cpu_count() or 1,
+                show_progress,
+                executor,
+            )
             atomic_write_bytes(work / "pass1.done", b"")
         ds.set_plan(buckets)
         with StageProgress("mix: write", total, enabled=show_progress) as progress:
@@ -199,6 +210,7 @@ def _pass1(
     tokenizer: str | None,
     workers: int,
     show_progress: bool,
+    executor: str = "local",
 ) -> None:
     """Render and count every chosen row once, chunk by chunk in parallel; each chunk appends its rows to
     the buckets of their output shards (`work/bucket-K/part-T.parquet`).
@@ -219,13 +231,13 @@ def _pass1(
                 if len(sel):
                     tasks.append(RenderTask(
                         len(tasks), src.name, chunk, sel, positions[next_pos : next_pos + len(sel)], tokenizer,
-                        cfg.non_reasoning, cfg.rows_per_shard, str(work), workers <= 1,
+                        cfg.non_reasoning, cfg.rows_per_shard, str(work), workers <= 1 and executor == "local",
                     ))  # fmt: skip
                     next_pos += len(sel)
     rejects: list[dict[str, Any]] = []
     work.mkdir(parents=True, exist_ok=True)
     with StageProgress("mix: render + count", len(positions), enabled=show_progress) as progress:
-        for done, task_rejects in parallel_map(_render, tasks, workers):  # in the order tasks finish
+        for done, task_rejects in executor_map(_render, tasks, workers, executor):  # in the order tasks finish
             rejects.extend(task_rejects)
             progress.advance(done)
     rejects.sort(key=lambda r: (r["input"], r["row"]))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing as mp
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,8 +83,10 @@ class MathChecker:
     _conn: Any = None
 
     def _start(self) -> None:
-        # fork: the child inherits the imported modules, and the caller is single-threaded (a worker).
-        ctx = mp.get_context("fork")
+        # fork: the child inherits the imported modules, cheap when the caller is single-threaded (a pool
+        # worker). A threaded caller (a Ray worker runs gRPC and event-loop threads) must not fork: the child
+        # can inherit a lock some other thread held and hang, which would read as verify timeouts.
+        ctx = mp.get_context("fork" if threading.active_count() == 1 else "forkserver")
         self._conn, child = ctx.Pipe()
         self._proc = ctx.Process(target=_serve, args=(child,), daemon=True)
         self._proc.start()

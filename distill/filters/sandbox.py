@@ -157,9 +157,20 @@ def _command(program: Path, limits: Limits) -> list[str]:
     ]  # fmt: skip
 
 
+def _prlimit(limits: Limits) -> list[str]:
+    """The same limits as `_limit`, set by util-linux `prlimit` before it execs the command: no Python runs
+    between fork and exec, which a threaded caller (a Ray worker) needs; empty where prlimit is missing."""
+    if not shutil.which("prlimit"):
+        return []
+    mb = 1 << 20
+    return [
+        "prlimit", f"--cpu={limits.cpu_s}", f"--as={limits.memory_mb * mb}", f"--fsize={limits.file_mb * mb}",
+        f"--nofile={limits.open_files}", f"--nproc={limits.processes}", "--core=0", "--",
+    ]  # fmt: skip
+
+
 def _limit(limits: Limits):
     def apply() -> None:  # runs in the child before exec; the limits pass on to everything it starts
-        os.setsid()
         mb = 1 << 20
         resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s))
         resource.setrlimit(resource.RLIMIT_AS, (limits.memory_mb * mb, limits.memory_mb * mb))
@@ -181,14 +192,16 @@ def run_python(program: str, stdin: str, limits: Limits, timeout_s: float) -> tu
             os.chown(path, NOBODY, NOBODY)
         cmd = _command(path, limits)
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": tmp, "PYTHONHASHSEED": "0"}
+        wrapper = _prlimit(limits)
         proc = subprocess.Popen(
-            cmd,
+            [*wrapper, *cmd],
             cwd=tmp,
             env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            preexec_fn=_limit(limits),
+            start_new_session=True,  # its own process group: the time-out kills the whole group
+            preexec_fn=None if wrapper else _limit(limits),
         )
         try:
             out, err = proc.communicate(stdin.encode(), timeout=timeout_s)

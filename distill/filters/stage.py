@@ -185,6 +185,7 @@ def run_filter(
     overwrite: bool = False,
     rows_per_shard: int = 2_000,
     show_progress: bool = True,
+    executor: str = "local",
 ) -> StageResult:
     stage = MapStage(
         name="filter",
@@ -203,4 +204,5 @@ def run_filter(
         rows_per_shard=rows_per_shard,
         show_progress=show_progress,
         extra_stats=lambda: {"funnel": funnel(Path(out)), "preset": preset.name},
+        executor=executor,
     )

@@ -52,6 +52,7 @@ def run_prompts(
     workers: int | None = None,
     overwrite: bool = False,
     show_progress: bool = True,
+    executor: str = "local",
 ) -> StageResult:
     started = time.perf_counter()
     out = Path(out)
@@ -103,6 +104,7 @@ def run_prompts(
             workers=workers,
             rows_per_shard=cfg.rows_per_shard,
             show_progress=show_progress,
+            executor=executor,
         )
 
         # Pass 2: global decisions (seconds; recomputed on a resume rather than stored).
