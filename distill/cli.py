@@ -70,6 +70,16 @@ def _main(
     pass
 
 
+ExecutorOption = Annotated[
+    str,
+    typer.Option(
+        "--executor",
+        help="local: a process pool on this machine; ray: Ray Data tasks on the cluster in RAY_ADDRESS "
+        "(or a local Ray instance). Same rows either way.",
+    ),
+]
+
+
 @app.command()
 @user_errors
 def run(
@@ -85,6 +95,7 @@ def run(
         typer.Option("--workers", min=1, help="Processes per step; default: the step's, else all cores."),
     ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
+    executor: ExecutorOption = "local",
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the plan (rows, teacher tokens, GPU-hours, disk); run nothing.")
     ] = False,
@@ -103,13 +114,9 @@ def run(
     from distill import pipeline as pipeline_mod
 
     if dry_run:
-        from distill.plan import plan_pipeline
-
-        loaded = pipeline_mod.load(pipeline, out)
-        for line in plan_pipeline(loaded, pipeline_mod.load_settings(loaded, pipeline)):
-            print(line)
+        plan(pipeline, out)
         return
-    pipeline_mod.run(pipeline, out, overwrite=overwrite, workers=workers, show_progress=progress)
+    pipeline_mod.run(pipeline, out, overwrite=overwrite, workers=workers, show_progress=progress, executor=executor)
 
 
 @app.command()
@@ -136,6 +143,7 @@ def prompts(
         int | None, typer.Option("--ngram", min=4, help="Decontamination n-gram length (default 13; open-r1 uses 8).")
     ] = None,
     workers: Annotated[int | None, typer.Option("--workers", min=1, help="Processes; default: all cores.")] = None,
+    executor: ExecutorOption = "local",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Discard an existing --out and start afresh.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
 ) -> None:
@@ -159,7 +167,14 @@ def prompts(
     if ngram is not None:
         cfg = cfg.model_copy(update={"decontaminate": cfg.decontaminate.model_copy(update={"ngram": ngram})})
     result = run_prompts(
-        input, out, cfg, benchmarks=decontaminate, workers=workers, overwrite=overwrite, show_progress=progress
+        input,
+        out,
+        cfg,
+        benchmarks=decontaminate,
+        workers=workers,
+        overwrite=overwrite,
+        show_progress=progress,
+        executor=executor,
     )
     print_result("prompts", result, out)
     print_report(result.manifest.stats["report"])
@@ -184,6 +199,18 @@ def generate(
     ] = 1_000,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Discard an existing --out and start afresh.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            "--shard",
+            help="i/n: this process takes the i-th of n disjoint parts of the prompts (0-based); `slurm`: "
+            "i and n from SLURM_PROCID and SLURM_NTASKS. The last part to finish merges all n into --out.",
+        ),
+    ] = None,
+    base_url: Annotated[
+        list[str] | None,
+        typer.Option("--base-url", help="Server base URL(s) for this process, replacing the YAML's base_urls."),
+    ] = None,
 ) -> None:
     """Sample the teacher: `samples` traces per prompt, exactly one row per (`id`, `sample`).
 
@@ -197,14 +224,21 @@ def generate(
       distill generate --input runs/demo/prompts --teacher configs/teacher/synthetic.yaml --out runs/demo/traces
 
       distill generate --input runs/r1/prompts --teacher configs/teacher/r1-vllm.yaml --out runs/r1/traces
+
+      distill generate ... --shard 3/16 --base-url http://localhost:8000/v1   # one of 16 nodes, its own server
     """
     from distill.config import load_config
     from distill.executor import print_result
     from distill.teacher.config import TeacherConfig
-    from distill.teacher.stage import print_generate, run_generate
+    from distill.teacher.stage import parse_shard, print_generate, run_generate
 
     cfg = load_config(teacher, TeacherConfig)
-    result = run_generate(input, out, cfg, rows_per_shard=rows_per_shard, overwrite=overwrite, show_progress=progress)
+    if base_url:
+        cfg = cfg.model_copy(update={"base_urls": base_url})
+    part = parse_shard(shard) if shard is not None else None
+    result = run_generate(
+        input, out, cfg, rows_per_shard=rows_per_shard, overwrite=overwrite, show_progress=progress, shard=part
+    )
     print_result("generate", result, out)
     print_generate(result.manifest.stats["generate"])
 
@@ -276,6 +310,9 @@ def train(
     num_processes: Annotated[
         int | None, typer.Option("--num-processes", min=1, help="With --launch: GPUs in all (default: the recipe's).")
     ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Remove checkpoints of another recipe or data in --out; start afresh.")
+    ] = False,
 ) -> None:
     """Fine-tune a student on SFT rows (TRL SFTTrainer); resumes from the last checkpoint in --out.
 
@@ -301,12 +338,12 @@ def train(
         from distill.train.launch import launch_command, show
 
         cmd = launch_command(cfg, student, data=data, out=out, max_steps=max_steps, nodes=nodes,
-                             num_processes=num_processes, for_display=dry_run)  # fmt: skip
+                             num_processes=num_processes, for_display=dry_run, overwrite=overwrite)  # fmt: skip
         print(show(cmd), file=sys.stderr if not dry_run else sys.stdout)
         if dry_run:
             return
         raise typer.Exit(subprocess.run(cmd, env={**os.environ}).returncode)
-    run_train(cfg, data, out, max_steps=max_steps, dry_run=dry_run)
+    run_train(cfg, data, out, max_steps=max_steps, dry_run=dry_run, overwrite=overwrite)
 
 
 @app.command(name="eval")
@@ -386,6 +423,28 @@ def eval_(
                 print(line)
 
 
+@app.command()
+@user_errors
+def plan(
+    pipeline: Annotated[Path, typer.Argument(help="The pipeline YAML (see pipelines/).")],
+    out: Annotated[Path | None, typer.Option("--out", help="Run directory, as for `distill run`.")] = None,
+) -> None:
+    """The capacity plan of a pipeline, before it runs (the same as `distill run --dry-run`): prompts,
+    teacher requests and tokens, GPU-hours for generation and training at the stated throughputs, and
+    the disk each dataset directory takes. Figures that rest on an assumption name it (`plan:` block).
+
+    Example:
+
+      distill plan pipelines/r1-800k.yaml
+    """
+    from distill import pipeline as pipeline_mod
+    from distill.plan import plan_pipeline
+
+    loaded = pipeline_mod.load(pipeline, out)
+    for line in plan_pipeline(loaded, pipeline_mod.load_settings(loaded, pipeline)):
+        print(line)
+
+
 @app.command(name="filter")
 @user_errors
 def filter_(
@@ -395,6 +454,10 @@ def filter_(
     preset: Annotated[Path, typer.Option("--preset", help="Filter preset YAML (filters/r1.yaml, ...).")],
     out: Annotated[Path, typer.Option("--out", help="Output dataset directory of verdicts.")],
     workers: Annotated[int | None, typer.Option("--workers", min=1, help="Processes; default: all cores.")] = None,
+    executor: ExecutorOption = "local",
+    rows_per_shard: Annotated[
+        int, typer.Option("--rows-per-shard", min=1, help="Traces per output shard (the unit of work and resume).")
+    ] = 2_000,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Discard an existing --out and start afresh.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
 ) -> None:
@@ -410,7 +473,14 @@ def filter_(
     from distill.filters.stage import run_filter
 
     result = run_filter(
-        input, out, load_config(preset, FilterPreset), workers=workers, overwrite=overwrite, show_progress=progress
+        input,
+        out,
+        load_config(preset, FilterPreset),
+        workers=workers,
+        overwrite=overwrite,
+        show_progress=progress,
+        executor=executor,
+        rows_per_shard=rows_per_shard,
     )
     print_result("filter", result, out)
     f = result.manifest.stats["funnel"]
@@ -457,6 +527,7 @@ def mix(
     ],
     out: Annotated[Path, typer.Option("--out", help="Output dataset directory of SFT rows.")],
     workers: Annotated[int | None, typer.Option("--workers", min=1, help="Processes; default: all cores.")] = None,
+    executor: ExecutorOption = "local",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Discard an existing --out and start afresh.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
 ) -> None:
@@ -475,7 +546,13 @@ def mix(
 
     cfg = load_config(config, MixConfig)
     result, warnings = run_mix(
-        cfg, out, base=config.resolve().parent, workers=workers, overwrite=overwrite, show_progress=progress
+        cfg,
+        out,
+        base=config.resolve().parent,
+        workers=workers,
+        overwrite=overwrite,
+        show_progress=progress,
+        executor=executor,
     )
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)

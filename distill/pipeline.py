@@ -166,6 +166,7 @@ def run(
     overwrite: bool = False,
     workers: int | None = None,
     show_progress: bool = True,
+    executor: str = "local",
 ) -> dict[str, StageResult]:
     started = time.perf_counter()
     pipeline = load(path, out)
@@ -177,27 +178,33 @@ def run(
         common = {"overwrite": overwrite, "show_progress": show_progress}
         step_in, step_out = pipeline.step_inputs(step), pipeline.step_out(step)
         if step.stage in ("card", "publish", "train", "eval", "compare"):
-            outcome = _run_other(step, step_in, step_out, settings[step.name], pipeline, show_progress)
+            outcome = _run_other(step, step_in, step_out, settings[step.name], pipeline, show_progress, overwrite)
             print(
                 f"{step.name}: {outcome.report}{' (already done, skipped)' if outcome.skipped else ''}", file=sys.stderr
             )
             results[step.name] = outcome
             continue
         if step.stage == "prompts":
-            result = run_prompts(step_in, step_out, settings[step.name], workers=workers or step.workers, **common)
+            result = run_prompts(
+                step_in, step_out, settings[step.name], workers=workers or step.workers, executor=executor, **common
+            )
         elif step.stage == "generate":
             from distill.teacher.stage import run_generate
 
             result = run_generate(step_in, step_out, settings[step.name], rows_per_shard=step.rows_per_shard, **common)
         elif step.stage == "filter":
-            result = run_filter(step_in, step_out, settings[step.name], workers=workers or step.workers, **common)
+            result = run_filter(
+                step_in, step_out, settings[step.name], workers=workers or step.workers, executor=executor, **common
+            )
         elif step.stage == "select":
             sel = settings[step.name]
             result = run_select(step_in, step_out, per_prompt=sel.per_prompt, seed=sel.seed, **common)
         elif step.stage == "mix":
             from distill.mix import run_mix
 
-            result, warnings = run_mix(settings[step.name], step_out, workers=workers or step.workers, **common)
+            result, warnings = run_mix(
+                settings[step.name], step_out, workers=workers or step.workers, executor=executor, **common
+            )
             for w in warnings:
                 print(f"warning: {w}", file=sys.stderr)
         else:
@@ -209,6 +216,7 @@ def run(
                 overwrite=overwrite,
                 rows_per_shard=step.rows_per_shard,
                 show_progress=show_progress,
+                executor=executor,
             )
         print_result(step.name, result, pipeline.step_out(step))
         if step.stage == "generate" and not result.skipped:
@@ -228,7 +236,13 @@ def run(
 
 
 def _run_other(
-    step: Step, step_in: list[str], step_out: Path, settings: Any, pipeline: PipelineRun, show_progress: bool
+    step: Step,
+    step_in: list[str],
+    step_out: Path,
+    settings: Any,
+    pipeline: PipelineRun,
+    show_progress: bool,
+    overwrite: bool = False,
 ) -> StepOutcome:
     """Steps whose output is not a dataset directory: a card, an upload, a checkpoint, an evaluation, a
     comparison of evaluations."""
@@ -258,7 +272,7 @@ def _run_other(
         from distill.train.sft import train
 
         student, opts = settings
-        summary = train(student, str(source), step_out, max_steps=opts.max_steps)
+        summary = train(student, str(source), step_out, max_steps=opts.max_steps, overwrite=overwrite)
         loss = summary["train_loss"]
         last = summary["loss_history"][-1] if summary["loss_history"] else loss
         return StepOutcome(

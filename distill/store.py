@@ -488,7 +488,9 @@ class DatasetWriter:
             stray = [
                 p.name
                 for p in self.root.iterdir()
-                if p.name not in (LOCK, REJECTS) and not _SHARD_FILE.match(p.name) and not _TEMP_FILE.match(p.name)
+                if p.name not in (LOCK, REJECTS, "_work", "_parts")  # a generate run's journals and parts
+                and not _SHARD_FILE.match(p.name)
+                and not _TEMP_FILE.match(p.name)
             ]
             if stray:
                 raise UserError(

@@ -16,7 +16,10 @@ order), committed, recorded in the manifest, and the journal deleted. So:
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
+import os
+import shutil
 import sys
 import time
 from collections import Counter
@@ -32,12 +35,13 @@ from distill.errors import UserError
 from distill.executor import StageResult, already_done
 from distill.progress import GenerateProgress
 from distill.records import get_record, output_schema
-from distill.store import DatasetWriter, ShardWriter
+from distill.store import DatasetWriter, Manifest, ShardWriter, fingerprint, read_manifest, shard_files
 from distill.teacher.config import TeacherConfig
 from distill.teacher.journal import WORK, Journal, journal_path
 from distill.teacher.prompting import Request, user_turn
 
 PROMPT, TRACE = get_record("prompt"), get_record("trace")
+PARTS = "_parts"  # `--shard i/n` runs write OUT/_parts/i-of-n/ until the last one merges them into OUT
 RESULT_COLUMNS = ("reasoning", "content", "finish_reason", "prompt_tokens", "completion_tokens", "latency_s")
 RETRIED_CODES = ("request_failed", "request_rejected")  # rejects a later run asks again for
 WRITE_BATCH = 256
@@ -270,43 +274,180 @@ def run_generate(
     rows_per_shard: int = 1_000,
     overwrite: bool = False,
     show_progress: bool = True,
+    shard: tuple[int, int] | None = None,
 ) -> StageResult:
+    """Generate into `out`; with `shard=(i, n)`, only chunks k with k % n == i, into `out/_parts/i-of-n/`,
+    and whichever of the n processes finds all parts complete merges them into `out` (`merge_parts`)."""
     started = time.perf_counter()
     out = Path(out)
     files = inputs_mod.resolve(input_specs, rows_per_shard)
     inputs_mod.check_columns(files, PROMPT)
     chunks = inputs_mod.plan(files, rows_per_shard)
     config = {"teacher": cfg.fingerprint_fields(), "rows_per_shard": rows_per_shard}
+    inputs = [f.describe() for f in files]
+    mine, n = (shard[0], shard[1]) if shard else (0, 1)
+    root = out
+    if shard is not None:
+        if merged := merged_already(out, config, inputs, started):
+            return merged
+        root = part_dir(out, mine, n)
+        config = {**config, "shard": [mine, n]}
     with DatasetWriter.for_record(
-        out, stage="generate", record=TRACE, config=config, inputs=[f.describe() for f in files], overwrite=overwrite
+        root, stage="generate", record=TRACE, config=config, inputs=inputs, overwrite=overwrite
     ) as ds:
         opened = ds.open()
         retried = [k for k, e in sorted(opened.manifest.shards.items()) if e.get("failed_requests")]
         for k in retried:  # keep the rows, ask again for the failed samples
-            export_shard(out, opened.manifest.shards[k], k)
+            export_shard(root, opened.manifest.shards[k], k)
             ds.reopen_shard(k)
             opened.done.discard(k)
         if done := already_done(opened, started):
-            return done
-        _drop_stale_journals(out, opened.done)
+            return _merge_if_whole(out, n, done)
+        _drop_stale_journals(root, opened.done)
         ds.set_plan(len(chunks))
         file_index = {f.path: i for i, f in enumerate(files)}
-        todo = [(k, c, file_index[c.file.path]) for k, c in enumerate(chunks) if k not in opened.done]
+        todo = [(k, c, file_index[c.file.path]) for k, c in enumerate(chunks) if k not in opened.done and k % n == mine]
+        # Ids are deduplicated over the whole input, so every part rejects the same repeats.
         first, good = first_rows(chunks)
-        total = len(first) * cfg.samples
-        have = sum(s["rows"] for s in ds.manifest.shards.values()) + _journaled(out, todo)
+        total = _own_prompts(first, chunks, mine, n) * cfg.samples
+        have = sum(s["rows"] for s in ds.manifest.shards.values()) + _journaled(root, todo)
         backend = make_backend(cfg)
         totals = RunTotals()
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(_run(backend, cfg, ds, todo, out, first, total, have, show_progress, totals))
+            runner.run(_run(backend, cfg, ds, todo, root, first, total, have, show_progress, totals))
         stats = generate_stats(ds, cfg, totals, backend, good, time.perf_counter() - started)
         manifest = ds.finish({"generate": stats, "seconds": round(time.perf_counter() - started, 3)})
-    return StageResult(
+    result = StageResult(
         manifest,
         False,
         time.perf_counter() - started,
         opened.redone + [f"shard {k}: retrying its failed requests" for k in retried],
     )
+    return _merge_if_whole(out, n, result)
+
+
+def _own_prompts(first: dict[str, tuple[str, int]], chunks: list[inputs_mod.Chunk], mine: int, n: int) -> int:
+    """How many distinct prompts fall in this part's chunks (k % n == mine)."""
+    if n == 1:
+        return len(first)
+    starts: dict[str, list[tuple[int, int]]] = {}
+    for k, c in enumerate(chunks):
+        starts.setdefault(c.file.path, []).append((c.start, k))
+    count = 0
+    for path, row in first.values():
+        spans = starts[path]
+        count += spans[bisect.bisect_right(spans, (row, len(chunks))) - 1][1] % n == mine
+    return count
+
+
+# --- sharded runs: n client processes, one dataset directory -----------------------------------------
+
+
+def parse_shard(spec: str) -> tuple[int, int]:
+    """`i/n` (0 <= i < n), or `slurm` for (SLURM_PROCID, SLURM_NTASKS)."""
+    if spec == "slurm":
+        try:
+            i, n = int(os.environ["SLURM_PROCID"]), int(os.environ["SLURM_NTASKS"])
+        except (KeyError, ValueError):
+            raise UserError("--shard slurm: SLURM_PROCID / SLURM_NTASKS are not set; run it under srun") from None
+    else:
+        head, sep, tail = spec.partition("/")
+        if not sep or not head.strip().isdigit() or not tail.strip().isdigit():
+            raise UserError(f"--shard {spec!r}: write it as i/n, e.g. 0/4 for the first of 4 parts")
+        i, n = int(head), int(tail)
+    if not 0 <= i < n:
+        raise UserError(f"--shard {spec!r}: i must be in 0..n-1 (here n is {n})")
+    return i, n
+
+
+def part_dir(out: Path, i: int, n: int) -> Path:
+    return out / PARTS / f"{i}-of-{n}"
+
+
+def merged_already(
+    out: Path, config: dict[str, Any], inputs: list[dict[str, Any]], started: float
+) -> StageResult | None:
+    """The merged output, when an earlier sharded run already completed it with the same teacher and inputs."""
+    manifest = read_manifest(out)
+    if (
+        manifest is not None
+        and manifest.complete
+        and manifest.config_fingerprint == fingerprint(config)
+        and manifest.input_fingerprint == fingerprint([i["fingerprint"] for i in inputs])
+    ):
+        return StageResult(manifest, True, time.perf_counter() - started, [])
+    return None
+
+
+def _merge_if_whole(out: Path, n: int, result: StageResult) -> StageResult:
+    if n == 1:
+        return result
+    merged = merge_parts(out, n)
+    return result if merged is None else StageResult(merged, result.skipped, result.seconds, result.redone)
+
+
+def merge_parts(out: Path, n: int) -> Manifest | None:
+    """Assemble `out` from its n complete parts, or None while a part is unfinished.
+
+    Each part holds the shards of its own chunks under their global numbers (chunk k -> shard k), so
+    merging is linking their files into `out` and listing them in one manifest: the rows and their order
+    equal a single process's. Crash-safe: the manifest, written last, makes the merge; a rerun relinks.
+    """
+    parts = [read_manifest(part_dir(out, i, n)) for i in range(n)]
+    if any(p is None or not p.complete for p in parts):
+        return None
+    first = parts[0]
+    assert first is not None
+    config = {k: v for k, v in first.config.items() if k != "shard"}
+    for i, p in enumerate(parts):
+        assert p is not None
+        if {k: v for k, v in p.config.items() if k != "shard"} != config or p.inputs != first.inputs:
+            raise UserError(
+                f"{part_dir(out, i, n)}: made with another teacher config or other inputs than part 0; "
+                f"rerun that part with the same command (and --overwrite)"
+            )
+    with DatasetWriter(out, stage="generate", record=first.record, schema_version=first.schema_version,
+                       config=config, inputs=first.inputs) as ds:  # fmt: skip
+        opened = ds.open()
+        if opened.manifest.complete:
+            return opened.manifest
+        ds.set_plan(sum(p.planned_shards or 0 for p in parts if p) // n)
+        for i, p in enumerate(parts):
+            assert p is not None
+            for index, entry in sorted(p.shards.items()):
+                for f in shard_files(entry):
+                    _link(part_dir(out, i, n) / f["file"], out / f["file"])
+                ds.manifest.shards[index] = entry
+        stats = [p.stats.get("generate", {}) for p in parts if p]
+        merged = {
+            "teacher": stats[0].get("teacher"),
+            "backend": stats[0].get("backend"),
+            "samples_per_prompt": stats[0].get("samples_per_prompt"),
+            "parts": n,
+            **{
+                k: sum(s.get(k, 0) for s in stats)
+                for k in ("traces", "failed_requests", "prompt_tokens", "completion_tokens")
+            },
+            "prompts": stats[0].get("prompts"),  # every part counts the whole input's prompts
+        }
+        manifest = ds.finish({"generate": merged, "seconds": max(p.stats.get("seconds", 0) for p in parts if p)})
+    shutil.rmtree(out / PARTS, ignore_errors=True)  # the files live on in `out` (hard links)
+    return manifest
+
+
+def _link(src: Path, dst: Path) -> None:
+    """Hard-link a part's file into the merged directory (a copy where the filesystem has no links)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.exists():
+        if dst.stat().st_size == src.stat().st_size:
+            return
+        dst.unlink()
+    try:
+        os.link(src, dst)
+    except OSError:
+        tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
 
 
 async def _run(
@@ -386,19 +527,25 @@ def generate_stats(
             "retries": backend.stats.retries if backend.stats else 0,
         },
     }
+    if (shard := ds.manifest.config.get("shard")) is not None:
+        stats["part"] = shard
     if cfg.prices is not None:
         stats["cost_usd"] = round(cfg.prices.cost(prompt_tokens, completion_tokens), 4)
     return stats
 
 
 def print_generate(stats: dict[str, Any]) -> None:
-    run = stats["this_run"]
+    run = stats.get("this_run") or {"requests": 0}  # a merge of parts has no run of its own
     line = (
         f"  {stats['traces']:,} traces of {stats['prompts']:,} prompts x {stats['samples_per_prompt']} samples; "
         f"{stats['prompt_tokens']:,} prompt + {stats['completion_tokens']:,} completion tokens"
     )
     if "cost_usd" in stats:
         line += f"; cost ${stats['cost_usd']:,.2f}"
+    if "part" in stats:
+        line = f"  part {stats['part'][0]} of {stats['part'][1]}:" + line[1:] + "; merged when every part is done"
+    elif "parts" in stats:
+        line += f"; merged from {stats['parts']} parts"
     print(line, file=sys.stderr)
     if run["requests"]:
         errors = ", ".join(f"{k} {v:,}" for k, v in run["errors"].items()) or "none"
