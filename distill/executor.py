@@ -242,6 +242,7 @@ def run_map_stage(
     started = time.perf_counter()
     if rows_per_shard < 1:
         raise UserError(f"rows_per_shard is {rows_per_shard}; it must be at least 1")
+    check_executor(executor)
     load_function(stage.function)  # a bad function spec fails before anything is read
     files = inputs_mod.resolve(input_specs, rows_per_shard)
     in_record = get_record(stage.input_record) if stage.input_record else None
@@ -281,6 +282,11 @@ def run_map_stage(
 EXECUTORS = ("local", "ray")
 
 
+def check_executor(executor: str) -> None:
+    if executor not in EXECUTORS:
+        raise UserError(f"--executor {executor!r}: choose one of {', '.join(EXECUTORS)}")
+
+
 def executor_map(
     fn: Callable[[Any], Any], tasks: list[Any], workers: int | None, executor: str = "local"
 ) -> Iterator[Any]:
@@ -290,8 +296,7 @@ def executor_map(
         from distill.ray_executor import ray_map
 
         return ray_map(fn, tasks, workers)
-    if executor != "local":
-        raise UserError(f"--executor {executor!r}: choose one of {', '.join(EXECUTORS)}")
+    check_executor(executor)
     return parallel_map(fn, tasks, workers or os.cpu_count() or 1)
 
 

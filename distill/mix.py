@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from distill import inputs
 from distill.config import MixConfig
 from distill.errors import RowError
-from distill.executor import StageResult, already_done, executor_map
+from distill.executor import StageResult, already_done, check_executor, executor_map
 from distill.progress import StageProgress
 from distill.records import RECORDS, coerce_row, stable_id
 from distill.store import DatasetWriter, atomic_write_bytes
@@ -113,6 +113,7 @@ def run_mix(
     executor: str = "local",
 ) -> tuple[StageResult, list[str]]:
     """Returns the result and the warnings (sources short of their quota)."""
+    check_executor(executor)
     started = time.perf_counter()
     out = Path(out)
     files = {

@@ -32,7 +32,7 @@ from distill.config import (
     parse,
 )
 from distill.errors import UserError
-from distill.executor import MapStage, StageResult, load_function, print_result, run_map_stage
+from distill.executor import MapStage, StageResult, check_executor, load_function, print_result, run_map_stage
 from distill.filters.select import run_select
 from distill.filters.stage import run_filter
 from distill.prompts.stage import run_prompts
@@ -169,6 +169,7 @@ def run(
     executor: str = "local",
 ) -> dict[str, StageResult]:
     started = time.perf_counter()
+    check_executor(executor)
     pipeline = load(path, out)
     settings = load_settings(pipeline, path)
     n = len(pipeline.config.steps)

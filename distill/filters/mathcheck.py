@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 CORRECT, WRONG, TIMEOUT, BAD_GOLD = "correct", "wrong", "timeout", "bad_gold"
+STARTUP_S = 300
 
 
 def _configs() -> list[Any]:
@@ -62,6 +63,8 @@ def _serve(conn: Any) -> None:  # the child's loop
     logging.getLogger("math_verify").setLevel(logging.ERROR)  # "timeout disabled": we enforce it ourselves
     configs = _configs()
     golds: dict[str, list[Any]] = {}
+    _verify("1", ["1"], {}, configs)  # imports and the parsers' first use, before any pair's clock starts
+    conn.send("ready")
     while True:
         batch = conn.recv()
         if batch is None:
@@ -91,6 +94,10 @@ class MathChecker:
         self._proc = ctx.Process(target=_serve, args=(child,), daemon=True)
         self._proc.start()
         child.close()
+        # A fresh (forkserver) child imports sympy and math-verify first: seconds, and not any pair's time.
+        if not self._conn.poll(STARTUP_S) or self._conn.recv() != "ready":
+            self._kill()
+            raise RuntimeError(f"the math-verify process did not start within {STARTUP_S} s")
 
     def _kill(self) -> None:
         if self._proc is not None:

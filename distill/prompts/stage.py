@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from distill import inputs
 from distill.config import PromptsConfig
-from distill.executor import MapStage, StageResult, already_done, run_map_stage
+from distill.executor import MapStage, StageResult, already_done, check_executor, run_map_stage
 from distill.progress import StageProgress
 from distill.prompts.benchmarks import BenchmarkIndex, build_index
 from distill.prompts.dedup import KEPT, REASONS, Decisions, cluster_roots, decide
@@ -55,6 +55,7 @@ def run_prompts(
     executor: str = "local",
 ) -> StageResult:
     started = time.perf_counter()
+    check_executor(executor)
     out = Path(out)
     bench_specs = [*cfg.decontaminate.benchmarks, *(benchmarks or [])]
     files = inputs.resolve(input_specs, cfg.rows_per_shard)
