@@ -129,7 +129,9 @@ def _rate(hits: list[bool]) -> float:
     return sum(hits) / max(len(hits), 1)
 
 
-def run(n: int, root: Path, workers: int | None = None) -> dict:
+def run(
+    n: int, root: Path, workers: int | None = None, executor: str = "local", rows_per_shard: int | None = None
+) -> dict:
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     rows = make_traces(n)
@@ -139,6 +141,9 @@ def run(n: int, root: Path, workers: int | None = None) -> dict:
            "--preset", "filters/r1.yaml", "--out", str(root / "verdicts"), "--no-progress"]  # fmt: skip
     if workers:
         cmd += ["--workers", str(workers)]
+    if rows_per_shard:
+        cmd += ["--rows-per-shard", str(rows_per_shard)]
+    cmd += ["--executor", executor]
     seconds, peak, _ = run_measured(cmd)
     manifest = json.loads((root / "verdicts" / "_manifest.json").read_text())
     verdict_rows = pq.read_table(root / "verdicts", columns=["id", "sample", "reject_reason"]).to_pylist()
@@ -168,11 +173,13 @@ def main() -> None:
     ap.add_argument("--dir", type=Path, default=Path(".bench/filter"))
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--naive", action="store_true", help="run the naive chain instead (one process)")
+    ap.add_argument("--executor", default="local", choices=["local", "ray"])
+    ap.add_argument("--rows-per-shard", type=int, default=None)
     args = ap.parse_args()
     if args.naive:
         print(json.dumps(naive(make_traces(args.traces))))
     else:
-        print(json.dumps(run(args.traces, args.dir, args.workers), indent=1))
+        print(json.dumps(run(args.traces, args.dir, args.workers, args.executor, args.rows_per_shard), indent=1))
 
 
 if __name__ == "__main__":
