@@ -498,6 +498,8 @@ def select(
     per_prompt: Annotated[int, typer.Option("--per-prompt", min=1, help="At most this many traces per prompt.")],
     seed: Annotated[int, typer.Option("--seed", help="Seed of the choice among a prompt's kept traces.")] = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Discard an existing --out and start afresh.")] = False,
+    workers: Annotated[int | None, typer.Option("--workers", min=1, help="Processes; default: all cores.")] = None,
+    executor: ExecutorOption = "local",
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
 ) -> None:
     """Keep at most K kept traces per prompt: identical traces count once, then a seeded order decides.
@@ -509,7 +511,8 @@ def select(
     from distill.executor import print_result
     from distill.filters.select import run_select
 
-    result = run_select(input, out, per_prompt=per_prompt, seed=seed, overwrite=overwrite, show_progress=progress)
+    result = run_select(input, out, per_prompt=per_prompt, seed=seed, overwrite=overwrite, show_progress=progress,
+                        workers=workers, executor=executor)  # fmt: skip
     print_result("select", result, out)
     s = result.manifest.stats["select"]
     print(

@@ -199,7 +199,8 @@ def run(
             )
         elif step.stage == "select":
             sel = settings[step.name]
-            result = run_select(step_in, step_out, per_prompt=sel.per_prompt, seed=sel.seed, **common)
+            result = run_select(step_in, step_out, per_prompt=sel.per_prompt, seed=sel.seed,
+                                workers=workers or step.workers, executor=executor, **common)  # fmt: skip
         elif step.stage == "mix":
             from distill.mix import run_mix
 

@@ -172,6 +172,7 @@ def test_bad_shard_spec_is_one_line(tmp_path: Path) -> None:
 
 STUB_SRUN = """#!/usr/bin/env bash
 # srun --nodes=N --ntasks=N CMD...: run CMD once per task, as Slurm would on N nodes, one after another
+if [[ -n ${SRUN_LOG_ONLY:-} ]]; then echo "srun $*" >> "$STUB_LOG"; exit 0; fi
 n=1
 while [[ $1 == --* ]]; do case $1 in --ntasks=*) n=${1#--ntasks=};; esac; shift; done
 for ((i = 0; i < n; i++)); do SLURM_PROCID=$i SLURM_NODEID=$i "$@" || exit $?; done
@@ -219,5 +220,11 @@ def test_slurm_scripts_render_the_commands_they_should(tmp_path: Path) -> None:
         f"--no-progress --shard slurm --base-url http://127.0.0.1:8000/v1 | rank= procid={i} main="
         for i in range(3)
     ]
+    for script, server, port in (("serve-r1-vllm.sbatch", "vllm-r1-2x8xh100.sh", 8000),
+                                 ("serve-r1-sglang.sbatch", "sglang-r1-2x8xh100.sh", 30000)):  # fmt: skip
+        env = {"SRUN_LOG_ONLY": "1", "SLURM_SUBMIT_DIR": str(tmp_path)}
+        lines = render(tmp_path, script, [], 2, env)
+        assert len(lines) == 1 and lines[0].startswith("srun --nodes=2 --ntasks=2 bash -c") and server in lines[0]
+        assert (tmp_path / "r1-endpoints" / "42.url").read_text() == f"http://node-a:{port}/v1\n"
     lines = render(tmp_path, "generate.sbatch", ["p", "t.yaml", "o"], 1)
     assert lines == ["distill generate --input p --teacher t.yaml --out o --no-progress | rank= procid= main="]
