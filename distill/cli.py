@@ -240,7 +240,8 @@ def generate(
         input, out, cfg, rows_per_shard=rows_per_shard, overwrite=overwrite, show_progress=progress, shard=part
     )
     print_result("generate", result, out)
-    print_generate(result.manifest.stats["generate"])
+    stats = result.manifest.stats["generate"]
+    print_generate(stats, merged_hint=part is not None and "parts" in stats)
 
 
 @app.command(name="render-chat")

@@ -154,6 +154,34 @@ def test_two_clients_on_two_endpoints_split_the_prompts_and_merge(tmp_path: Path
     assert order == sorted(order, key=lambda k: (ids_in_order(src).index(k[0]), k[1]))  # input order, as one process
 
 
+def test_failed_samples_of_a_part_are_merged_as_rejects_then_retried_without_shard(tmp_path: Path) -> None:
+    src = write_jsonl(tmp_path / "p.jsonl", prompts(40))
+    failing = ThreadedServer(ServerConfig(fail_matching="Compute 7 + 8"))  # one prompt always fails here
+    cfg = tmp_path / "teacher.yaml"
+    cfg.write_text(yaml.safe_dump({"backend": "openai", "model": "m", "base_urls": [failing.url], "samples": 2,
+                                   "backoff_s": 0.01, "max_backoff_s": 0.02, "max_retries": 2}))  # fmt: skip
+    out = tmp_path / "traces"
+    base = ["generate", "--input", str(src), "--teacher", str(cfg), "--out", str(out), "--rows-per-shard", "10"]
+    try:
+        for i in range(2):
+            r = run_cli(*base, "--shard", f"{i}/2", "--no-progress")
+            assert r.returncode == 0, r.stderr[-2000:]
+        again = run_cli(*base, "--shard", "0/2", "--no-progress")
+    finally:
+        failing.stop()
+    assert "run the command without --shard to retry them" in again.stderr
+    manifest = json.loads((out / "_manifest.json").read_text())
+    assert manifest["stats"]["generate"]["failed_requests"] == 2 and len(read_rows(out)) == 78
+    healthy = ThreadedServer(ServerConfig())
+    try:
+        r = run_cli(*base, "--base-url", healthy.url, "--no-progress")
+        asked = healthy.stats.requests
+    finally:
+        healthy.stop()
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert asked == 2 and len(read_rows(out)) == 80  # exactly the two failed samples, into the merged set
+
+
 def ids_in_order(src: Path) -> list[str]:
     from distill.records import stable_id
 

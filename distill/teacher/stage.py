@@ -534,7 +534,8 @@ def generate_stats(
     return stats
 
 
-def print_generate(stats: dict[str, Any]) -> None:
+def print_generate(stats: dict[str, Any], merged_hint: bool = False) -> None:
+    """The summary lines of a generate run; `merged_hint`: a --shard run that found the parts merged."""
     run = stats.get("this_run") or {"requests": 0}  # a merge of parts has no run of its own
     line = (
         f"  {stats['traces']:,} traces of {stats['prompts']:,} prompts x {stats['samples_per_prompt']} samples; "
@@ -557,6 +558,10 @@ def print_generate(stats: dict[str, Any]) -> None:
     if stats["failed_requests"]:
         print(
             f"  {stats['failed_requests']:,} samples failed after every retry (see _rejects/); "
-            "run the same command again to retry them",
+            + (
+                "the parts are merged: run the command without --shard to retry them"
+                if merged_hint
+                else "run the same command again to retry them"
+            ),
             file=sys.stderr,
         )
