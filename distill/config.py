@@ -31,6 +31,11 @@ class StrictModel(BaseModel):
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
+# Built-in stages whose output is not a dataset directory (a card, an upload, a checkpoint, an evaluation,
+# a comparison): the pipeline runs them apart from the batch stages and the plan gives them no disk.
+OTHER_STAGES = ("card", "publish", "train", "eval", "compare")
+
+
 class Step(StrictModel):
     """One stage of a pipeline; its output is `<run dir>/<name>/`."""
 

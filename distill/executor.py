@@ -292,11 +292,11 @@ def executor_map(
 ) -> Iterator[Any]:
     """`fn` over the tasks on the chosen executor, results in the order they finish: the local process
     pool, or Ray (`distill.ray_executor`), which runs the same task functions on a cluster."""
+    check_executor(executor)
     if executor == "ray":
         from distill.ray_executor import ray_map
 
         return ray_map(fn, tasks, workers)
-    check_executor(executor)
     return parallel_map(fn, tasks, workers or os.cpu_count() or 1)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.config import (
+    OTHER_STAGES,
     CardStepOptions,
     CompareStepOptions,
     EvalStepOptions,
@@ -178,7 +179,7 @@ def run(
     for step in pipeline.config.steps:
         common = {"overwrite": overwrite, "show_progress": show_progress}
         step_in, step_out = pipeline.step_inputs(step), pipeline.step_out(step)
-        if step.stage in ("card", "publish", "train", "eval", "compare"):
+        if step.stage in OTHER_STAGES:
             outcome = _run_other(step, step_in, step_out, settings[step.name], pipeline, show_progress, overwrite)
             print(
                 f"{step.name}: {outcome.report}{' (already done, skipped)' if outcome.skipped else ''}", file=sys.stderr

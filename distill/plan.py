@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distill.config import PlanAssumptions
+from distill.config import OTHER_STAGES, PlanAssumptions
 
 
 @dataclass
@@ -130,11 +130,7 @@ def plan_pipeline(pipeline: Any, settings: dict[str, Any]) -> list[str]:
                               f"{', '.join(cfg.metrics)}")  # fmt: skip
         else:
             flow = Flow(src.rows if src else 0, src.tokens_per_row if src else 0, "output size not estimated")
-        disk = (
-            _gb(flow.rows * flow.tokens_per_row, a)
-            if kind not in ("card", "publish", "train", "eval", "compare")
-            else 0.0
-        )
+        disk = _gb(flow.rows * flow.tokens_per_row, a) if kind not in OTHER_STAGES else 0.0
         totals["disk_gb"] += disk
         flows[step.name] = flow
         where = f", ~{disk:,.1f} GB" if disk else ""

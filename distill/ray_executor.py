@@ -40,17 +40,16 @@ def _ray() -> Any:
 def init(workers: int | None) -> None:
     """Connect to the cluster in RAY_ADDRESS, or start a local instance with `workers` CPUs."""
     ray = _ray()
-    if ray.is_initialized():
-        return
-    local = not os.environ.get("RAY_ADDRESS")
-    ray.init(
-        num_cpus=(workers or os.cpu_count() or 1) if local else None,
-        include_dashboard=False,
-        log_to_driver=True,  # a worker's error message reaches the user's terminal
-        logging_level=logging.WARNING,  # Ray's INFO lines would drown distill's progress and summary
-        # distill's modules are imported by name on the workers; the driver's tree is the workers' tree
-        runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}},
-    )
+    if not ray.is_initialized():
+        local = not os.environ.get("RAY_ADDRESS")
+        ray.init(
+            num_cpus=(workers or os.cpu_count() or 1) if local else None,
+            include_dashboard=False,
+            log_to_driver=True,  # a worker's error message reaches the user's terminal
+            logging_level=logging.WARNING,  # Ray's INFO lines would drown distill's progress and summary
+            # distill's modules are imported by name on the workers; the driver's tree is the workers' tree
+            runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}},
+        )
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # distill's own progress bar counts rows; Ray's would count tasks

@@ -84,6 +84,11 @@ def sha256_file(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def inputs_fingerprint(inputs: list[dict[str, Any]]) -> str:
+    """The fingerprint of a stage's inputs (their `describe()` entries) as a manifest records it."""
+    return fingerprint([i["fingerprint"] for i in inputs])
+
+
 def fingerprint(obj: Any) -> str:
     """SHA-256 of canonical JSON: equal configs give equal fingerprints, whatever the key order."""
     blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
@@ -446,7 +451,7 @@ class DatasetWriter:
             config=config,
             config_fingerprint=fingerprint(config),
             inputs=inputs,
-            input_fingerprint=fingerprint([i["fingerprint"] for i in inputs]),
+            input_fingerprint=inputs_fingerprint(inputs),
         )
         self.overwrite = overwrite
         self.verify = verify

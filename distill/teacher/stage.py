@@ -35,7 +35,15 @@ from distill.errors import UserError
 from distill.executor import StageResult, already_done
 from distill.progress import GenerateProgress
 from distill.records import get_record, output_schema
-from distill.store import DatasetWriter, Manifest, ShardWriter, fingerprint, read_manifest, shard_files
+from distill.store import (
+    DatasetWriter,
+    Manifest,
+    ShardWriter,
+    fingerprint,
+    inputs_fingerprint,
+    read_manifest,
+    shard_files,
+)
 from distill.teacher.config import TeacherConfig
 from distill.teacher.journal import WORK, Journal, journal_path
 from distill.teacher.prompting import Request, user_turn
@@ -373,7 +381,7 @@ def merged_already(
         manifest is not None
         and manifest.complete
         and manifest.config_fingerprint == fingerprint(config)
-        and manifest.input_fingerprint == fingerprint([i["fingerprint"] for i in inputs])
+        and manifest.input_fingerprint == inputs_fingerprint(inputs)
     ):
         return StageResult(manifest, True, time.perf_counter() - started, [])
     return None
@@ -393,14 +401,13 @@ def merge_parts(out: Path, n: int) -> Manifest | None:
     merging is linking their files into `out` and listing them in one manifest: the rows and their order
     equal a single process's. Crash-safe: the manifest, written last, makes the merge; a rerun relinks.
     """
-    parts = [read_manifest(part_dir(out, i, n)) for i in range(n)]
-    if any(p is None or not p.complete for p in parts):
+    found = [read_manifest(part_dir(out, i, n)) for i in range(n)]
+    parts = [p for p in found if p is not None and p.complete]
+    if len(parts) < n:
         return None
     first = parts[0]
-    assert first is not None
     config = {k: v for k, v in first.config.items() if k != "shard"}
     for i, p in enumerate(parts):
-        assert p is not None
         if {k: v for k, v in p.config.items() if k != "shard"} != config or p.inputs != first.inputs:
             raise UserError(
                 f"{part_dir(out, i, n)}: made with another teacher config or other inputs than part 0; "
@@ -411,14 +418,13 @@ def merge_parts(out: Path, n: int) -> Manifest | None:
         opened = ds.open()
         if opened.manifest.complete:
             return opened.manifest
-        ds.set_plan(sum(p.planned_shards or 0 for p in parts if p) // n)
+        ds.set_plan(sum(p.planned_shards or 0 for p in parts) // n)
         for i, p in enumerate(parts):
-            assert p is not None
             for index, entry in sorted(p.shards.items()):
                 for f in shard_files(entry):
                     _link(part_dir(out, i, n) / f["file"], out / f["file"])
                 ds.manifest.shards[index] = entry
-        stats = [p.stats.get("generate", {}) for p in parts if p]
+        stats = [p.stats.get("generate", {}) for p in parts]
         merged = {
             "teacher": stats[0].get("teacher"),
             "backend": stats[0].get("backend"),
@@ -430,7 +436,7 @@ def merge_parts(out: Path, n: int) -> Manifest | None:
             },
             "prompts": stats[0].get("prompts"),  # every part counts the whole input's prompts
         }
-        manifest = ds.finish({"generate": merged, "seconds": max(p.stats.get("seconds", 0) for p in parts if p)})
+        manifest = ds.finish({"generate": merged, "seconds": max(p.stats.get("seconds", 0) for p in parts)})
     shutil.rmtree(out / PARTS, ignore_errors=True)  # the files live on in `out` (hard links)
     return manifest
 

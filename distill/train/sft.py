@@ -28,8 +28,12 @@ from distill.train.data import load_rows, make_plan, preflight, prepare_tokenize
 from distill.train.templates import get_template
 
 
+def _main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def _log(msg: str) -> None:
-    if int(os.environ.get("RANK", "0")) == 0:
+    if _main_process():
         print(msg, file=sys.stderr, flush=True)
 
 
@@ -93,11 +97,11 @@ def _same_run_or_afresh(out: Path, student_fp: str, data_fp: str, overwrite: boo
             raise UserError(
                 f"{out}: holds checkpoints of {what}; pass --overwrite to start afresh or choose another --out"
             )
-        if int(os.environ.get("RANK", "0")) == 0:
+        if _main_process():
             for ckpt in out.glob("checkpoint-*"):
                 shutil.rmtree(ckpt, ignore_errors=True)
             (out / "distill_train.json").unlink(missing_ok=True)
-    if int(os.environ.get("RANK", "0")) == 0:
+    if _main_process():
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(started, json.dumps(ours).encode())
 
