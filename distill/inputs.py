@@ -16,11 +16,12 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
@@ -337,25 +338,65 @@ def _table_batch(
     return Batch(good, rows, [Reject(first + i, err, _row_json(table, i)) for i, err in errors])
 
 
-def iter_rows(chunk: Chunk) -> Iterator[tuple[int, dict[str, Any] | None, Reject | None]]:
-    """(row number, row, None) or (row number, None, reject) for each row of `chunk`, as Python values.
+def take_columns(
+    chunk: Chunk, rows: np.ndarray, columns: Sequence[str]
+) -> tuple[list[int], dict[str, list[Any]], list[Reject]]:
+    """The chosen `rows` of `chunk` (row numbers in the file, sorted, repeats kept) as Python values,
+    column by column, for a stage that works on Python values (the mix).
 
-    No Arrow type is inferred: for a stage that works on rows one by one (the mix), a value of an
-    unexpected type is that row's problem only, not its batch's.
+    Returns the row numbers that were read, their `columns` (a column a file lacks is all None), and a
+    reject for each chosen row that could not be read (a malformed JSON line, a blank line). No Arrow
+    type is inferred across JSON rows: a value of an unexpected type is that row's problem only. Only
+    the named columns of the chosen rows become Python objects: a row-by-row reader spends most of a
+    short-row mix building dicts of columns it never looks at.
     """
+    numbers: list[int] = []
+    values: dict[str, list[Any]] = {c: [] for c in columns}
+    rejects: list[Reject] = []
     f = chunk.file
     if f.format == "jsonl":
+        wanted = set(rows.tolist())
+        found: dict[int, Any] = {}
         for lineno, raw in _lines(f.path, chunk.byte_start, chunk.byte_stop, chunk.start):
-            if not raw.strip():
-                continue
-            try:
-                yield lineno, _convert(_parse_line(raw), None, f.source, None), None
-            except RowError as e:
-                yield lineno, None, Reject(lineno, str(e), raw)
-        return
+            if lineno in wanted and raw.strip():
+                try:
+                    found[lineno] = _convert(_parse_line(raw), None, f.source, None)
+                except RowError as e:
+                    found[lineno] = Reject(lineno, str(e), raw)
+        for n in rows.tolist():
+            got = found.get(n)
+            if isinstance(got, dict):
+                numbers.append(n)
+                for c in columns:
+                    values[c].append(got.get(c))
+            else:
+                rejects.append(got if got is not None else Reject(n, "missing_row: a blank line", ""))
+        return numbers, values, rejects
     for first, table in _table_slices(chunk, 65_536):
-        for i, row in enumerate(table.to_pylist()):
-            yield first + i, row, None
+        mine = rows[(rows >= first) & (rows < first + table.num_rows)]
+        if not len(mine):
+            continue
+        picked = table.take(pa.array(mine - first))
+        numbers.extend(mine.tolist())
+        for c in columns:
+            values[c].extend(picked.column(c).to_pylist() if c in picked.column_names else [None] * len(mine))
+    return numbers, values, rejects
+
+
+def rows_at(chunk: Chunk, numbers: Sequence[int]) -> dict[int, Any]:
+    """Whole rows of `chunk` by row number, as Python values (for the rare rows a stage rejects after
+    `take_columns`, whose reject keeps the row as it was)."""
+    wanted = set(numbers)
+    f = chunk.file
+    if f.format == "jsonl":
+        lines = _lines(f.path, chunk.byte_start, chunk.byte_stop, chunk.start)
+        return {n: _parse_line(raw) for n, raw in lines if n in wanted}
+    found: dict[int, Any] = {}
+    for first, table in _table_slices(chunk, 65_536):
+        mine = sorted(n for n in wanted if first <= n < first + table.num_rows)
+        if mine:
+            found.update(zip(mine, table.take(pa.array([n - first for n in mine])).to_pylist(), strict=True))
+    return found
 
 
 def _row_json(table: pa.Table, i: int) -> str:

@@ -19,7 +19,7 @@ import json
 import os
 import shutil
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,9 +33,9 @@ from distill.config import MixConfig
 from distill.errors import RowError
 from distill.executor import StageResult, already_done, check_executor, executor_map
 from distill.progress import StageProgress
-from distill.records import RECORDS, coerce_row, stable_id
+from distill.records import MESSAGE, RECORDS, coerce_row, stable_id
 from distill.store import DatasetWriter, atomic_write_bytes
-from distill.tokenizer import count_tokens, load_tokenizer
+from distill.tokenizer import count_tokens, load_counter, load_tokenizer, save_counter
 
 SFT = RECORDS["sft"]
 WORK = ".work"
@@ -50,27 +50,72 @@ def assistant_text(reasoning: str | None, content: str, non_reasoning: str) -> s
     return content.strip()
 
 
-def to_sft(row: dict[str, Any], source: str, non_reasoning: str) -> dict[str, Any]:
-    """One source row as an SFT row (`num_tokens` still to count); `RowError` if it cannot be one."""
-    if row.get("messages") is not None:
-        messages = coerce_row({"id": row.get("id") or "", "messages": row["messages"]}, SFT, source)["messages"]
-        ident = row.get("id") or stable_id("\n".join(m["content"] for m in messages))
-    else:
-        for key in ("problem", "content"):
-            if not isinstance(row.get(key), str):
-                raise RowError("missing_field", f"column '{key}' is missing or not text (nor is there `messages`)")
-        reasoning = row.get("reasoning") if isinstance(row.get("reasoning"), str) else None
-        # The user turn the teacher answered (problem + its instruction, e.g. R1's "put your final answer
-        # within \\boxed{}"), so the student is trained on the prompt it will be evaluated with.
-        user = row["prompt"] if isinstance(row.get("prompt"), str) and row["prompt"] else row["problem"]
-        messages = [
-            {"role": "user", "content": user},
-            {"role": "assistant", "content": assistant_text(reasoning, row["content"], non_reasoning)},
-        ]
-        ident = row.get("id") or stable_id(row["problem"])
-        if row.get("sample") is not None:
-            ident = f"{ident}:{row['sample']}"
-    return {"id": ident, "source": source, "domain": row.get("domain") or "general", "messages": messages}
+_FIELDS = ("id", "sample", "problem", "prompt", "reasoning", "content", "domain", "messages")
+
+
+@dataclass
+class SFTColumns:
+    """Rows rendered as SFT rows, column by column: `messages` flattened (row k's turns are
+    `roles[offsets[k]:offsets[k+1]]`), and the text whose tokens are counted."""
+
+    ids: list[str]
+    domains: list[str]
+    roles: list[str]
+    contents: list[str]
+    offsets: list[int]
+    texts: list[str]
+    kept: list[int]  # positions of the rendered rows in the input columns
+
+    def messages(self) -> pa.Array:
+        return pa.ListArray.from_arrays(
+            pa.array(self.offsets, pa.int32()),
+            pa.StructArray.from_arrays(
+                [pa.array(self.roles, pa.string()), pa.array(self.contents, pa.large_string())],
+                fields=list(MESSAGE),
+            ),
+        ).cast(pa.list_(MESSAGE))
+
+
+def to_sft(columns: dict[str, list[Any]], source: str, non_reasoning: str) -> tuple[SFTColumns, list[tuple[int, str]]]:
+    """Source rows (the `_FIELDS` columns as Python values) as SFT rows (`num_tokens` still to count),
+    and (position, error) for each row that cannot be one.
+
+    A pure batch function over columns: a row-at-a-time version building dicts spent more time than
+    the Rust tokenizer in a mix of short rows.
+    """
+    out = SFTColumns([], [], [], [], [0], [], [])
+    errors: list[tuple[int, str]] = []
+    rows = zip(*(columns[c] for c in _FIELDS), strict=True)
+    for k, (ident, sample, problem, prompt, reasoning, content, domain, messages) in enumerate(rows):
+        if messages is not None:
+            try:
+                turns = coerce_row({"id": ident or "", "messages": messages}, SFT, source)["messages"]
+            except RowError as e:
+                errors.append((k, str(e)))
+                continue
+            text = "\n".join(m["content"] for m in turns)
+            out.ids.append(ident or stable_id(text))
+            out.roles.extend(m["role"] for m in turns)
+            out.contents.extend(m["content"] for m in turns)
+        else:
+            if not isinstance(problem, str) or not isinstance(content, str):
+                key = "problem" if not isinstance(problem, str) else "content"
+                errors.append((k, f"missing_field: column '{key}' is missing or not text (nor is there `messages`)"))
+                continue
+            # The user turn the teacher answered (problem + its instruction, e.g. R1's "put your final answer
+            # within \\boxed{}"), so the student is trained on the prompt it will be evaluated with.
+            user = prompt if isinstance(prompt, str) and prompt else problem
+            answer = assistant_text(reasoning if isinstance(reasoning, str) else None, content, non_reasoning)
+            ident = ident or stable_id(problem)
+            out.ids.append(ident if sample is None else f"{ident}:{sample}")
+            out.roles += ("user", "assistant")
+            out.contents += (user, answer)
+            text = f"{user}\n{answer}"
+        out.offsets.append(len(out.roles))
+        out.domains.append(domain or "general")
+        out.texts.append(text)
+        out.kept.append(k)
+    return out, errors
 
 
 def _choose(n: int, quota: int, upsample: bool, rng: np.random.Generator) -> np.ndarray:
@@ -149,7 +194,7 @@ def run_mix(
                 chosen,
                 positions,
                 work,
-                tokenizer_ref,
+                tokenizer,
                 workers or os.cpu_count() or 1,
                 show_progress,
                 executor,
@@ -195,7 +240,7 @@ class RenderTask:
     chunk: inputs.Chunk
     rows: np.ndarray  # chosen row numbers in this chunk, in order, repeats kept
     positions: np.ndarray  # their positions in the shuffled mix
-    tokenizer: str | None
+    counter: str  # the tokenizer for counting, saved by `save_counter`
     non_reasoning: str
     rows_per_shard: int
     work: str
@@ -208,7 +253,7 @@ def _pass1(
     chosen: dict[str, np.ndarray],
     positions: np.ndarray,
     work: Path,
-    tokenizer: str | None,
+    tokenizer: Any,
     workers: int,
     show_progress: bool,
     executor: str = "local",
@@ -219,6 +264,7 @@ def _pass1(
     A chosen row that cannot be an SFT row (malformed, missing fields) goes to the rejects, kept in
     `work/rejects.json` until pass 2 writes them beside shard 0; its position in the mix stays empty.
     """
+    counter = str(save_counter(tokenizer, work / "tokenizer.json"))
     tasks: list[RenderTask] = []
     next_pos = 0
     for src in cfg.sources:
@@ -231,7 +277,7 @@ def _pass1(
                 sel = mine[(mine >= chunk.start) & (mine < chunk.stop)]
                 if len(sel):
                     tasks.append(RenderTask(
-                        len(tasks), src.name, chunk, sel, positions[next_pos : next_pos + len(sel)], tokenizer,
+                        len(tasks), src.name, chunk, sel, positions[next_pos : next_pos + len(sel)], counter,
                         cfg.non_reasoning, cfg.rows_per_shard, str(work), workers <= 1 and executor == "local",
                     ))  # fmt: skip
                     next_pos += len(sel)
@@ -249,30 +295,35 @@ def _render(task: RenderTask) -> tuple[int, list[dict[str, Any]]]:
     """A pool worker's part of pass 1; returns how many chosen rows it handled and which it rejected."""
     if not task.tokenizer_threads:
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    tokenizer = load_tokenizer(task.tokenizer)
-    rejects: list[dict[str, Any]] = []
-    sft: list[dict[str, Any]] = []
+    tokenizer = load_counter(task.counter)
     path = task.chunk.file.path
-    for (row_no, row), pos in zip(_chunk_rows(task.chunk, task.rows, rejects, path), task.positions, strict=True):
-        if row is None:
-            continue
-        try:
-            sft.append({**to_sft(row, task.source, task.non_reasoning), "_pos": int(pos)})
-        except RowError as e:
-            rejects.append({"input": path, "row": row_no, "error": str(e), "raw": _json(row)})
-    for start in range(0, len(sft), 4096):
-        part = sft[start : start + 4096]
-        texts = ["\n".join(m["content"] for m in r["messages"]) for r in part]
-        for r, n in zip(part, count_tokens(tokenizer, texts), strict=True):
-            r["num_tokens"] = n
-    by_bucket: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for r in sft:
-        by_bucket[r["_pos"] // task.rows_per_shard].append(r)
-    for bucket, rows in by_bucket.items():
+    numbers, columns, unread = inputs.take_columns(task.chunk, task.rows, _FIELDS)
+    rejects = [{"input": path, "row": r.row, "error": r.error, "raw": _text(r.raw)} for r in unread]
+    sft, errors = to_sft(columns, task.source, task.non_reasoning)
+    whole = inputs.rows_at(task.chunk, [numbers[k] for k, _ in errors]) if errors else {}
+    for k, error in errors:
+        rejects.append({"input": path, "row": numbers[k], "error": error, "raw": _json(whole[numbers[k]])})
+    # A row that could not be read leaves its place in the mix empty: positions follow the rows read.
+    read = np.isin(task.rows, [r.row for r in unread], invert=True) if unread else slice(None)
+    positions = task.positions[read][sft.kept]
+    table = pa.table(
+        {
+            "id": pa.array(sft.ids, pa.string()),
+            "source": pa.array([task.source] * len(sft.ids), pa.string()),
+            "domain": pa.array(sft.domains, pa.string()),
+            "messages": sft.messages(),
+            "num_tokens": pa.array(count_tokens(tokenizer, sft.texts), pa.int64()),
+            "_pos": pa.array(positions, pa.int64()),
+        },
+        schema=_WORK_SCHEMA,
+    )
+    buckets = positions // task.rows_per_shard
+    for bucket in np.unique(buckets).tolist():
         folder = Path(task.work) / f"bucket-{bucket:05d}"
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f".part-{task.task_id:06d}.tmp"
-        pq.write_table(pa.Table.from_pylist(rows, schema=_WORK_SCHEMA), tmp, compression="zstd", compression_level=1)
+        part = table.filter(pa.array(buckets == bucket))
+        pq.write_table(part, tmp, compression="zstd", compression_level=1)
         tmp.replace(folder / f"part-{task.task_id:06d}.parquet")
     return len(task.rows), rejects
 
@@ -281,20 +332,8 @@ def _json(row: dict[str, Any]) -> str:
     return json.dumps(row, ensure_ascii=False, default=str)
 
 
-def _chunk_rows(chunk: inputs.Chunk, sel: np.ndarray, rejects: list[dict[str, Any]], path: str):
-    """(row number, row or None) for each chosen row number of one chunk, in order, repeats included."""
-    wanted = set(sel.tolist())
-    found: dict[int, tuple[dict[str, Any] | None, inputs.Reject | None]] = {
-        n: (row, rej) for n, row, rej in inputs.iter_rows(chunk) if n in wanted
-    }
-    for n in sel.tolist():
-        row, rej = found.get(n, (None, None))
-        if row is None:
-            error = rej.error if rej else "missing_row: a blank line"
-            raw = rej.raw if rej else ""
-            text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-            rejects.append({"input": path, "row": n, "error": error, "raw": text})
-        yield n, row
+def _text(raw: str | bytes | None) -> str:
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw or ""
 
 
 def _pass2(ds: DatasetWriter, k: int, work: Path) -> dict[str, Any]:

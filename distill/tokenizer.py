@@ -112,14 +112,51 @@ def load_tokenizer(name_or_path: str | None) -> Any:
     return tok
 
 
+def save_counter(tokenizer: Any, path: Path) -> Path:
+    """Write the loaded tokenizer's Rust pipeline (normalizer, pre-tokenizer, model: all that counting
+    uses) as one `tokenizer.json`, for `load_counter` in worker processes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    tokenizer.backend_tokenizer.save(str(tmp))
+    os.replace(tmp, path)
+    return path
+
+
+def load_counter(path: str) -> Any:
+    """The Rust tokenizer saved by `save_counter`, for `count_tokens`. Workers load this instead of
+    `AutoTokenizer`: importing transformers and building the tokenizer costs seconds per process, longer
+    than the worker's share of counting in a mix of 1M short rows."""
+    st = os.stat(path)  # in the key: a later run may save another tokenizer at the same path
+    return _load_counter(path, st.st_mtime_ns, st.st_size)
+
+
+@cache
+def _load_counter(path: str, mtime_ns: int, size: int) -> Any:
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(path)
+
+
+COUNT_BATCH_CHARS = 4 << 20  # ~1M tokens: the batch's Encodings (ids, token strings) stay ~100 MB
+
+
 def count_tokens(tokenizer: Any, texts: list[str]) -> list[int]:
-    """Token counts of many texts in one batched call.
+    """Token counts of many texts, in batched calls; `tokenizer` is a transformers fast tokenizer or
+    the Rust `tokenizers.Tokenizer` under it.
 
     Straight to the Rust tokenizer (parallel over the batch; `encode_batch_fast` skips the character
     offsets): going through `tokenizer(texts)` spends as long again turning each encoding into Python lists.
+    Batches are cut by size, so 10K R1 traces of 20 KB are not held as Encodings all at once.
     """
-    if not texts:
-        return []
-    backend = tokenizer.backend_tokenizer
+    backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
     encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
-    return [len(e) for e in encode(texts, add_special_tokens=False)]
+    counts: list[int] = []
+    start = 0
+    while start < len(texts):
+        stop, size = start, 0
+        while stop < len(texts) and (stop == start or size + len(texts[stop]) <= COUNT_BATCH_CHARS):
+            size += len(texts[stop])
+            stop += 1
+        counts.extend(len(e) for e in encode(texts[start:stop], add_special_tokens=False))
+        start = stop
+    return counts
