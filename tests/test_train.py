@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -10,13 +11,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
 
 from distill.config import load_config
 from distill.train.config import StudentConfig
-from distill.train.data import prepare_tokenizer
+from distill.train.data import expected_padded_tokens, prepare_tokenizer
 from distill.train.templates import TEMPLATES, get_template, render
 from tests.conftest import REPO, run_cli, write_jsonl
 
@@ -250,6 +252,17 @@ def test_long_rows_are_dropped_and_counted_in_the_plan(tmp_path: Path) -> None:
     r = run_cli("train", str(student(tmp_path, max_length=256)), "--data", str(data), "--dry-run")
     assert r.returncode == 0, r.stderr[-2000:]
     assert "rows 19 (1 longer than max_length dropped)" in r.stderr
+    assert "padded batches would be" in r.stderr and "packing saves up to" in r.stderr
+
+
+def test_expected_padding_matches_every_batch_counted_out() -> None:
+    lengths = np.array([5, 90, 12, 12, 40, 7, 300, 1, 64])
+    for batch in (1, 3, 4, 9, 20):
+        b = min(batch, len(lengths))
+        batches = list(itertools.combinations(lengths.tolist(), b))
+        brute = len(lengths) * sum(max(c) for c in batches) / len(batches)
+        assert expected_padded_tokens(lengths, batch) == round(brute)
+    assert expected_padded_tokens(np.array([], np.int64), 4) == 0
 
 
 def test_student_recipes_load_and_name_their_sources() -> None:
