@@ -14,6 +14,7 @@ If it raises on a batch, the batch is retried row by row and only the rows that 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib
 import importlib.util
@@ -21,6 +22,7 @@ import inspect
 import json
 import multiprocessing as mp
 import os
+import signal
 import sys
 import time
 from collections import Counter
@@ -315,7 +317,9 @@ def parallel_map(fn: Callable[[Any], Any], tasks: list[Any], workers: int) -> It
     ctx = mp.get_context("forkserver")
     pending: set[Future[Any]] = set()
     queue = list(reversed(tasks))
-    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx) as pool:
+    with ProcessPoolExecutor(
+        max_workers=min(workers, len(tasks)), mp_context=ctx, initializer=_die_with_parent
+    ) as pool:
         try:
             while queue or pending:
                 while queue and len(pending) < 2 * workers:
@@ -330,6 +334,26 @@ def parallel_map(fn: Callable[[Any], Any], tasks: list[Any], workers: int) -> It
         finally:
             for fut in pending:
                 fut.cancel()
+
+
+def _die_with_parent() -> None:
+    """Pool worker start-up: die with the command that started the pool.
+
+    Without it a command killed by SIGKILL (or the OOM killer) leaves its workers running: they finish
+    their task, then wait forever on a queue nobody feeds, holding memory and the command's output
+    pipes. The worker's sentinel pipe reaches end-of-file when the command dies; with O_ASYNC the
+    kernel then sends SIGIO, whose default action ends the process. No watcher thread: a threaded
+    worker could not fork the math-verify child cheaply.
+    """
+    parent = mp.parent_process()
+    if parent is None or not hasattr(os, "O_ASYNC") or not hasattr(fcntl, "F_SETOWN"):
+        return
+    fd = parent.sentinel
+    signal.signal(signal.SIGIO, signal.SIG_DFL)
+    fcntl.fcntl(fd, fcntl.F_SETOWN, os.getpid())
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_ASYNC)
+    if not parent.is_alive():  # it died before the line above: no signal will come
+        os._exit(1)
 
 
 def print_result(stage_name: str, result: StageResult, out: Path) -> None:

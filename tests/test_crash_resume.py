@@ -101,12 +101,21 @@ def test_sigkill_at_random_times_with_two_workers(tmp_path: Path, stage_fns: Pat
     rng = random.Random(1234)
     cmd = [sys.executable, "-m", "distill.cli", "run", str(pipe), "--out", str(out), "--no-progress"]
     kills = 0
+    manifest_path = out / "shout" / "_manifest.json"
     for _ in range(12):
+        before = manifest_path.stat().st_mtime_ns if manifest_path.exists() else None
         # start_new_session: the kill takes the forkserver and its workers down with the parent
         proc = subprocess.Popen(
             cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
         )
-        time.sleep(rng.uniform(0.6, 1.6))  # start-up is ~0.5 s here: kills land mid-work
+        # Kill mid-work: once this run has opened the stage (it rewrites the manifest), whatever the
+        # interpreter's start-up took on this machine.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            if manifest_path.exists() and manifest_path.stat().st_mtime_ns != before:
+                break
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.2, 1.2))
         if proc.poll() is not None:
             break
         os.killpg(proc.pid, signal.SIGKILL)
