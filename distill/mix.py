@@ -34,7 +34,7 @@ from distill.errors import RowError
 from distill.executor import StageResult, already_done, check_executor, executor_map
 from distill.progress import StageProgress
 from distill.records import MESSAGE, RECORDS, coerce_row, stable_id
-from distill.store import DatasetWriter, atomic_write_bytes
+from distill.store import DatasetWriter, ShardWriter, atomic_write_bytes, crash_point
 from distill.tokenizer import count_tokens, load_counter, load_tokenizer, save_counter
 
 SFT = RECORDS["sft"]
@@ -186,9 +186,9 @@ def run_mix(
         positions = np.random.default_rng(cfg.seed).permutation(total)
         buckets = -(-total // cfg.rows_per_shard)
         work = out / WORK
-        if not (work / "pass1.done").exists():  # pass 1 is redone whole if it was cut short
-            shutil.rmtree(work, ignore_errors=True)
-            _pass1(
+        resumed = None
+        if not (work / "pass1.done").exists():  # chunks rendered before a crash are not rendered again
+            resumed = _pass1(
                 cfg,
                 files,
                 chosen,
@@ -201,13 +201,14 @@ def run_mix(
             )
             atomic_write_bytes(work / "pass1.done", b"")
         ds.set_plan(buckets)
-        with StageProgress("mix: write", total, enabled=show_progress) as progress:
-            for k in range(buckets):
-                if k not in opened.done:
-                    ds.record_shard(_pass2(ds, k, work))
-                progress.advance(min(cfg.rows_per_shard, total - k * cfg.rows_per_shard))
+        todo = [WriteTask(k, str(out), str(work)) for k in range(buckets) if k not in opened.done]
+        done_rows = sum(e.get("rows_in", 0) for k, e in opened.manifest.shards.items() if k in opened.done)
+        with StageProgress("mix: write", total, done_rows, enabled=show_progress) as progress:
+            for entry in executor_map(_pass2, todo, workers or os.cpu_count() or 1, executor):
+                ds.record_shard(entry)
+                progress.advance(entry["rows_in"])
         stats = {
-            "mix": {"sources": report, **_token_stats(out, ds)},
+            "mix": {"sources": report, **_token_stats(out, ds), **({"render": resumed} if resumed else {})},
             "seconds": round(time.perf_counter() - started, 3),
         }
         manifest = ds.finish(stats)
@@ -257,12 +258,14 @@ def _pass1(
     workers: int,
     show_progress: bool,
     executor: str = "local",
-) -> None:
-    """Render and count every chosen row once, chunk by chunk in parallel; each chunk appends its rows to
-    the buckets of their output shards (`work/bucket-K/part-T.parquet`).
+) -> dict[str, int]:
+    """Render and count every chosen row once, chunk by chunk in parallel; each chunk writes its rows to
+    the buckets of their output shards (`work/bucket-K/part-T.parquet`), then its marker
+    (`work/chunks/T.json`, with its rejects): a rerun renders only the chunks without one.
 
     A chosen row that cannot be an SFT row (malformed, missing fields) goes to the rejects, kept in
     `work/rejects.json` until pass 2 writes them beside shard 0; its position in the mix stays empty.
+    Returns how many chunks there were and how many a crashed run had already rendered.
     """
     counter = str(save_counter(tokenizer, work / "tokenizer.json"))
     tasks: list[RenderTask] = []
@@ -282,13 +285,25 @@ def _pass1(
                     ))  # fmt: skip
                     next_pos += len(sel)
     rejects: list[dict[str, Any]] = []
-    work.mkdir(parents=True, exist_ok=True)
-    with StageProgress("mix: render + count", len(positions), enabled=show_progress) as progress:
-        for done, task_rejects in executor_map(_render, tasks, workers, executor):  # in the order tasks finish
+    todo = []
+    for t in tasks:
+        marker = _marker(t)
+        if marker.exists():
+            rejects.extend(json.loads(marker.read_text()))
+        else:
+            todo.append(t)
+    done_rows = sum(len(t.rows) for t in tasks) - sum(len(t.rows) for t in todo)
+    with StageProgress("mix: render + count", len(positions), done_rows, enabled=show_progress) as progress:
+        for done, task_rejects in executor_map(_render, todo, workers, executor):  # in the order tasks finish
             rejects.extend(task_rejects)
             progress.advance(done)
     rejects.sort(key=lambda r: (r["input"], r["row"]))
     atomic_write_bytes(work / "rejects.json", json.dumps(rejects).encode())
+    return {"chunks": len(tasks), "resumed": len(tasks) - len(todo)}
+
+
+def _marker(task: RenderTask) -> Path:
+    return Path(task.work) / "chunks" / f"{task.task_id:06d}.json"
 
 
 def _render(task: RenderTask) -> tuple[int, list[dict[str, Any]]]:
@@ -317,14 +332,20 @@ def _render(task: RenderTask) -> tuple[int, list[dict[str, Any]]]:
         },
         schema=_WORK_SCHEMA,
     )
+    # Rows grouped by output shard (a stable sort keeps their order), then one part file per shard.
     buckets = positions // task.rows_per_shard
-    for bucket in np.unique(buckets).tolist():
-        folder = Path(task.work) / f"bucket-{bucket:05d}"
+    order = np.argsort(buckets, kind="stable")
+    table, buckets = table.take(pa.array(order)), buckets[order]
+    starts = np.flatnonzero(np.r_[True, buckets[1:] != buckets[:-1]]) if len(buckets) else np.zeros(0, np.int64)
+    for start, stop in zip(starts.tolist(), [*starts[1:].tolist(), len(buckets)], strict=True):
+        folder = Path(task.work) / f"bucket-{int(buckets[start]):05d}"
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f".part-{task.task_id:06d}.tmp"
-        part = table.filter(pa.array(buckets == bucket))
-        pq.write_table(part, tmp, compression="zstd", compression_level=1)
+        pq.write_table(table.slice(start, stop - start), tmp, compression="zstd", compression_level=1)
         tmp.replace(folder / f"part-{task.task_id:06d}.parquet")
+    _marker(task).parent.mkdir(exist_ok=True)
+    atomic_write_bytes(_marker(task), json.dumps(rejects).encode())  # after every part: the chunk is done
+    crash_point("mix_chunk_rendered")
     return len(task.rows), rejects
 
 
@@ -336,19 +357,30 @@ def _text(raw: str | bytes | None) -> str:
     return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw or ""
 
 
-def _pass2(ds: DatasetWriter, k: int, work: Path) -> dict[str, Any]:
-    parts = sorted((work / f"bucket-{k:05d}").glob("part-*.parquet"))
+@dataclass(frozen=True)
+class WriteTask:
+    """Pass 2 for one output shard: its bucket's parts, sorted into place."""
+
+    index: int
+    out: str
+    work: str
+
+
+def _pass2(task: WriteTask) -> dict[str, Any]:
+    """A pool worker's part of pass 2: writes and commits shard `index`; the caller records it."""
+    work = Path(task.work)
+    parts = sorted((work / f"bucket-{task.index:05d}").glob("part-*.parquet"))
     table = (  # no part: every row of this shard was rejected
         pa.concat_tables([pq.read_table(p) for p in parts]) if parts else _WORK_SCHEMA.empty_table()
     )
     table = table.sort_by("_pos").drop_columns(["_pos"])
-    sh = ds.shard(k, SFT.schema)
+    sh = ShardWriter(Path(task.out), task.index, SFT.schema)
     try:
         sh.write(table.cast(SFT.schema))
-        rejected = json.loads((work / "rejects.json").read_text()) if k == 0 else []
+        rejected = json.loads((work / "rejects.json").read_text()) if task.index == 0 else []
         for r in rejected:
             sh.reject(r["input"], r["row"], r["error"], r["raw"])
-        return sh.commit(rows_in=table.num_rows + len(rejected), input={"bucket": k})
+        return sh.commit(rows_in=table.num_rows + len(rejected), input={"bucket": task.index})
     except BaseException:
         sh.abort()
         raise

@@ -150,6 +150,30 @@ def test_cli_mix_resumes_after_a_kill(tmp_path: Path) -> None:
     assert "r                           200 of quota        200" in r.stderr
 
 
+def test_a_kill_while_rendering_resumes_from_the_chunks_already_rendered(tmp_path: Path) -> None:
+    import signal
+
+    for k in range(4):  # four files: four chunks to render
+        write_jsonl(tmp_path / f"part-{k}.jsonl", [
+            {"id": f"p{k}-{i}", "problem": f"What is {i} + {k}?", "reasoning": f"Add {k}.", "content": f"{i + k}"}
+            for i in range(25)
+        ])  # fmt: skip
+    (tmp_path / "mix.yaml").write_text("seed: 2\nsources:\n  - {name: r, path: 'part-*.jsonl', quota: 90}\n"
+                                       "rows_per_shard: 40\n")  # fmt: skip
+    args = ["mix", "--config", str(tmp_path / "mix.yaml"), "--no-progress", "--workers", "1"]
+    assert run_cli(*args, "--out", str(tmp_path / "ref")).returncode == 0
+    r = run_cli(*args, "--out", str(tmp_path / "run"), env={"DISTILL_CRASH_AT": "mix_chunk_rendered:2"})
+    assert r.returncode == -signal.SIGKILL
+    r = run_cli(*args, "--out", str(tmp_path / "run"))
+    assert r.returncode == 0, r.stderr
+    assert (
+        _shard_digests(tmp_path / "run") == _shard_digests(tmp_path / "ref")
+        and len(_shard_digests(tmp_path / "ref")) == 3
+    )
+    manifest = json.loads((tmp_path / "run" / "_manifest.json").read_text())
+    assert manifest["stats"]["mix"]["render"] == {"chunks": 4, "resumed": 2}
+
+
 @pytest.mark.parametrize("path", sorted((Path(__file__).parent.parent / "configs" / "mix").glob("*.yaml")))
 def test_shipped_mix_configs_are_valid(path: Path) -> None:
     from distill.config import load_config
