@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -51,6 +53,29 @@ def generate(root: Path, rows: int, seed: int = 0) -> int:
     return int(table.nbytes + chat.nbytes)
 
 
+def _count_shard(path: str) -> tuple[int, float]:
+    """Token counting alone over one output shard's texts, as a mix worker does it (one thread)."""
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    from distill.tokenizer import count_tokens, load_tokenizer
+
+    messages = pq.read_table(path, columns=["messages"]).column("messages").to_pylist()
+    texts = ["\n".join(m["content"] for m in turns) for turns in messages]
+    tokenizer = load_tokenizer(None).backend_tokenizer
+    started = time.perf_counter()
+    count_tokens(tokenizer, texts)
+    return len(texts), time.perf_counter() - started
+
+
+def tokenizer_alone(out: Path) -> float:
+    """Rows/s of the token counting alone: the mix's own texts counted by the same Rust tokenizer in as
+    many single-threaded worker processes as the mix ran, nothing else timed (the bound on its rate)."""
+    from distill.executor import parallel_map
+
+    workers = os.cpu_count() or 1
+    results = list(parallel_map(_count_shard, [str(p) for p in sorted(out.glob("train-*.parquet"))], workers))
+    return sum(n for n, _ in results) / (sum(s for _, s in results) / workers)
+
+
 def run(rows: int, root: Path) -> dict:
     shutil.rmtree(root, ignore_errors=True)
     nbytes = generate(root, rows)
@@ -58,8 +83,11 @@ def run(rows: int, root: Path) -> dict:
            "--no-progress"]  # fmt: skip
     seconds, peak, err = run_measured(cmd)
     manifest = json.loads((root / "out" / "_manifest.json").read_text())
+    bound = tokenizer_alone(root / "out")
     shutil.rmtree(root, ignore_errors=True)
     return {
+        "tokenizer_rows_per_s": bound,
+        "share_of_tokenizer": rows / seconds / bound,
         "rows": rows,
         "seconds": seconds,
         "rows_per_s": rows / seconds,

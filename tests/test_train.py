@@ -252,7 +252,7 @@ def test_long_rows_are_dropped_and_counted_in_the_plan(tmp_path: Path) -> None:
     r = run_cli("train", str(student(tmp_path, max_length=256)), "--data", str(data), "--dry-run")
     assert r.returncode == 0, r.stderr[-2000:]
     assert "rows 19 (1 longer than max_length dropped)" in r.stderr
-    assert "padded batches would be" in r.stderr and "packing saves up to" in r.stderr
+    assert "padded batches of" in r.stderr and "% padding (" in r.stderr
 
 
 def test_expected_padding_matches_every_batch_counted_out() -> None:

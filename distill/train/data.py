@@ -131,6 +131,7 @@ class Plan:
     max_row_tokens: int
     processes: int
     tokens_per_step: int  # upper bound: sequences x max_length (packed rows fill it)
+    batch_rows: int  # rows per device batch
     padded_tokens: int  # token slots of padded batches (random rows, each padded to its batch's longest)
     steps_per_epoch: int
     epochs: float
@@ -145,8 +146,8 @@ class Plan:
             f"{self.tokens:,} tokens, {self.learned_tokens:,} in the loss; longest row {self.max_row_tokens:,}",
             f"{self.processes} processes; up to {self.tokens_per_step:,} tokens per optimizer step; "
             f"{self.steps_per_epoch:,} steps per epoch x {self.epochs:g} epochs = {self.steps:,} steps",
-            f"padded batches would be {1 - self.tokens / max(1, self.padded_tokens):.0%} padding; packing saves up "
-            f"to {self.padded_tokens / max(1, self.tokens):.2f}x of the work",
+            f"padded batches of {self.batch_rows} would be {1 - self.tokens / max(1, self.padded_tokens):.0%} padding "
+            f"({self.padded_tokens:,} token slots for {self.tokens:,} tokens); packing drops it",
         ]
         if self.gpu_hours is not None:
             out.append(
@@ -162,7 +163,7 @@ class Plan:
 def expected_padded_tokens(lengths: np.ndarray, batch: int) -> int:
     """Token slots that padded batches of `batch` random rows fill, in expectation: each batch is as long
     as its longest row. The row of rank i (ascending) is the longest of a random batch with probability
-    C(i-1, batch-1) / C(n, batch); the ratio of this to the real tokens bounds what packing can save."""
+    C(i-1, batch-1) / C(n, batch)."""
     n = len(lengths)
     if n == 0:
         return 0
@@ -197,6 +198,7 @@ def make_plan(ds: Any, cfg: StudentConfig, processes: int, params: int | None, d
         max_row_tokens=int(lengths.max()) if len(lengths) else 0,
         processes=processes,
         tokens_per_step=seqs_per_step * cfg.max_length,
+        batch_rows=cfg.per_device_batch_size,
         padded_tokens=expected_padded_tokens(lengths, cfg.per_device_batch_size),
         steps_per_epoch=steps_per_epoch,
         epochs=cfg.epochs,
