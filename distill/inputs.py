@@ -344,13 +344,13 @@ def take_columns(
     """The chosen `rows` of `chunk` (row numbers in the file, sorted, repeats kept) as Python values,
     column by column, for a stage that works on Python values (the mix).
 
-    Returns the row numbers that were read, their `columns` (a column a file lacks is all None), and a
-    reject for each chosen row that could not be read (a malformed JSON line, a blank line). No Arrow
+    Returns which entries of `rows` were read (their indices), their `columns` (a column a file lacks is
+    all None), and a reject for each chosen row that could not be read (a malformed JSON line, a blank line). No Arrow
     type is inferred across JSON rows: a value of an unexpected type is that row's problem only. Only
     the named columns of the chosen rows become Python objects: a row-by-row reader spends most of a
     short-row mix building dicts of columns it never looks at.
     """
-    numbers: list[int] = []
+    read: list[int] = []
     values: dict[str, list[Any]] = {c: [] for c in columns}
     rejects: list[Reject] = []
     f = chunk.file
@@ -363,24 +363,23 @@ def take_columns(
                     found[lineno] = _convert(_parse_line(raw), None, f.source, None)
                 except RowError as e:
                     found[lineno] = Reject(lineno, str(e), raw)
-        for n in rows.tolist():
+        for i, n in enumerate(rows.tolist()):
             got = found.get(n)
             if isinstance(got, dict):
-                numbers.append(n)
+                read.append(i)
                 for c in columns:
                     values[c].append(got.get(c))
             else:
                 rejects.append(got if got is not None else Reject(n, "missing_row: a blank line", ""))
-        return numbers, values, rejects
+        return read, values, rejects
     for first, table in _table_slices(chunk, 65_536):
         mine = rows[(rows >= first) & (rows < first + table.num_rows)]
         if not len(mine):
             continue
         picked = table.take(pa.array(mine - first))
-        numbers.extend(mine.tolist())
         for c in columns:
             values[c].extend(picked.column(c).to_pylist() if c in picked.column_names else [None] * len(mine))
-    return numbers, values, rejects
+    return list(range(len(rows))), values, rejects  # a tabular file has every row it counts
 
 
 def rows_at(chunk: Chunk, numbers: Sequence[int]) -> dict[int, Any]:

@@ -186,6 +186,7 @@ def run_mix(
         positions = np.random.default_rng(cfg.seed).permutation(total)
         buckets = -(-total // cfg.rows_per_shard)
         work = out / WORK
+        workers = workers or os.cpu_count() or 1
         resumed = None
         if not (work / "pass1.done").exists():  # chunks rendered before a crash are not rendered again
             resumed = _pass1(
@@ -195,7 +196,7 @@ def run_mix(
                 positions,
                 work,
                 tokenizer,
-                workers or os.cpu_count() or 1,
+                workers,
                 show_progress,
                 executor,
             )
@@ -204,7 +205,7 @@ def run_mix(
         todo = [WriteTask(k, str(out), str(work)) for k in range(buckets) if k not in opened.done]
         done_rows = sum(e.get("rows_in", 0) for k, e in opened.manifest.shards.items() if k in opened.done)
         with StageProgress("mix: write", total, done_rows, enabled=show_progress) as progress:
-            for entry in executor_map(_pass2, todo, workers or os.cpu_count() or 1, executor):
+            for entry in executor_map(_pass2, todo, workers, executor):
                 ds.record_shard(entry)
                 progress.advance(entry["rows_in"])
         stats = {
@@ -312,14 +313,14 @@ def _render(task: RenderTask) -> tuple[int, list[dict[str, Any]]]:
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
     tokenizer = load_counter(task.counter)
     path = task.chunk.file.path
-    numbers, columns, unread = inputs.take_columns(task.chunk, task.rows, _FIELDS)
+    read, columns, unread = inputs.take_columns(task.chunk, task.rows, _FIELDS)
     rejects = [{"input": path, "row": r.row, "error": r.error, "raw": _text(r.raw)} for r in unread]
     sft, errors = to_sft(columns, task.source, task.non_reasoning)
-    whole = inputs.rows_at(task.chunk, [numbers[k] for k, _ in errors]) if errors else {}
+    numbers = task.rows[read]
+    whole = inputs.rows_at(task.chunk, [int(numbers[k]) for k, _ in errors]) if errors else {}
     for k, error in errors:
-        rejects.append({"input": path, "row": numbers[k], "error": error, "raw": _json(whole[numbers[k]])})
-    # A row that could not be read leaves its place in the mix empty: positions follow the rows read.
-    read = np.isin(task.rows, [r.row for r in unread], invert=True) if unread else slice(None)
+        rejects.append({"input": path, "row": int(numbers[k]), "error": error, "raw": _json(whole[int(numbers[k])])})
+    # A row that could not be read or rendered leaves its place in the mix empty.
     positions = task.positions[read][sft.kept]
     table = pa.table(
         {

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.errors import UserError
+from distill.store import atomic_write_bytes
 
 TINY_VERSION = 1
 TINY_VOCAB = 4096
@@ -116,9 +117,7 @@ def save_counter(tokenizer: Any, path: Path) -> Path:
     """Write the loaded tokenizer's Rust pipeline (normalizer, pre-tokenizer, model: all that counting
     uses) as one `tokenizer.json`, for `load_counter` in worker processes."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    tokenizer.backend_tokenizer.save(str(tmp))
-    os.replace(tmp, path)
+    atomic_write_bytes(path, tokenizer.backend_tokenizer.to_str().encode())
     return path
 
 
