@@ -394,7 +394,7 @@ def eval_(
 
       distill eval --model http://localhost:8000/v1 --benchmark aime24.parquet --samples 64 --out runs/aime --compare
     """
-    from distill.eval.published import LAYOUT_TO_BENCHMARK, compare_table
+    from distill.eval.published import compare_table
     from distill.eval.run import print_results, run_eval
 
     if benchmark is None or out is None or (model is None and teacher is None):
@@ -413,9 +413,7 @@ def eval_(
         batch_size=batch_size, overwrite=overwrite, show_progress=progress,
     )  # fmt: skip
     print_results(results)
-    name = LAYOUT_TO_BENCHMARK.get(results["benchmark"]["layout"]) or (
-        "aime24" if "aime" in benchmark.name.lower() else None
-    )
+    name = results["benchmark"].get("published")
     if compare:
         if name is None:
             print("  --compare: no published R1-Distill score for this benchmark", file=sys.stderr)
@@ -629,8 +627,12 @@ def inspect(
     verify: Annotated[
         bool, typer.Option("--verify", help="Check every shard's size and SHA-256 against the manifest.")
     ] = False,
+    matches: Annotated[
+        int, typer.Option("--matches", min=0, help="Prompts datasets: benchmark items to list with their copies.")
+    ] = 20,
 ) -> None:
-    """Show a dataset directory: stage, schema, row count, rejects and the funnel by `reject_reason`.
+    """Show a dataset directory: stage, schema, row count, rejects and the funnel by `reject_reason`;
+    for prompts, each benchmark item with the prompts removed as its copies and the evidence.
 
     Example:
 
@@ -638,7 +640,7 @@ def inspect(
     """
     from distill.inspect import inspect_dir
 
-    if inspect_dir(directory, rows=rows, verify=verify):
+    if inspect_dir(directory, rows=rows, verify=verify, matches=matches):
         raise typer.Exit(1)
 
 

@@ -123,28 +123,50 @@ class PipelineConfig(StrictModel):
 
 
 class SourceMapping(StrictModel):
-    """How to read one kind of source whose columns differ from the prompt record."""
+    """How to read one kind of source whose columns differ from the prompt record.
+
+    Either `layout` (a known layout by name, `distill/layouts.py`; files in a known layout need no mapping
+    at all, this only picks one where the columns alone are ambiguous) or the column rules below.
+    """
 
     match: str = Field(default="*", description="glob on the input path or file name; the first match applies")
+    layout: str | None = Field(default=None, description="a known layout by name (e.g. gsm8k, math-solution)")
     name: str | None = Field(default=None, description="`source` of these rows; default: the file's name")
     columns: dict[str, str] = Field(default_factory=dict, description="source column -> prompt column")
     answer_from_boxed: bool = Field(
         default=False, description="`answer` holds a worked solution: keep its last \\boxed{} as the answer"
+    )
+    answer_after: str | None = Field(
+        default=None, description="`answer` holds a worked solution: the answer is the text after this marker"
     )
     choices: str | list[str] | None = Field(
         default=None, description="a column holding a list of options, or the columns that each hold one"
     )
     correct_choice: str | None = Field(default=None, description="with a list of option columns: the right one")
     shuffle_choices: bool = Field(default=False, description="shuffle options (seeded by the problem)")
+    messages: str | None = Field(
+        default=None,
+        description="a column of chat turns ({role, content} or {from, value}): the user turn is the problem",
+    )
     domain: str | None = None
     language: str | None = None
 
     @model_validator(mode="after")
-    def _correct_choice_is_an_option(self) -> SourceMapping:
+    def _consistent(self) -> SourceMapping:
         if self.correct_choice is not None and (
             not isinstance(self.choices, list) or self.correct_choice not in self.choices
         ):
             raise ValueError("correct_choice must be one of the columns listed in `choices`")
+        if self.answer_from_boxed and self.answer_after is not None:
+            raise ValueError("give either answer_from_boxed or answer_after, not both")
+        if self.layout is not None:
+            from distill.layouts import LAYOUTS  # late: layouts are SourceMappings themselves
+
+            if self.layout not in LAYOUTS:
+                raise ValueError(f"unknown layout {self.layout!r}; use one of {', '.join(LAYOUTS)}")
+            rules = ("columns", "answer_from_boxed", "answer_after", "choices", "correct_choice", "messages")
+            if given := [k for k in rules if k in self.model_fields_set]:
+                raise ValueError(f"`layout` already says how to read the columns; drop {', '.join(given)}")
         return self
 
 
@@ -163,8 +185,26 @@ class DedupConfig(StrictModel):
 
 
 class DecontaminateConfig(StrictModel):
+    """How prompts are matched against benchmark problems (`distill/prompts/decontaminate.py` says why)."""
+
     benchmarks: list[str] = Field(default_factory=list, description="benchmark files (`--decontaminate` adds more)")
-    ngram: int = Field(default=13, ge=4, le=64, description="n-gram length in normalized words (open-r1 uses 8)")
+    rule: Literal["coverage", "open-r1"] = Field(
+        default="coverage",
+        description="coverage: the rarity-weighted share of a benchmark item's n-grams in the prompt reaches "
+        "`threshold` and the item's numbers are all there; open-r1: any shared n-gram of lower-cased words",
+    )
+    ngram: int | None = Field(
+        default=None, ge=3, le=64, description="n-gram length in words; default 5 (coverage) or 8 (open-r1)"
+    )
+    threshold: float = Field(default=0.5, gt=0, le=1, description="coverage rule: the score that makes a copy")
+    strip_figures: bool = Field(default=True, description="coverage rule: Asymptote/TikZ code is not matched")
+
+    @property
+    def n(self) -> int:
+        return self.ngram if self.ngram is not None else (8 if self.rule == "open-r1" else DEFAULT_NGRAM)
+
+
+DEFAULT_NGRAM = 5
 
 
 class LanguageConfig(StrictModel):

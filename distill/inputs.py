@@ -259,6 +259,30 @@ def check_columns(files: list[InputFile], record: Record | None, mappings: list[
         conform_table(schema.empty_table(), record, f.path, f.source)
 
 
+def sample_rows(f: InputFile, k: int = 20) -> tuple[list[str], list[dict[str, Any]]]:
+    """A file's columns and its first `k` readable rows: what a layout is recognised by.
+
+    JSON lines have no schema: the columns are every key of the first rows (malformed lines are skipped
+    here; reading them later makes them rejects)."""
+    if f.format == "jsonl":
+        rows: list[dict[str, Any]] = []
+        for _, raw in _lines(f.path, 0, f.line_offsets[-1], 0):
+            if raw.strip():
+                try:
+                    obj = _parse_line(raw)
+                except RowError:
+                    continue
+                if isinstance(obj, dict):
+                    rows.append(obj)
+                if len(rows) >= k:
+                    break
+        return list(dict.fromkeys(key for r in rows for key in r)), rows
+    chunk = Chunk(f, 0, min(k, f.rows))
+    for _, table in _table_slices(chunk, k):
+        return table.column_names, table.to_pylist()
+    return [], []
+
+
 # --- reading a chunk --------------------------------------------------------------------------------
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections import Counter
+import json
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import pyarrow.compute as pc
 from rich.console import Console
+from rich.markup import escape
 
 from distill.store import DatasetReader, totals
 
@@ -17,7 +19,35 @@ def _clip(value: object, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def inspect_dir(root: Path, *, rows: int = 3, verify: bool = False, console: Console | None = None) -> int:
+def _contamination(reader: DatasetReader, console: Console, limit: int) -> None:
+    """Each benchmark item with the prompts removed as its copies, and the evidence: how to audit a run."""
+    by_item: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for batch in reader.iter_side("removed", batch_size=65_536):
+        for r in batch.to_pylist():
+            if r["reason"] == "contaminated":
+                by_item[(r["matched_source"], r["matched_id"])].append(r)
+    console.print(f"[bold]contamination[/]: {sum(map(len, by_item.values())):,} prompts copy {len(by_item):,} items")
+    ranked = sorted(by_item.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+    for (source, item), found in ranked[:limit]:
+        copies = f"{len(found):,} prompt{'s' if len(found) != 1 else ''}"
+        console.print(f"  {source} {item}: {copies}  [dim]{escape(_clip(found[0].get('matched_text'), 90))}[/]")
+        for r in sorted(found, key=lambda r: -r["similarity"])[:limit]:
+            ident = json.loads(r["meta"]).get("source_id", r["id"]) if r.get("meta") else r["id"]
+            coverage = r.get("matched_coverage")
+            console.print(
+                f"    {r['source']} {ident}  score {r['similarity']:.2f}"
+                + (f"  covers {coverage:.0%}" if coverage is not None else "")
+                + f"  shared: {_clip(r.get('matched_span'), 90)}",
+                highlight=False,
+                markup=False,
+            )
+    if len(ranked) > limit:
+        console.print(f"  … {len(ranked) - limit:,} more items (--matches N, or read _removed/ with DuckDB)")
+
+
+def inspect_dir(
+    root: Path, *, rows: int = 3, verify: bool = False, matches: int = 20, console: Console | None = None
+) -> int:
     """Print the report; returns the number of problems `verify` found (0 when not verifying)."""
     console = console or Console(soft_wrap=True)  # piped output stays one line per fact, for grep
     reader = DatasetReader(root, allow_partial=True)
@@ -52,6 +82,9 @@ def inspect_dir(root: Path, *, rows: int = 3, verify: bool = False, console: Con
         console.print(f"removed {sum(removed.values()):,} rows (in _removed/, with matched_id and similarity)")
         for reason, n in removed.items():
             console.print(f"  removed   {reason:<20} {n:>10,}")
+
+    if removed and removed.get("contaminated") and matches:
+        _contamination(reader, console, matches)
 
     funnel_stats = m.stats.get("funnel")
     if funnel_stats and funnel_stats.get("by_domain"):

@@ -17,6 +17,24 @@ REPO = Path(__file__).resolve().parent.parent
 DISTILL = [sys.executable, "-m", "distill.cli"]
 
 
+def _real_data() -> Path | None:
+    """../shared/real (public data sets nobody on the project wrote; never copied into the repository)."""
+    for candidate in (os.environ.get("DISTILL_REAL_DATA"), REPO.parent / "shared" / "real", "/work/shared/real"):
+        if candidate and (Path(candidate) / "README.md").exists():
+            return Path(candidate)
+    return None
+
+
+REAL = _real_data()
+
+
+@pytest.fixture
+def real() -> Path:
+    if REAL is None:
+        pytest.skip("../shared/real not found next to the checkout (set DISTILL_REAL_DATA to its path)")
+    return REAL
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 300):
     """The real `distill` command in a subprocess."""
     full_env = {**os.environ, **(env or {})}

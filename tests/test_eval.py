@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from distill.eval.benchmarks import to_prompts
+from distill.eval.benchmarks import published_benchmark, to_prompts
 from distill.eval.metrics import summarize
 from distill.eval.run import SCIENCE_SUFFIX, run_eval
 from distill.records import stable_id
@@ -90,7 +90,9 @@ def test_benchmark_layouts_are_recognised(tmp_path: Path) -> None:
     assert json.loads(rows[0]["tests"]) == [{"input": "1\n", "output": "2\n"}] and "compressed" in rows[0]["meta"]
     row = {"problem": "1+1?", "answer": "2", "solution": "...", "subject": "Algebra", "level": 1, "unique_id": "t/1"}
     m500 = write_jsonl(tmp_path / "m.jsonl", [row])
-    assert to_prompts(m500)[0] == "math500" and to_prompts(m500)[1][0]["id"] == "t/1"
+    assert to_prompts(m500)[0] == "problem-answer" and to_prompts(m500)[1][0]["id"] == "t/1"
+    assert published_benchmark(tmp_path / "MATH-500.jsonl", "problem-answer") == "math500"
+    assert published_benchmark(tmp_path / "aime_2024.jsonl", "problem-answer") == "aime24"
     assert SCIENCE_SUFFIX.endswith("\\boxed{}.")
 
 

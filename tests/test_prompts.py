@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from distill.config import DedupConfig, PromptsConfig, SourceMapping
+from distill.errors import UserError
 from distill.prompts.stage import run_prompts
 from tests.conftest import read_rejects, read_rows, read_side, run_cli, write_jsonl
 
@@ -104,16 +105,17 @@ def test_benchmark_problem_embedded_in_a_longer_prompt_is_caught(tmp_path: Path)
     assert len(read_rows(out)) == 41
 
 
-def test_short_benchmark_items_and_the_8_gram_setting(tmp_path: Path) -> None:
+def test_short_items_are_matched_whole_and_one_shared_phrase_is_not_a_copy(tmp_path: Path) -> None:
     rows = [{"problem": "Quick one: compute 17 times 23 please, then explain."}, {"problem": BASE.format(a=1, b=2)}]
     bench = [{"problem": "Compute 17 times 23."}]  # 4 words: matched whole
     out = _run(tmp_path, rows, bench=bench)
     assert [r["reason"] for r in _removed(out)] == ["contaminated"]
-    rows = [{"problem": "Say the two marbles are drawn at random without replacement, then what?"}]
+    # One 8-word run of a 35-word item: not a copy of it (coverage rule); open-r1's rule removes it.
+    rows = [{"problem": "In a game, two marbles are drawn at random without replacement. What is the chance we win?"}]
     item = [{"problem": BASE.format(a=3, b=4)}]
-    assert _removed(_run(tmp_path / "13", rows, bench=item)) == []  # shares 8 words in a row, not 13
-    cfg = PromptsConfig.model_validate({"decontaminate": {"ngram": 8}})
-    out = _run(tmp_path / "8", rows, cfg, bench=item)
+    assert _removed(_run(tmp_path / "coverage", rows, bench=item)) == []
+    cfg = PromptsConfig.model_validate({"decontaminate": {"rule": "open-r1"}})
+    out = _run(tmp_path / "open-r1", rows, cfg, bench=item)
     assert [r["reason"] for r in _removed(out)] == ["contaminated"]
 
 
@@ -127,6 +129,12 @@ _row = st.fixed_dictionaries(
 @given(rows=st.lists(st.one_of(_row, st.just("{broken"), st.just({"answer": 1})), min_size=1, max_size=40))
 def test_kept_plus_removed_plus_rejected_equals_input(tmp_path_factory, rows: list) -> None:
     tmp = tmp_path_factory.mktemp("p")
+    objects = [r for r in rows if isinstance(r, dict)][:20]
+    if objects and not any("problem" in r for r in objects):  # no layout: the file stops, nothing is written
+        with pytest.raises(UserError, match="match no known layout"):
+            _run(tmp, rows)
+        assert not (tmp / "out").exists()
+        return
     out = _run(tmp, rows)
     kept, removed, rejected = read_rows(out), _removed(out), read_rejects(out)
     assert len(kept) + len(removed) + len(rejected) == len(rows)

@@ -3,7 +3,7 @@
 The documented schema is the prompt record's: `problem`, `answer` (math: the final answer; science:
 the option letter, with the options written into the problem), `tests` (code: JSON stdin/stdout cases
 or asserts), `domain` (`math` | `science` | `code`), optional `id`. Files in the usual public layouts
-are recognised by their columns and converted:
+are recognised by their columns (`distill/layouts.py`: the layouts `distill prompts` reads) and converted:
 
 - AIME 2024 (e.g. HuggingFaceH4/aime_2024): `problem`, `answer` (an integer) -> math;
 - MATH-500 (HuggingFaceH4/MATH-500): `problem`, `answer`, `solution`, `unique_id` -> math;
@@ -23,19 +23,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from distill.config import SourceMapping
-from distill.errors import UserError
+from distill import layouts
+from distill.errors import RowError, UserError
 from distill.prompts.ingest import apply_mapping
 from distill.records import stable_id
-
-GPQA = SourceMapping(
-    name="gpqa-diamond",
-    columns={"Question": "problem"},
-    choices=["Correct Answer", "Incorrect Answer 1", "Incorrect Answer 2", "Incorrect Answer 3"],
-    correct_choice="Correct Answer",
-    shuffle_choices=True,
-    domain="science",
-)
 
 
 def read_table(path: Path) -> list[dict[str, Any]]:
@@ -65,21 +56,6 @@ def read_table(path: Path) -> list[dict[str, Any]]:
         raise UserError(f"--benchmark {path}: cannot be read ({str(e).splitlines()[0][:160]})") from None
 
 
-def detect_layout(columns: set[str]) -> str:
-    if "question_content" in columns and "public_test_cases" in columns:
-        return "livecodebench"
-    if {"Question", "Correct Answer"} <= columns:
-        return "gpqa"
-    if {"problem", "answer"} <= columns and ({"unique_id", "subject", "level"} & columns):
-        return "math500"
-    if {"problem", "answer"} <= columns or {"problem", "tests"} <= columns:
-        return "schema"
-    raise UserError(
-        f"benchmark columns {sorted(columns)} match no known layout; give `problem` with `answer` or `tests` "
-        "(and `domain`), or an AIME / MATH-500 / GPQA / LiveCodeBench file"
-    )
-
-
 def _lcb_tests(row: dict[str, Any]) -> tuple[list[dict[str, str]], list[str]]:
     cases, notes = [], []
     for key in ("public_test_cases", "private_test_cases"):
@@ -98,34 +74,42 @@ def _lcb_tests(row: dict[str, Any]) -> tuple[list[dict[str, str]], list[str]]:
 
 
 def to_prompts(path: Path, layout: str | None = None) -> tuple[str, list[dict[str, Any]]]:
-    """(layout, prompt rows) of a benchmark file."""
+    """(layout, prompt rows) of a benchmark file in any known layout (`distill/layouts.py`)."""
     rows = read_table(path)
     if not rows:
         raise UserError(f"--benchmark {path}: has no rows")
-    layout = layout or detect_layout(set(rows[0]))
+    where = f"--benchmark {path}"
+    sample = rows[:20]
+    columns = list(dict.fromkeys(k for r in sample for k in r))
+    if layout is None:
+        layout, mapping = layouts.detect(columns, sample, where)
+    elif layout in layouts.LAYOUTS:
+        mapping = layouts.LAYOUTS[layout].mapping(frozenset(columns), sample)
+    else:
+        raise UserError(f"{where}: unknown layout {layout!r}; use one of {', '.join(layouts.LAYOUTS)}")
     out = []
     for n, row in enumerate(rows):
-        if layout == "livecodebench":
+        try:
+            mapped = apply_mapping(row, mapping)
+        except RowError as e:
+            raise UserError(f"{where}: row {n}: {e}; fix the row") from None
+        problem = mapped.get("problem")
+        if not isinstance(problem, str) or not problem.strip():
+            raise UserError(f"{where}: row {n} has no problem text")
+        tests, meta = mapped.get("tests"), mapped.get("meta")
+        if layout == "livecodebench":  # public and plain-JSON private cases, stdin ones only
             cases, notes = _lcb_tests(row)
-            problem = row["question_content"]
+            tests, meta = cases, {"question_id": row.get("question_id"), "notes": notes}
             if row.get("starter_code"):
                 problem += f"\n\nStarter code:\n```python\n{row['starter_code']}\n```"
-            prompt = {"problem": problem, "tests": json.dumps(cases), "domain": "code",
-                      "meta": json.dumps({"question_id": row.get("question_id"), "notes": notes})}  # fmt: skip
-        elif layout == "gpqa":
-            prompt = apply_mapping(row, GPQA)
-            prompt = {k: prompt[k] for k in ("problem", "answer", "meta") if k in prompt} | {"domain": "science"}
-        else:
-            if not isinstance(row.get("problem"), str) or not row["problem"].strip():
-                raise UserError(f"--benchmark {path}: row {n} has no `problem`")
-            domain = row.get("domain") or ("code" if row.get("tests") and not row.get("answer") else "math")
-            tests = row.get("tests")
-            prompt = {
-                "problem": row["problem"],
-                "answer": None if row.get("answer") is None else str(row["answer"]),
-                "tests": tests if tests is None or isinstance(tests, str) else json.dumps(tests),
-                "domain": domain,
-            }
+        prompt = {
+            "problem": problem,
+            "answer": None if mapped.get("answer") is None else str(mapped["answer"]),
+            "tests": tests if tests is None or isinstance(tests, str) else json.dumps(tests),
+            "domain": mapped.get("domain") or ("code" if tests and mapped.get("answer") is None else "math"),
+        }
+        if meta:
+            prompt["meta"] = meta if isinstance(meta, str) else json.dumps(meta, ensure_ascii=False)
         prompt["id"] = str(
             row.get("id") or row.get("unique_id") or row.get("question_id") or stable_id(prompt["problem"])
         )
@@ -135,3 +119,17 @@ def to_prompts(path: Path, layout: str | None = None) -> tuple[str, list[dict[st
     if len(set(ids)) != len(ids):
         raise UserError(f"--benchmark {path}: ids repeat; give each problem its own `id`")
     return layout, out
+
+
+def published_benchmark(path: Path, layout: str) -> str | None:
+    """Which benchmark with published R1-Distill scores (`--compare`) a file is, if any."""
+    if layout == "gpqa":
+        return "gpqa_diamond"
+    if layout == "livecodebench":
+        return "livecodebench"
+    name = path.name.lower().replace("-", "").replace("_", "")
+    if "math500" in name:
+        return "math500"
+    if "aime" in name:
+        return "aime24"
+    return None

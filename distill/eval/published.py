@@ -21,13 +21,6 @@ R1_DISTILL: dict[str, dict[str, float]] = {
                                       "livecodebench": 57.5},
 }  # fmt: skip
 
-LAYOUT_TO_BENCHMARK = {
-    "aime24": "aime24",
-    "math500": "math500",
-    "gpqa": "gpqa_diamond",
-    "livecodebench": "livecodebench",
-}
-
 
 def compare_table(name: str, results: dict[str, Any]) -> list[str]:
     """Lines of a table: this run's pass@1 (and maj@k on AIME) beside the published R1-Distill scores."""

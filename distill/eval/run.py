@@ -22,7 +22,7 @@ from typing import Any
 
 from distill.config import CorrectnessConfig, FilterPreset, LanguageCheckConfig, ReadabilityConfig
 from distill.errors import UserError
-from distill.eval.benchmarks import to_prompts
+from distill.eval.benchmarks import published_benchmark, to_prompts
 from distill.eval.metrics import final_answer, has_box, summarize
 from distill.filters.readability import split_think
 from distill.store import DatasetReader, atomic_write_bytes, fingerprint
@@ -170,6 +170,7 @@ def run_eval(
     model_fp = model_fingerprint(model) if teacher is None else fingerprint(cfg.fingerprint_fields())
     results = {
         "benchmark": {"path": str(benchmark), "layout": layout, "problems": len(prompts),
+                      "published": published_benchmark(Path(benchmark), layout),
                       "fingerprint": hashlib.sha256(blob).hexdigest()},
         "model": {"name": cfg.teacher_name, "path": model, "backend": cfg.backend, "fingerprint": model_fp},
         "params": params,

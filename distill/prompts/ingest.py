@@ -11,6 +11,7 @@ import fnmatch
 import hashlib
 import json
 import random
+import re
 from typing import Any
 
 from distill.config import SourceMapping
@@ -49,6 +50,8 @@ def last_boxed(text: str) -> str | None:
 
 def apply_mapping(row: dict[str, Any], m: SourceMapping) -> dict[str, Any]:
     out = dict(row)
+    if m.messages is not None:
+        _user_turn(out, m.messages)
     for src, dst in m.columns.items():
         if src in out:
             out[dst] = out.pop(src)
@@ -58,6 +61,9 @@ def apply_mapping(row: dict[str, Any], m: SourceMapping) -> dict[str, Any]:
             raise RowError("no_answer", "the solution mapped to 'answer' has no \\boxed{} answer")
         out.setdefault("meta_solution", out["answer"])
         out["answer"] = boxed
+    if m.answer_after is not None and isinstance(out.get("answer"), str):
+        out.setdefault("meta_solution", out["answer"])
+        out["answer"] = answer_after(out["answer"], m.answer_after)
     if m.choices is not None:
         _letter_choices(out, m)
     if m.name is not None:
@@ -71,10 +77,49 @@ def apply_mapping(row: dict[str, Any], m: SourceMapping) -> dict[str, Any]:
     return out
 
 
+_THOUSANDS = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+
+
+def answer_after(text: str, marker: str) -> str:
+    """The final answer written after `marker` (GSM8K: '#### 1,080' -> '1080'): thousands separators go,
+    since "1,080" would otherwise read as a pair of numbers."""
+    at = text.rfind(marker)
+    if at < 0:
+        raise RowError("no_answer", f"the solution mapped to 'answer' has no {marker!r} line")
+    tail = text[at + len(marker) :].strip()
+    answer = tail.splitlines()[0].strip() if tail else ""
+    if not answer:
+        raise RowError("no_answer", f"nothing follows {marker!r} in the solution mapped to 'answer'")
+    return answer.replace(",", "") if _THOUSANDS.fullmatch(answer) else answer
+
+
+def _user_turn(row: dict[str, Any], column: str) -> None:
+    """A chat row's single user turn becomes `problem`; a system turn and a reference reply go to meta."""
+    turns = row.pop(column, None)
+    if not isinstance(turns, list) or not all(isinstance(t, dict) for t in turns):
+        raise RowError("wrong_type", f"column '{column}' must be a list of chat turns")
+    # {role, content} (OpenAI) or {from, value} (ShareGPT: human / gpt / system)
+    roles = {"human": "user", "gpt": "assistant"}
+    pairs = [(roles.get(t.get("role", t.get("from")), t.get("role", t.get("from"))), t.get("content", t.get("value")))
+             for t in turns]  # fmt: skip
+    users = [c for r, c in pairs if r == "user"]
+    if len(users) != 1 or not isinstance(users[0], str):
+        raise RowError("bad_value", f"column '{column}' has {len(users)} user turns; a prompt is one user turn")
+    row["problem"] = users[0]
+    meta = row.get("meta") if isinstance(row.get("meta"), dict) else {}
+    extra = {f"{r}_turn": c for r, c in pairs if r in ("system", "assistant") and isinstance(c, str)}
+    row["meta"] = {**meta, **extra}
+
+
 def _letter_choices(row: dict[str, Any], m: SourceMapping) -> None:
     """`problem` + "A) ... B) ..." and `answer` as the letter of the right option."""
     if isinstance(m.choices, str):
         options = row.pop(m.choices, None)
+        if isinstance(options, dict) and isinstance(options.get("text"), list):  # ARC: {text: [...], label: [...]}
+            labels = options.get("label")
+            if isinstance(labels, list) and row.get("answer") in labels:
+                row["answer"] = labels.index(row["answer"])
+            options = options["text"]
         if not isinstance(options, list) or not all(isinstance(o, str | int | float) for o in options):
             raise RowError("wrong_type", f"column '{m.choices}' must be a list of options")
     else:

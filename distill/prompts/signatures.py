@@ -3,7 +3,7 @@
 For each prompt row: its `id` (the hash of its matching form), its language when it has none, and
 what the global pass needs, in columns that start with `_`: a MinHash signature of its token
 shingles (near duplicates), a hash of its numbers (a template with other numbers is another
-problem), and the benchmark item it contains, if any (decontamination).
+problem), and what decontamination's global pass needs (`distill.prompts.decontaminate`).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import xxhash
 from datasketch import MinHash
 
 from distill import language
-from distill.normalize import numbers, tokens, word_tokens
-from distill.prompts.benchmarks import load_index
+from distill.normalize import numbers, tokens
+from distill.prompts.decontaminate import load_index
 from distill.records import RECORDS
 
 PROMPT = RECORDS["prompt"]
@@ -72,19 +72,20 @@ def signatures(
     sig = np.stack([m.hashvalues for m in hashes]).astype(np.uint32)
     nums = [xxhash.xxh64_intdigest(" ".join(numbers(t)).encode()) for t in toks]
 
-    bench_item: list[int | None] = [None] * len(toks)
-    bench_sim: list[float | None] = [None] * len(toks)
+    # Decontamination, pass 1: the index n-grams each prompt contains, the items it may copy, its numbers.
+    bench_grams: list[np.ndarray | None] = [None] * len(toks)
+    bench_cands: list[np.ndarray | None] = [None] * len(toks)
+    bench_nums: list[list[str] | None] = [None] * len(toks)
     if benchmark_index:
         index = load_index(benchmark_index)
-        for i, t in enumerate(toks):
-            m = index.match(word_tokens(t))
-            if m is not None:
-                bench_item[i], bench_sim[i] = m
+        for i, p in enumerate(problems):
+            bench_grams[i], bench_cands[i], bench_nums[i] = index.lookup(p)
 
     sig_type = pa.list_(pa.uint32(), num_perm)
     return (
         table.append_column("_sig", pa.FixedSizeListArray.from_arrays(pa.array(sig.ravel()), num_perm).cast(sig_type))
         .append_column("_numbers", pa.array(nums, pa.uint64()))
-        .append_column("_bench", pa.array(bench_item, pa.int32()))
-        .append_column("_bench_sim", pa.array(bench_sim, pa.float32()))
+        .append_column("_bench_grams", pa.array(bench_grams, pa.list_(pa.int32())))
+        .append_column("_bench_cands", pa.array(bench_cands, pa.list_(pa.int32())))
+        .append_column("_bench_nums", pa.array(bench_nums, pa.list_(pa.string())))
     )

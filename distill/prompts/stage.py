@@ -24,12 +24,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from distill import inputs
+from distill import inputs, layouts
 from distill.config import PromptsConfig
 from distill.executor import MapStage, StageResult, already_done, check_executor, run_map_stage
 from distill.progress import StageProgress
-from distill.prompts.benchmarks import BenchmarkIndex, build_index
-from distill.prompts.dedup import KEPT, REASONS, Decisions, cluster_roots, decide
+from distill.prompts import decontaminate
+from distill.prompts.decontaminate import BenchmarkIndex, build_index
+from distill.prompts.dedup import CONTAMINATED, KEPT, REASONS, Decisions, cluster_roots, decide
 from distill.records import RECORDS
 from distill.store import DatasetReader, DatasetWriter
 
@@ -40,6 +41,11 @@ REMOVED_COLUMNS = [
     pa.field("matched_id", pa.string()),
     pa.field("matched_source", pa.string()),
     pa.field("similarity", pa.float32()),
+    # contaminated rows only: the plain share of the item's n-grams in the prompt, the longest run of words
+    # both share (matching form) and the benchmark problem itself, so a person can check the match
+    pa.field("matched_coverage", pa.float32()),
+    pa.field("matched_span", pa.large_string()),
+    pa.field("matched_text", pa.large_string()),
 ]
 
 
@@ -60,7 +66,18 @@ def run_prompts(
     bench_specs = [*cfg.decontaminate.benchmarks, *(benchmarks or [])]
     files = inputs.resolve(input_specs, cfg.rows_per_shard)
     bench_files = inputs.resolve(bench_specs, 1 << 30, what="--decontaminate") if bench_specs else []
-    config = {"prompts": cfg.model_dump(), "benchmarks": [f.describe() for f in bench_files]}
+    found = layouts.for_files(files, cfg.sources)
+    mappings = tuple(m for _, m in found if m is not None)
+    sources = [
+        {
+            "path": f.path,
+            "source": f.source,
+            "layout": name,
+            "mapping": m.model_dump(exclude_defaults=True) if m else None,
+        }
+        for f, (name, m) in zip(files, found, strict=True)
+    ]
+    config = {"prompts": cfg.model_dump(), "benchmarks": [f.describe() for f in bench_files], "sources": sources}
 
     with DatasetWriter.for_record(
         out,
@@ -76,7 +93,7 @@ def run_prompts(
             shutil.rmtree(work, ignore_errors=True)
             return done
 
-        index = build_index(bench_files, cfg.decontaminate.ngram) if bench_files else None
+        index, bench_layouts = build_index(bench_files, cfg.decontaminate, cfg.sources) if bench_files else (None, [])
         index_path = None
         if index is not None:
             work.mkdir(parents=True, exist_ok=True)
@@ -96,7 +113,7 @@ def run_prompts(
                 "detect_language": cfg.language.detect,
             },
             input_record=PROMPT.name,
-            mappings=tuple(cfg.sources),
+            mappings=mappings,
         )
         run_map_stage(
             pass1,
@@ -111,6 +128,11 @@ def run_prompts(
         # Pass 2: global decisions (seconds; recomputed on a resume rather than stored).
         reader = DatasetReader(signatures)
         columns = _load_columns(reader, cfg.dedup.num_perm)
+        matches = decontaminate.decide(
+            index, columns.pop("bench_grams"), columns.pop("bench_cands"), columns.pop("bench_nums"),
+            cfg.decontaminate.threshold,
+        )  # fmt: skip
+        columns.update(bench=matches.item, bench_sim=matches.score, bench_cov=matches.coverage)
         decisions = decide(
             columns["codes"], columns["sig"], columns["numbers"], columns["bench"], columns["bench_sim"], cfg.dedup
         )
@@ -126,10 +148,21 @@ def run_prompts(
                     ds.record_shard(_write_shard(ds, k, signatures, entry, offset, decisions, columns, index))
                 offset += entry["rows"]
                 progress.advance(entry["rows"])
-        report = _report(decisions, columns, reader)
+        report = _report(decisions, columns, reader, index)
+        report["sources"] = sources
+        report["benchmarks"] = bench_layouts
         manifest = ds.finish({"report": report, "seconds": round(time.perf_counter() - started, 3)})
     shutil.rmtree(work, ignore_errors=True)
     return StageResult(manifest, False, time.perf_counter() - started, opened.redone)
+
+
+_PASS2_TYPES = {
+    "id": pa.string(),
+    "source": pa.string(),
+    "_bench_grams": pa.list_(pa.int32()),
+    "_bench_cands": pa.list_(pa.int32()),
+    "_bench_nums": pa.list_(pa.string()),
+}
 
 
 def _load_columns(reader: DatasetReader, num_perm: int) -> dict[str, Any]:
@@ -137,33 +170,34 @@ def _load_columns(reader: DatasetReader, num_perm: int) -> dict[str, Any]:
     n = reader.num_rows
     sig = np.empty((n, num_perm), np.uint32)
     numbers = np.empty(n, np.uint64)
-    bench = np.empty(n, np.int64)
-    bench_sim = np.empty(n, np.float32)
-    ids: list[pa.Array] = []
-    sources: list[pa.Array] = []
+    lists: dict[str, list[pa.Array]] = {
+        "id": [],
+        "source": [],
+        "_bench_grams": [],
+        "_bench_cands": [],
+        "_bench_nums": [],
+    }
     row = 0
-    for b in reader.iter_batches(
-        columns=["id", "source", "_sig", "_numbers", "_bench", "_bench_sim"], batch_size=65_536
-    ):
+    for b in reader.iter_batches(columns=["_sig", "_numbers", *lists], batch_size=65_536):
         k = b.num_rows
         sig[row : row + k] = b.column("_sig").values.to_numpy().reshape(k, num_perm)
         numbers[row : row + k] = b.column("_numbers").to_numpy()
-        bench[row : row + k] = pc.fill_null(b.column("_bench"), -1).to_numpy()
-        bench_sim[row : row + k] = pc.fill_null(b.column("_bench_sim"), 0.0).to_numpy()
-        ids.append(b.column("id"))
-        sources.append(b.column("source"))
+        for name, parts in lists.items():
+            parts.append(b.column(name))
         row += k
-    id_array = pa.chunked_array(ids, pa.string()).combine_chunks() if ids else pa.array([], pa.string())
-    source_array = pa.chunked_array(sources, pa.string()).combine_chunks() if sources else pa.array([], pa.string())
+    whole = {name: pa.chunked_array(parts, _PASS2_TYPES[name]) for name, parts in lists.items()}
+    id_array = whole["id"].combine_chunks()
+    source_array = whole["source"].combine_chunks()
     codes = pc.dictionary_encode(id_array).indices.to_numpy(zero_copy_only=False).astype(np.int64)
     return {
         "codes": codes,
         "sig": sig,
         "numbers": numbers,
-        "bench": bench,
-        "bench_sim": bench_sim,
         "ids": id_array,
         "sources": source_array,
+        "bench_grams": whole["_bench_grams"],
+        "bench_cands": whole["_bench_cands"],
+        "bench_nums": whole["_bench_nums"],
     }
 
 
@@ -201,22 +235,31 @@ def _write_shard(
 def _removed_rows(
     table: pa.Table, rows: np.ndarray, d: Decisions, columns: dict[str, Any], index: BenchmarkIndex | None
 ) -> pa.Table:
-    reasons, matched_ids, matched_sources = [], [], []
-    for r in rows:
+    reasons, matched_ids, matched_sources, spans, texts = [], [], [], [], []
+    problems = table.column("problem").to_pylist()
+    for r, problem in zip(rows, problems, strict=True):
         code, m = int(d.reason[r]), int(d.matched[r])
         reasons.append(REASONS[code])
         if REASONS[code] == "contaminated":
             assert index is not None
             matched_ids.append(index.ids[m])
             matched_sources.append(index.sources[m])
+            spans.append(decontaminate.longest_shared_span(index, problem, m))
+            texts.append(index.texts[m])
         else:
             matched_ids.append(columns["ids"][m].as_py())
             matched_sources.append(columns["sources"][m].as_py())
+            spans.append(None)
+            texts.append(None)
+    contaminated = d.reason[rows] == CONTAMINATED
     extra = [
         pa.array(reasons, pa.string()),
         pa.array(matched_ids, pa.string()),
         pa.array(matched_sources, pa.string()),
         pa.array(d.similarity[rows], pa.float32()),
+        pa.array(np.where(contaminated, columns["bench_cov"][rows], np.nan), pa.float32(), mask=~contaminated),
+        pa.array(spans, pa.large_string()),
+        pa.array(texts, pa.large_string()),
     ]
     out = table.cast(PROMPT.schema)
     for f, arr in zip(REMOVED_COLUMNS, extra, strict=True):
@@ -224,8 +267,11 @@ def _removed_rows(
     return out
 
 
-def _report(d: Decisions, columns: dict[str, Any], reader: DatasetReader) -> dict[str, Any]:
-    """Rows in, kept and removed by reason, per source; the largest duplicate clusters."""
+def _report(
+    d: Decisions, columns: dict[str, Any], reader: DatasetReader, index: BenchmarkIndex | None
+) -> dict[str, Any]:
+    """Rows in, kept and removed by reason, per source; the largest duplicate clusters; the benchmark items
+    prompts were found to copy."""
     sources = columns["sources"]
     by_source: dict[str, dict[str, int]] = {}
     enc = pc.dictionary_encode(sources)
@@ -250,16 +296,31 @@ def _report(d: Decisions, columns: dict[str, Any], reader: DatasetReader) -> dic
         }
         for root, size in clusters
     ]
+    copied = Counter(d.matched[d.reason == CONTAMINATED].tolist())
+    contamination = {
+        "items_matched": len(copied),
+        "items": len(index.ids) if index else 0,
+        "top": [
+            {"id": index.ids[j], "source": index.sources[j], "prompts": k} for j, k in copied.most_common(20)
+        ] if index else [],
+    }  # fmt: skip
     return {
         "by_source": by_source,
         "rejected": dict(rejected),
         "removed": d.counts(),
         "largest_duplicate_clusters": top,
+        "contamination": contamination,
         "lsh": {"bands": d.bands, "rows_per_band": d.rows_per_band},
     }
 
 
 def print_report(report: dict[str, Any], file: Any = sys.stderr) -> None:
+    for src in report.get("sources", []):
+        what = layouts.LAYOUTS[src["layout"]].what if src["layout"] in layouts.LAYOUTS else "a --config mapping"
+        print(f"  layout  {src['path']}: {src['layout']} ({what})", file=file)
+    for b in report.get("benchmarks", []):
+        what = layouts.LAYOUTS[b["layout"]].what if b["layout"] in layouts.LAYOUTS else "a --config mapping"
+        print(f"  benchmark  {b['path']}: {b['layout']} ({what})", file=file)
     reasons = list(REASONS.values())
     header = f"  {'source':<24} {'rows':>10} {'kept':>10} " + " ".join(f"{r:>16}" for r in reasons)
     print(header, file=file)
@@ -268,3 +329,10 @@ def print_report(report: dict[str, Any], file: Any = sys.stderr) -> None:
         print(f"  {name[:24]:<24} {c['rows']:>10,} {c['kept']:>10,} {cells}", file=file)
     for cluster in report["largest_duplicate_clusters"][:5]:
         print(f"  cluster: {cluster['duplicates']:,} duplicates of {cluster['id']} ({cluster['source']})", file=file)
+    c = report.get("contamination")
+    if c and c["items"]:
+        print(
+            f"  contaminated: {report['removed']['contaminated']:,} prompts copy {c['items_matched']:,} of "
+            f"{c['items']:,} benchmark items (`distill inspect DIR` lists each match with its evidence)",
+            file=file,
+        )

@@ -1,0 +1,247 @@
+"""Known layouts of public prompt and benchmark files, recognised by their columns: no config needed.
+
+Public data sets name their columns their own way: GSM8K has `question` and a worked `answer` ending in
+`#### 72`, MATH and NuminaMath a `problem` and a `solution` ending in `\\boxed{...}`, MMLU a list of
+`choices` and the index of the right one, GPQA the right option and three wrong ones, LiveCodeBench
+`question_content` and stdin/stdout cases, chat sets `messages`. Each layout here is a `SourceMapping`
+(the same rules a user writes in a config) plus the test that recognises it from a file's columns and
+its first rows. Every place that reads a source (`distill prompts`, `--decontaminate` benchmarks,
+`distill eval` benchmarks) goes through `detect`, so a file in a known layout reads the same way in all
+of them, and an explicit mapping still wins.
+
+A file whose columns match no layout is not read row by row into a heap of rejects: `detect` raises one
+line that names the columns it saw and the mapping that would read them.
+"""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from distill.config import SourceMapping
+from distill.errors import UserError
+
+if TYPE_CHECKING:
+    from distill.inputs import InputFile
+
+Rows = Sequence[dict[str, Any]]
+
+# Column names a problem or an answer goes by in public sets (the first one found wins).
+QUESTION_NAMES = ("question", "Question", "Problem", "prompt", "query", "input", "instruction")
+ANSWER_NAMES = ("answer", "Answer", "final_answer", "Final Answer")
+SOLUTION_NAMES = ("solution", "Solution")
+CHOICE_LISTS = ("choices", "options")
+CHOICE_ANSWERS = ("answer", "answerKey", "label", "correct")
+OPTION_LETTERS = "ABCDEFGHIJ"
+GPQA_OPTIONS = ["Correct Answer", "Incorrect Answer 1", "Incorrect Answer 2", "Incorrect Answer 3"]
+
+
+@dataclass(frozen=True)
+class Layout:
+    name: str
+    what: str  # one line for the report: what was recognised and what it becomes
+    recognise: Callable[[frozenset[str], Rows], SourceMapping | None]  # the mapping, or None if not this layout
+
+    def mapping(self, columns: frozenset[str], rows: Rows = ()) -> SourceMapping:
+        m = self.recognise(columns, rows)
+        if m is None:
+            raise UserError(f"layout {self.name!r} does not fit columns {', '.join(sorted(columns))}")
+        return m
+
+
+def _first(columns: frozenset[str], names: Sequence[str]) -> str | None:
+    return next((n for n in names if n in columns), None)
+
+
+def _values(rows: Rows, column: str) -> list[Any]:
+    return [r.get(column) for r in rows if r.get(column) is not None]
+
+
+def _gpqa(cols: frozenset[str], _rows: Rows) -> SourceMapping | None:
+    if "Question" not in cols or not set(GPQA_OPTIONS) <= cols:
+        return None
+    return SourceMapping(
+        columns={"Question": "problem"},
+        choices=GPQA_OPTIONS,
+        correct_choice="Correct Answer",
+        shuffle_choices=True,  # the right answer is always first in the file; seeded by the problem
+        domain="science",
+    )
+
+
+def _livecodebench(cols: frozenset[str], _rows: Rows) -> SourceMapping | None:
+    if not {"question_content", "public_test_cases"} <= cols:
+        return None
+    return SourceMapping(columns={"question_content": "problem", "public_test_cases": "tests"}, domain="code")
+
+
+def _apps(cols: frozenset[str], _rows: Rows) -> SourceMapping | None:
+    # APPS / TACO: `input_output` is JSON text {"inputs": [...], "outputs": [...]}.
+    question = _first(cols, ("question", "problem"))
+    if question is None or "input_output" not in cols:
+        return None
+    return SourceMapping(columns={question: "problem", "input_output": "tests"}, domain="code")
+
+
+def _multiple_choice(cols: frozenset[str], _rows: Rows) -> SourceMapping | None:
+    question = _first(cols, ("problem", *QUESTION_NAMES))
+    options = _first(cols, CHOICE_LISTS)
+    answer = _first(cols, CHOICE_ANSWERS)
+    if question is None or options is None or answer is None:
+        return None
+    return SourceMapping(columns={question: "problem", answer: "answer"}, choices=options, domain="science")
+
+
+def _option_columns(cols: frozenset[str], _rows: Rows) -> SourceMapping | None:
+    question = _first(cols, ("problem", *QUESTION_NAMES))
+    answer = _first(cols, CHOICE_ANSWERS)
+    letters = [c for c in OPTION_LETTERS if c in cols]
+    if question is None or answer is None or letters[:4] != list("ABCD") or "".join(letters) not in OPTION_LETTERS:
+        return None
+    return SourceMapping(columns={question: "problem", answer: "answer"}, choices=letters, domain="science")
+
+
+def _code_tests(cols: frozenset[str], _rows: Rows) -> SourceMapping | None:
+    if "problem" not in cols or "tests" not in cols:
+        return None
+    return SourceMapping(domain="code")
+
+
+def _gsm8k(cols: frozenset[str], rows: Rows) -> SourceMapping | None:
+    question = _first(cols, QUESTION_NAMES)
+    if question is None or "answer" not in cols:
+        return None
+    answers = [a for a in _values(rows, "answer") if isinstance(a, str)]
+    if not answers or sum("####" in a for a in answers) < len(answers) / 2:
+        return None
+    return SourceMapping(columns={question: "problem"}, answer_after="####", domain="math")
+
+
+def _problem_answer(cols: frozenset[str], _rows: Rows) -> SourceMapping | None:
+    if "problem" not in cols or "answer" not in cols:
+        return None
+    # A problem with a ground-truth answer is checked by the math verifier unless the row says otherwise.
+    return SourceMapping(domain="math")
+
+
+def _math_solution(cols: frozenset[str], _rows: Rows) -> SourceMapping | None:
+    problem = _first(cols, ("problem", *QUESTION_NAMES))
+    solution = _first(cols, SOLUTION_NAMES)
+    if problem is None or solution is None or _first(cols, ANSWER_NAMES) is not None:
+        return None
+    return SourceMapping(columns={problem: "problem", solution: "answer"}, answer_from_boxed=True, domain="math")
+
+
+def _question_answer(cols: frozenset[str], _rows: Rows) -> SourceMapping | None:
+    question = _first(cols, QUESTION_NAMES)
+    answer = _first(cols, ANSWER_NAMES)
+    if question is None or answer is None or "problem" in cols:
+        return None
+    return SourceMapping(columns={question: "problem", answer: "answer"}, domain="math")
+
+
+def _chat(cols: frozenset[str], _rows: Rows) -> SourceMapping | None:
+    turns = _first(cols, ("messages", "conversations"))
+    if turns is None or "problem" in cols:
+        return None
+    return SourceMapping(messages=turns, domain="general")
+
+
+def _problem_only(cols: frozenset[str], _rows: Rows) -> SourceMapping | None:
+    if "problem" not in cols:
+        return None
+    return SourceMapping()  # the prompt record's own columns; rows without `domain` are `general`
+
+
+# In order: the first layout that recognises a file's columns is its layout (more specific ones first).
+LAYOUTS: dict[str, Layout] = {
+    layout.name: layout
+    for layout in (
+        Layout("gpqa", "GPQA: Question + Correct Answer + 3 Incorrect -> shuffled lettered options", _gpqa),
+        Layout("livecodebench", "LiveCodeBench: question_content + public_test_cases -> code", _livecodebench),
+        Layout("apps", "APPS/TACO: question + input_output -> code", _apps),
+        Layout("multiple-choice", "question + choices list + answer (index, letter, text) -> letter", _multiple_choice),
+        Layout("option-columns", "question + columns A, B, C, D... + answer letter -> letter", _option_columns),
+        Layout("code-tests", "problem + stdin/stdout tests -> code", _code_tests),
+        Layout("gsm8k", "GSM8K: question + worked answer ending '#### n' -> answer n", _gsm8k),
+        Layout("problem-answer", "problem + answer (MATH, AIME, prompts) -> math unless `domain`", _problem_answer),
+        Layout("math-solution", "problem + worked solution (NuminaMath) -> last \\boxed{} as answer", _math_solution),
+        Layout("question-answer", "question + answer -> math unless `domain`", _question_answer),
+        Layout("chat", "messages / conversations -> the user turn as the problem, general", _chat),
+        Layout("problem-only", "problem with no answer -> general (no verifier)", _problem_only),
+    )
+}  # fmt: skip
+
+
+def detect(columns: Sequence[str], rows: Rows, where: str) -> tuple[str, SourceMapping]:
+    """(layout name, mapping) for a file with these columns and first rows; a `UserError` when none fits."""
+    cols = frozenset(columns)
+    for layout in LAYOUTS.values():
+        if (m := layout.recognise(cols, rows)) is not None:
+            return layout.name, m
+    raise UserError(f"{where}: {unrecognised(cols, rows)}")
+
+
+def resolve(mapping: SourceMapping, columns: Sequence[str], rows: Rows) -> SourceMapping:
+    """An explicit mapping that names a `layout`: that layout's rules, with the mapping's own name,
+    domain and language on top."""
+    if mapping.layout is None:
+        return mapping
+    base = LAYOUTS[mapping.layout].mapping(frozenset(columns), rows)
+    overrides = {
+        k: getattr(mapping, k) for k in ("match", "name", "domain", "language") if k in mapping.model_fields_set
+    }
+    return base.model_copy(update={**overrides, "layout": mapping.layout})
+
+
+def unrecognised(cols: frozenset[str], rows: Rows) -> str:
+    """The one line for a file no layout recognises: what it has and the mapping that would read it."""
+    texts = {c: _values(rows, c) for c in sorted(cols)}
+    strings = {c: v for c, v in texts.items() if v and all(isinstance(x, str) for x in v)}
+    # The longest text column is most likely the problem; an answer-like name is most likely the answer.
+    problem = max(strings, key=lambda c: sum(map(len, strings[c])) / len(strings[c]), default=None)
+    answer_like = ("answer", "label", "target", "output", "solution", "response", "gold", "final")
+    answer = next((c for c in sorted(cols - {problem}) if any(a in c.lower() for a in answer_like)), None)
+    suggestion = {problem or "<problem column>": "problem", **({answer: "answer"} if answer else {})}
+    pairs = ", ".join(f"{k}: {v}" for k, v in suggestion.items())
+    return (
+        f"columns {', '.join(sorted(cols)) or '(none)'} match no known layout ({', '.join(LAYOUTS)}); "
+        f"map them in a --config: `sources: [{{match: ..., columns: {{{pairs}}}}}]` "
+        "(keys: columns, answer_from_boxed, answer_after, choices, messages, domain; README, 'Prompts')"
+    )
+
+
+def for_files(
+    files: Sequence[InputFile], explicit: Sequence[SourceMapping], *, what: str = "--input"
+) -> list[tuple[str, SourceMapping | None]]:
+    """Per input file: its layout's name and the mapping that reads it (None where the file already has
+    the prompt record's columns). An explicit mapping whose `match` fits the file wins over detection."""
+    from distill import inputs
+    from distill.prompts.ingest import mapping_for
+
+    found: list[tuple[str, SourceMapping | None]] = []
+    for f in files:
+        columns, rows = inputs.sample_rows(f)
+        chosen = mapping_for(f.path, list(explicit))
+        if chosen is not None and chosen.layout is None:
+            found.append(("mapping", chosen))
+            continue
+        if not rows:  # nothing readable at the top: its rows become rejects one by one, with their reasons
+            found.append(("unreadable", None))
+            continue
+        if chosen is not None:
+            name, m = chosen.layout or "", resolve(chosen, columns, rows)
+        else:
+            name, m = detect(columns, rows, f"{what} {f.path}")
+        m = m.model_copy(update={"match": glob.escape(f.path)})
+        found.append((name, None if _reads_as_is(m, columns) else m))
+    return found
+
+
+def _reads_as_is(m: SourceMapping, columns: Sequence[str]) -> bool:
+    """The mapping changes nothing for this file: it is read as prompt records (the fast columnar path)."""
+    rules = (m.columns, m.answer_from_boxed, m.answer_after, m.choices, m.messages, m.name)
+    defaults = (m.domain is None or "domain" in columns) and (m.language is None or "language" in columns)
+    return not any(rules) and defaults
