@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import shutil
 import sys
 import time
@@ -121,10 +122,33 @@ def generate(root: Path, rows: int, bench_items: int, seed: int = 0) -> dict[str
     return {"dup": planted_dup, "leak": planted_leak, "natural_dup": natural}
 
 
-def run(rows: int, bench_items: int, root: Path, workers: int | None = None) -> dict:
+def generate_real(root: Path, rows: int, bench_items: int, seed: int = 0) -> dict[str, set[str]]:
+    """The worst case for decontamination's cost: prompts made of real problems (../shared/real's training
+    sets, each number replaced by a random one, so few are duplicates) share the stock phrases, templates
+    and figure code of the real benchmarks (MATH-500, AIME 2024/2025, filled up to `bench_items` with
+    generated items): nearly every prompt hits benchmark n-grams and proposes candidates to score."""
+    from benchmarks.decontamination_bench import BENCH, TRAIN, find_real, read_jsonl
+
+    real = find_real()
+    rng = random.Random(seed)
+    texts = [t.get("problem") or t["question"] for f in TRAIN for t in read_jsonl(real / f)]
+    bench = [b["problem"] for f in BENCH for b in read_jsonl(real / f)]
+    vocab = _vocab(rng, 20_000)
+    bench += [_problem(rng, vocab) for _ in range(max(0, bench_items - len(bench)))]
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / "bench.jsonl", "w") as f:
+        for i, b in enumerate(bench):
+            f.write(json.dumps({"id": f"bench-{i}", "problem": b}) + "\n")
+    number = re.compile(r"\d+")
+    problems = [number.sub(lambda _: str(rng.randint(2, 99_999)), rng.choice(texts)) for _ in range(rows)]
+    pq.write_table(pa.table({"problem": problems, "domain": ["math"] * rows}), root / "prompts.parquet")
+    return {"dup": set(), "leak": set(), "natural_dup": set()}
+
+
+def run(rows: int, bench_items: int, root: Path, workers: int | None = None, realistic: bool = False) -> dict:
     shutil.rmtree(root, ignore_errors=True)
     t0 = time.perf_counter()
-    planted = generate(root, rows, bench_items)
+    planted = (generate_real if realistic else generate)(root, rows, bench_items)
     gen_s = time.perf_counter() - t0
     out = root / "out"
     cmd = [
@@ -225,11 +249,12 @@ def main() -> None:
     ap.add_argument("--dir", type=Path, default=Path(".bench/prompts"))
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--naive", action="store_true", help="run the single-process datasketch baseline instead")
+    ap.add_argument("--realistic", action="store_true", help="prompts made of real problems (decontamination's worst)")
     args = ap.parse_args()
     if args.naive:
         print(json.dumps(naive(args.rows, args.bench_items, args.dir)))
     else:
-        print(json.dumps(run(args.rows, args.bench_items, args.dir, args.workers), indent=1))
+        print(json.dumps(run(args.rows, args.bench_items, args.dir, args.workers, args.realistic), indent=1))
 
 
 if __name__ == "__main__":

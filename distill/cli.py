@@ -140,7 +140,8 @@ def prompts(
         typer.Option("--config", help="Prompt-curation YAML: column mappings, dedup and decontamination settings."),
     ] = None,
     ngram: Annotated[
-        int | None, typer.Option("--ngram", min=4, help="Decontamination n-gram length (default 13; open-r1 uses 8).")
+        int | None,
+        typer.Option("--ngram", min=3, help="Decontamination n-gram length (default 5; open-r1's rule: 8)."),
     ] = None,
     workers: Annotated[int | None, typer.Option("--workers", min=1, help="Processes; default: all cores.")] = None,
     executor: ExecutorOption = "local",

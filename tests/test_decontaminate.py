@@ -108,3 +108,29 @@ def test_gram_hashes_are_the_same_in_every_process_and_tell_runs_apart() -> None
     assert np.array_equal(h, gram_hashes(list(ws), 5))
     assert gram_hashes(ws[:3], 5).size == 0
     assert gram_hashes(["a", "b", "c", "d", "e"], 5)[0] != gram_hashes(["b", "a", "c", "d", "e"], 5)[0]
+
+
+def test_benchmarks_in_other_layouts_are_matched_on_their_problem_text(tmp_path: Path) -> None:
+    question = (
+        "A spin-half particle is in a linear superposition 0.5|up> + sqrt(3)/2|down> of its spin states. What is "
+        "the expectation value up to one decimal place of the operator 10 sigma_z + 5 sigma_x?"
+    )
+    gpqa = [{"Question": question, "Correct Answer": "-0.7", "Incorrect Answer 1": "0.85",
+             "Incorrect Answer 2": "1.65", "Incorrect Answer 3": "-1.4", "Record ID": "rec1"}]  # fmt: skip
+    lcb = [{"question_id": "abc301_a", "question_content": "Takahashi and Aoki played N games. You are given a "
+            "string S of length N, the results of these games. Find the overall winner: Takahashi or Aoki.",
+            "public_test_cases": "[]"}]  # fmt: skip
+    rows = [
+        {"problem": f"Answer briefly. {question}\n(A) -1.4 (B) 0.85 (C) -0.7 (D) 1.65"},  # options in another order
+        {"problem": "Takahashi and Aoki played N games. You are given a string S of length N, the results of "
+                    "these games. Find the overall winner: Takahashi or Aoki. Write it in Python."},
+        {"problem": "What is the expectation value of sigma_z for a spin-half particle in the state |up>?"},
+    ]  # fmt: skip
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    benches = [str(write_jsonl(tmp_path / "gpqa.jsonl", gpqa)), str(write_jsonl(tmp_path / "lcb.jsonl", lcb))]
+    out = tmp_path / "out"
+    result = run_prompts([str(inp)], out, PromptsConfig(), benchmarks=benches, workers=1, show_progress=False)
+    found = {r["matched_id"]: r for r in read_side(out, "removed") if r["reason"] == "contaminated"}
+    assert set(found) == {"rec1", "abc301_a"}
+    assert found["rec1"]["matched_text"] == question  # the question itself: the options are not matched
+    assert [b["layout"] for b in result.manifest.stats["report"]["benchmarks"]] == ["gpqa", "livecodebench"]

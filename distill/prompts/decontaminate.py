@@ -56,7 +56,7 @@ import pyarrow as pa
 import xxhash
 
 from distill.errors import UserError
-from distill.normalize import words
+from distill.normalize import word_tokens, words
 
 if TYPE_CHECKING:
     from distill.config import DecontaminateConfig, SourceMapping
@@ -81,12 +81,15 @@ def strip_figures(text: str) -> str:
     return _FIGURES.sub(" ", text)
 
 
-def tokens_for(text: str, rule: str, figures: bool) -> list[str]:
-    """The words a rule compares."""
+def tokens_for(text: str, rule: str, figures: bool, toks: list[str] | None = None) -> list[str]:
+    """The words a rule compares (`toks`: the text's `normalize.tokens`, when the caller has them)."""
     if rule == "open-r1":
         return text.lower().split()  # open-r1: lower(), then white-space words, punctuation kept
-    ws = words(strip_figures(text)) if figures else []
-    ws = ws or words(text)  # a problem that is all figure is matched with its figure
+    if toks is not None and not (figures and _FIGURES.search(text)):
+        ws = word_tokens(toks)  # the same words, without normalizing the text a second time
+    else:
+        ws = words(strip_figures(text)) if figures else []
+        ws = ws or words(text)  # a problem that is all figure is matched with its figure
     # `\frac{47}{288}` and `47/288` are the same number typeset twice (a copy in the AIME history vs MATH-500)
     return [w for w in ws if w != "\\frac"]
 
@@ -133,12 +136,12 @@ class BenchmarkIndex:
     def num_items(self) -> int:
         return len(self.ids)
 
-    def lookup(self, text: str) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
+    def lookup(self, text: str, toks: list[str] | None = None) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
         """Pass 1 for one prompt: the index n-grams it contains (sorted ids), the items it may be a copy of,
-        and (when there are such items) its numbers."""
+        and (when there are such items) its numbers. `toks`: the text's `normalize.tokens`, if at hand."""
         if not len(self.hashes):
             return np.empty(0, np.int32), np.empty(0, np.int32), None
-        ws = tokens_for(text, self.rule, self.figures)
+        ws = tokens_for(text, self.rule, self.figures, toks)
         h = np.unique(np.concatenate([gram_hashes(ws, self.n), *(gram_hashes(ws, k) for k in self.short_lengths)]))
         pos = np.searchsorted(self.hashes, h)
         pos[pos == len(self.hashes)] = 0

@@ -78,8 +78,8 @@ def signatures(
     bench_nums: list[list[str] | None] = [None] * len(toks)
     if benchmark_index:
         index = load_index(benchmark_index)
-        for i, p in enumerate(problems):
-            bench_grams[i], bench_cands[i], bench_nums[i] = index.lookup(p)
+        for i, (p, t) in enumerate(zip(problems, toks, strict=True)):
+            bench_grams[i], bench_cands[i], bench_nums[i] = index.lookup(p, t)
 
     sig_type = pa.list_(pa.uint32(), num_perm)
     return (
