@@ -13,8 +13,8 @@ history and GSM8K against MATH-500 and AIME 2024/2025; benchmarks/RESULTS.md, te
 - Any single shared n-gram is not evidence: AIME problems share stock phrases ("... where m and n are
   relatively prime positive integers. Find m+n."), MATH geometry problems share Asymptote drawing code,
   MATH exercises share templates ("Convert the point ... to polar coordinates. Enter your answer in the
-  form ..."). open-r1's rule (any shared 8-gram) removed 931 clearly different training problems of
-  11,424 there; a plain 13-gram rule 119.
+  form ..."). open-r1's rule (any shared 8-gram) removed 930 clearly different training problems of
+  11,424 there; a plain 13-gram rule 118.
 - Coverage of the *item* (not of the prompt) still catches a benchmark problem pasted inside a longer
   prompt, and short n-grams survive light rewording (one changed word spoils n of them, not the rest).
 - Weights by commonness make stock phrases, answer-format instructions and exercise templates count for

@@ -170,13 +170,7 @@ def _load_columns(reader: DatasetReader, num_perm: int) -> dict[str, Any]:
     n = reader.num_rows
     sig = np.empty((n, num_perm), np.uint32)
     numbers = np.empty(n, np.uint64)
-    lists: dict[str, list[pa.Array]] = {
-        "id": [],
-        "source": [],
-        "_bench_grams": [],
-        "_bench_cands": [],
-        "_bench_nums": [],
-    }
+    lists: dict[str, list[pa.Array]] = {name: [] for name in _PASS2_TYPES}
     row = 0
     for b in reader.iter_batches(columns=["_sig", "_numbers", *lists], batch_size=65_536):
         k = b.num_rows
@@ -315,12 +309,10 @@ def _report(
 
 
 def print_report(report: dict[str, Any], file: Any = sys.stderr) -> None:
-    for src in report.get("sources", []):
-        what = layouts.LAYOUTS[src["layout"]].what if src["layout"] in layouts.LAYOUTS else "a --config mapping"
-        print(f"  layout  {src['path']}: {src['layout']} ({what})", file=file)
-    for b in report.get("benchmarks", []):
-        what = layouts.LAYOUTS[b["layout"]].what if b["layout"] in layouts.LAYOUTS else "a --config mapping"
-        print(f"  benchmark  {b['path']}: {b['layout']} ({what})", file=file)
+    for kind, found in (("layout", report.get("sources", [])), ("benchmark", report.get("benchmarks", []))):
+        for f in found:
+            known = layouts.LAYOUTS.get(f["layout"])
+            print(f"  {kind}  {f['path']}: {f['layout']} ({known.what if known else 'a --config mapping'})", file=file)
     reasons = list(REASONS.values())
     header = f"  {'source':<24} {'rows':>10} {'kept':>10} " + " ".join(f"{r:>16}" for r in reasons)
     print(header, file=file)
