@@ -4,9 +4,18 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.setup-stamp
 
-.PHONY: setup vllm-cpu test demo efficacy bench lint clean
+.PHONY: setup sandbox-deps vllm-cpu test demo efficacy bench lint clean
 
-setup: $(STAMP)
+setup: sandbox-deps $(STAMP)
+
+# The code sandbox runs model-written code in bubblewrap (README, "Running model-written code"). Installed
+# here where this user can (root with apt-get, as in CI); elsewhere `distill doctor` says what to ask for.
+sandbox-deps:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -q bubblewrap >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q bubblewrap >/dev/null; }; \
+	  else echo "note: bubblewrap (bwrap) is not installed: code checks stop until it is (run: distill doctor)"; fi; }
 
 # Rebuilt only when pyproject.toml changes. torch==2.13.0 is pinned in pyproject: on these machines
 # pip takes the CPU wheel already on disk (README, "GPU machines", for a CUDA build).

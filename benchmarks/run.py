@@ -239,6 +239,35 @@ def filter_section() -> list[str]:
     ]
 
 
+def sandbox_section() -> list[str]:
+    from benchmarks import sandbox_bench
+
+    runs = sandbox_bench.run(200)
+    by = {r["mode"]: r for r in runs}
+    before = by.get("unshare as root (before)")
+    floor = by["bare python -I -S (floor)"]
+    lines = [
+        "## Code sandbox: cost per answer (issue 17)",
+        "",
+        "`python -m benchmarks.sandbox_bench`: one correct answer against one stdin/stdout case, 200 times, in",
+        "each isolation: `bwrap` (the sandbox: user, PID, network and mount namespaces, a filesystem built from",
+        "nothing, limits; no root needed), `unsafe-rlimits-only` (the explicit opt-out), the namespaces this",
+        "project set up itself before (`unshare` as root, then nobody: root only, the filesystem left visible;",
+        "the baseline), and a bare `python -I -S` (the floor: starting an interpreter). Run as root, so the",
+        "sandboxes run as nobody.",
+        "",
+        "| isolation | median ms per answer | answers/s | vs before | start-up over the floor |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in runs:
+        ratio = f"{r['median_ms'] / before['median_ms']:.2f}×" if before else ""
+        lines.append(
+            f"| {r['mode']} | {r['median_ms']:.1f} | {r['per_s']:.0f} | {ratio} "
+            f"| {r['median_ms'] - floor['median_ms']:+.1f} ms |"
+        )
+    return [*lines, "", "Code-free traces never start a sandbox: the filter section's figures are unchanged by it.", ""]
+
+
 def mix_section() -> list[str]:
     from benchmarks import mix_bench
 
@@ -420,6 +449,7 @@ SECTIONS = {
     "prompts": prompts_section,
     "decontamination": decontamination_section,
     "filter": filter_section,
+    "sandbox": sandbox_section,
     "mix": mix_section,
     "generate": generate_section,
     "train": train_section,

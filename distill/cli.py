@@ -645,6 +645,38 @@ def inspect(
         raise typer.Exit(1)
 
 
+@app.command()
+@user_errors
+def doctor() -> None:
+    """Say what this machine gives distill, before a long run: above all, which isolation code checks get.
+
+    Exit status 1 when model-written code cannot be isolated here (`distill filter` would then stop on code
+    traces unless the preset says `sandbox: unsafe-rlimits-only`).
+
+    Example:
+
+      distill doctor
+    """
+    import os
+    import platform
+
+    from distill.filters.sandbox import probe
+
+    print("distill doctor")
+    print(f"  python   {platform.python_version()} at {sys.executable} (distill {__version__})")
+    uid = os.geteuid()
+    print(f"  user     uid {uid}" + (" (root): the sandbox drops to nobody" if uid == 0 else ""))
+    for key in ("user/max_user_namespaces", "kernel/unprivileged_userns_clone"):
+        path = Path("/proc/sys") / key
+        value = path.read_text().strip() if path.exists() else "n/a"
+        print(f"  sysctl   {key.replace('/', '.')} = {value}")
+    iso = probe("bwrap")
+    print(f"  sandbox  bwrap: {'yes' if iso.ok else 'NO'}: {iso.why}")
+    print(f"  sandbox  unsafe-rlimits-only: only where a preset says so: {probe('unsafe-rlimits-only').why}")
+    if not iso.ok:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     from distill import store
 

@@ -249,6 +249,11 @@ class LanguageCheckConfig(StrictModel):
 
 
 class CodeCheckConfig(StrictModel):
+    sandbox: Literal["bwrap", "unsafe-rlimits-only"] = Field(
+        default="bwrap",
+        description="bwrap: namespaces, no root needed (code checks stop where it cannot run); "
+        "unsafe-rlimits-only: no isolation but rlimits, accepted explicitly (distill/filters/sandbox.py)",
+    )
     timeout_s: float = Field(default=10.0, gt=0, description="wall clock for one answer's test suite")
     cpu_s: int = Field(default=10, ge=1)
     memory_mb: int = Field(default=1_024, ge=64)

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
@@ -281,6 +282,33 @@ def sample_rows(f: InputFile, k: int = 20) -> tuple[list[str], list[dict[str, An
     for _, table in _table_slices(chunk, k):
         return table.column_names, table.to_pylist()
     return [], []
+
+
+def column_has(files: list[InputFile], column: str, value: str) -> bool:
+    """Whether any row of the files has `column` == `value`, reading only that column where the format
+    allows (JSON lines: only lines that mention the value are parsed)."""
+    needle = json.dumps(value).encode()
+    for f in files:
+        if f.format == "jsonl":
+            for _, raw in _lines(f.path, 0, f.line_offsets[-1], 0):
+                if needle in raw:
+                    try:
+                        obj = _parse_line(raw)
+                    except RowError:
+                        continue
+                    if isinstance(obj, dict) and obj.get(column) == value:
+                        return True
+            continue
+        if f.format == "parquet":
+            if column not in pq.read_schema(f.path).names:
+                continue
+            batches: Iterator[Any] = pq.ParquetFile(f.path).iter_batches(columns=[column], batch_size=65_536)
+        else:
+            batches = (t for _, t in _table_slices(Chunk(f, 0, f.rows), 65_536))
+        for b in batches:
+            if column in b.schema.names and pc.any(pc.equal(b.column(column), value)).as_py():
+                return True
+    return False
 
 
 # --- reading a chunk --------------------------------------------------------------------------------

@@ -109,6 +109,7 @@ VERDICT_COLUMNS = (
     Column("correct", pa.bool_()),
     Column("readable", pa.bool_()),
     Column("language_ok", pa.bool_()),
+    Column("sandbox", pa.string(), doc="code rows whose tests ran: the isolation they ran in"),
     Column("keep", pa.bool_(), required=True),
     Column("reject_reason", pa.string(), doc="null when kept"),
 )

@@ -21,10 +21,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from distill import language
+from distill import inputs, language
 from distill.config import FilterPreset
-from distill.executor import MapStage, StageResult, run_map_stage
-from distill.filters import langcheck, readability
+from distill.executor import MapStage, StageResult, check_executor, run_map_stage
+from distill.filters import langcheck, readability, sandbox
 from distill.filters.answers import choice_letter, final_boxed
 from distill.filters.mathcheck import BAD_GOLD, CORRECT, TIMEOUT, MathChecker
 from distill.filters.sandbox import Limits, last_code_block, run_tests
@@ -54,6 +54,7 @@ def verdicts(batch: pa.RecordBatch, preset: dict[str, Any]) -> pa.Table:
     readable: list[bool | None] = [None] * n
     language_ok: list[bool | None] = [None] * n
     correct: list[bool | None] = [None] * n
+    sandboxed: list[str | None] = [None] * n  # code rows: the isolation their tests ran in
     reason: list[str | None] = [None] * n
     detail: list[str | None] = [None] * n
     reasonings = [r["reasoning"] for r in rows]
@@ -103,6 +104,7 @@ def verdicts(batch: pa.RecordBatch, preset: dict[str, Any]) -> pa.Table:
                 correct[i], reason[i], detail[i] = False, "no_answer", "no fenced code block after </think>"
                 continue
             outcome = run_tests(block, gold, limits)
+            sandboxed[i] = limits.sandbox
             correct[i] = outcome.passed
             reason[i], detail[i] = outcome.reason, outcome.detail or None
 
@@ -129,6 +131,7 @@ def verdicts(batch: pa.RecordBatch, preset: dict[str, Any]) -> pa.Table:
         ("correct", correct, pa.bool_()),
         ("readable", readable, pa.bool_()),
         ("language_ok", language_ok, pa.bool_()),
+        ("sandbox", sandboxed, pa.string()),
         ("keep", [rr is None for rr in reason], pa.bool_()),
         ("reject_reason", reason, pa.string()),
         ("reject_detail", detail, pa.string()),
@@ -176,6 +179,18 @@ def funnel(out: Path) -> dict[str, Any]:
     }
 
 
+def _isolation(input_specs: list[str], preset: FilterPreset, rows_per_shard: int) -> dict[str, Any]:
+    """Before anything is read or written: where there are code answers to run, the isolation the preset asks
+    for, or the one line that says why it cannot be had here and what to do (`SandboxUnavailable`, exit 2)."""
+    if not preset.correctness.enabled:
+        return {}
+    files = inputs.resolve(input_specs, rows_per_shard)
+    if not inputs.column_has(files, "domain", "code"):
+        return {}
+    iso = sandbox.require(preset.correctness.code.sandbox)
+    return {"sandbox": {"sandbox": iso.sandbox, "isolation": iso.why}}
+
+
 def run_filter(
     input_specs: list[str],
     out: Path,
@@ -187,6 +202,8 @@ def run_filter(
     show_progress: bool = True,
     executor: str = "local",
 ) -> StageResult:
+    check_executor(executor)  # a bad --executor is named before any input is read
+    isolation = _isolation(input_specs, preset, rows_per_shard)
     stage = MapStage(
         name="filter",
         function="distill.filters.stage:verdicts",
@@ -203,6 +220,6 @@ def run_filter(
         overwrite=overwrite,
         rows_per_shard=rows_per_shard,
         show_progress=show_progress,
-        extra_stats=lambda: {"funnel": funnel(Path(out)), "preset": preset.name},
+        extra_stats=lambda: {"funnel": funnel(Path(out)), "preset": preset.name, **isolation},
         executor=executor,
     )
