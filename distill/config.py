@@ -403,14 +403,16 @@ class SelectStepOptions(StrictModel):
 
 def load_yaml(path: str | Path) -> Any:
     p = Path(path)
-    if not p.exists():
-        raise UserError(f"{p}: no such file; check the path")
-    if p.is_dir():
-        raise UserError(f"{p}: is a directory; pass a YAML file")
     try:
+        if not p.exists():
+            raise UserError(f"{p}: no such file; check the path")
+        if p.is_dir():
+            raise UserError(f"{p}: is a directory; pass a YAML file")
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise UserError(f"{p}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    except OSError as e:  # e.g. a folder this user may not enter
+        raise UserError(f"{p}: cannot be read ({e.strerror}); check its permissions") from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as e:

@@ -54,12 +54,14 @@ def test_filter_as_an_unprivileged_user_judges_code_in_bwrap(scratch: Path) -> N
     (home / ".cache" / "huggingface" / "token").write_text(TOKEN)
     work = scratch / "work"
     inp = write_jsonl(work / "traces.jsonl", _traces(home))
+    preset = work / "r1.yaml"  # a copy: the checkout may sit where uid 65534 cannot enter (CI's is under mktemp)
+    shutil.copy(REPO / "filters" / "r1.yaml", preset)
     if os.geteuid() == 0:
         for p in [home, *home.rglob("*"), work, *work.rglob("*")]:
             os.chown(p, 65534, 65534)
     out = work / "verdicts"
-    argv = [sys.executable, "-m", "distill.cli", "filter", "--input", str(inp), "--preset",
-            str(REPO / "filters" / "r1.yaml"), "--out", str(out), "--no-progress", "--workers", "1"]  # fmt: skip
+    argv = [sys.executable, "-m", "distill.cli", "filter", "--input", str(inp), "--preset", str(preset),
+            "--out", str(out), "--no-progress", "--workers", "1"]  # fmt: skip
     r = as_unprivileged(argv, scratch, home=home)
     assert r.returncode == 0, r.stderr[-3000:]
     rows = {v["id"]: v for v in read_rows(out)}
