@@ -113,8 +113,18 @@ VERDICT_COLUMNS = (
     Column("keep", pa.bool_(), required=True),
     Column("reject_reason", pa.string(), doc="null when kept"),
 )
+
+
+def _messages_id(row: Mapping[str, Any], _source: str) -> str | None:
+    """An SFT row without an id gets the hash of its conversation (an id is what resume and dedup key on)."""
+    messages = row.get("messages")
+    if messages is None:
+        return None
+    return hashlib.sha256(json.dumps(messages, ensure_ascii=False, sort_keys=True).encode()).hexdigest()[:16]
+
+
 SFT_COLUMNS = (
-    Column("id", pa.string(), required=True),
+    Column("id", pa.string(), required=True, default=_messages_id, doc="computed from the messages when absent"),
     Column("source", pa.string(), required=True, default=_source_default),
     Column("domain", pa.string(), required=True, default=lambda r, s: "general"),
     Column("messages", pa.list_(MESSAGE), required=True),
@@ -279,10 +289,13 @@ def conform_table(table: pa.Table, record: Record, where: str, source: str) -> t
     return out, sorted(errors.items())
 
 
+_DEFAULT_INPUTS = ("problem", "messages")  # the columns that defaults are computed from (ids)
+
+
 def _defaults(col: Column, table: pa.Table, source: str) -> list[Any]:
     assert col.default is not None
-    problem = table.column("problem").to_pylist() if "problem" in table.column_names else None
-    return [col.default({"problem": problem[i]} if problem else {}, source) for i in range(table.num_rows)]
+    given = {c: table.column(c).to_pylist() for c in _DEFAULT_INPUTS if c in table.column_names}
+    return [col.default({c: v[i] for c, v in given.items()}, source) for i in range(table.num_rows)]
 
 
 def _true_positions(mask: pa.Array | pa.ChunkedArray) -> Iterable[int]:

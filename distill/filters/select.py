@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import xxhash
 
 from distill import inputs
@@ -59,41 +58,49 @@ def choose(rows: list[tuple[int, str, int, int]], per_prompt: int, seed: int) ->
 
 @dataclass(frozen=True)
 class KeysTask:
-    """Pass 1 over one input file: the kept traces' (position, id, sample, text key)."""
+    """Pass 1 over one chunk of the input: the kept traces' (position, id, sample, text key)."""
 
-    path: str
-    offset: int
+    chunk: inputs.Chunk
+    base: int  # the position of the chunk's file's first row among all input rows
 
 
 @dataclass(frozen=True)
 class WriteTask:
-    """Pass 2 over one input file: its chosen rows as shard `index`."""
+    """Pass 2 over one chunk: its chosen rows (row numbers within its file) as shard `index`."""
 
     out: str
     index: int
-    path: str
-    chosen: tuple[int, ...]  # row numbers within the file
+    file_index: int
+    chunk: inputs.Chunk
+    chosen: frozenset[int]
 
 
 def _keys(task: KeysTask) -> tuple[int, list[tuple[int, str, int, int]]]:
     # Hashing every kept trace's whole text is the stage's real work (R1 traces: ~20 KB each), so it
-    # runs in the workers, one input file each; the driver only sees a few dozen bytes per trace.
-    cols = pq.read_table(task.path, columns=["id", "sample", "keep", "reasoning", "content"])
-    idx = np.flatnonzero(pc.fill_null(cols.column("keep"), False).to_numpy(zero_copy_only=False))
-    return cols.num_rows, [
-        (task.offset + int(k), row["id"], row["sample"], _text_key(row["reasoning"], row["content"]))
-        for k, row in zip(idx, cols.take(pa.array(idx, pa.int64())).to_pylist(), strict=True)
-    ]
+    # runs in the workers, one chunk each; the driver only sees a few dozen bytes per trace.
+    rows, found = 0, []
+    for batch in inputs.read_chunk(task.chunk, VERDICT, 4096):
+        rows += batch.table.num_rows + len(batch.rejects)
+        idx = np.flatnonzero(pc.fill_null(batch.table.column("keep"), False).to_numpy(zero_copy_only=False))
+        picked = batch.table.select(["id", "sample", "reasoning", "content"]).take(pa.array(idx, pa.int64()))
+        found += [
+            (task.base + batch.rows[k], r["id"], r["sample"], _text_key(r["reasoning"], r["content"]))
+            for k, r in zip(idx, picked.to_pylist(), strict=True)
+        ]
+    return rows, found
 
 
 def _write(task: WriteTask) -> dict[str, Any]:
-    table = pq.read_table(task.path)
-    mask = np.zeros(table.num_rows, dtype=bool)
-    mask[list(task.chosen)] = True
-    shard = ShardWriter(Path(task.out), task.index)
+    shard = ShardWriter(Path(task.out), task.index, VERDICT.schema)
+    rows_in = 0
     try:
-        shard.write(table.filter(pa.array(mask)))
-        return shard.commit(rows_in=table.num_rows, input={"file": task.index, "start": 0, "stop": table.num_rows})
+        for batch in inputs.read_chunk(task.chunk, VERDICT, 4096):
+            rows_in += batch.table.num_rows + len(batch.rejects)
+            for r in batch.rejects:  # unreadable rows surface here (pass 1 skipped them)
+                shard.reject(task.chunk.file.path, r.row, r.error, r.raw)
+            mask = pa.array([n in task.chosen for n in batch.rows], pa.bool_())
+            shard.write(batch.table.filter(mask))
+        return shard.commit(rows_in=rows_in, input=task.chunk.describe(task.file_index))
     except BaseException:
         shard.abort()
         raise
@@ -109,45 +116,57 @@ def run_select(
     show_progress: bool = True,
     workers: int | None = None,
     executor: str = "local",
+    rows_per_shard: int = 10_000,
 ) -> StageResult:
-    """Two passes over the input files, each file a task on the executor: the kept traces' keys, then
-    (after the driver's choice) each file's chosen rows as the shard of the same number."""
+    """Two passes over the input chunks (any input format), each chunk a task on the executor: the kept
+    traces' keys, then (after the driver's choice) each chunk's chosen rows as the shard of the same number."""
     started = time.perf_counter()
     check_executor(executor)
     if per_prompt < 1:
         raise UserError(f"--per-prompt is {per_prompt}; it must be at least 1")
-    files = inputs.resolve(input_specs, 1 << 30)
+    files = inputs.resolve(input_specs, rows_per_shard)
     inputs.check_columns(files, VERDICT)
+    chunks = inputs.plan(files, rows_per_shard)
     with DatasetWriter.for_record(
         out,
         stage="select",
         record=VERDICT,
-        config={"per_prompt": per_prompt, "seed": seed, "rule": "distinct, then xxh64(seed:id:sample) order"},
+        config={
+            "per_prompt": per_prompt,
+            "seed": seed,
+            "rule": "distinct, then xxh64(seed:id:sample) order",
+            "rows_per_shard": rows_per_shard,
+        },
         inputs=[f.describe() for f in files],
         overwrite=overwrite,
     ) as ds:
         opened = ds.open()
         if done := already_done(opened, started):
             return done
-        offsets = np.cumsum([0] + [f.rows for f in files]).tolist()
-        total = offsets[-1]
+        file_index = {f.path: k for k, f in enumerate(files)}
+        base = np.cumsum([0] + [f.rows for f in files]).tolist()
+        total = base[-1]
         kept: list[tuple[int, str, int, int]] = []
         with StageProgress("select: keys", total, enabled=show_progress) as progress:
-            tasks = [KeysTask(f.path, offsets[k]) for k, f in enumerate(files)]
+            tasks = [KeysTask(c, base[file_index[c.file.path]]) for c in chunks]
             for rows, part in executor_map(_keys, tasks, workers, executor):
                 kept.extend(part)
                 progress.advance(rows)
         kept.sort()  # tasks finish in any order; the choice must not depend on it
         chosen, counts = choose(kept, per_prompt, seed)
-        ds.set_plan(len(files))
-        by_file: list[list[int]] = [[] for _ in files]
+        ds.set_plan(len(chunks))
+        by_file: list[set[int]] = [set() for _ in files]
         for position in chosen:
-            k = bisect.bisect_right(offsets, position) - 1
-            by_file[k].append(position - offsets[k])
-        todo = [WriteTask(str(out), k, f.path, tuple(sorted(by_file[k]))) for k, f in enumerate(files)
-                if k not in opened.done]  # fmt: skip
-        with StageProgress("select", total, sum(f.rows for k, f in enumerate(files) if k in opened.done),
-                           enabled=show_progress) as progress:  # fmt: skip
+            k = bisect.bisect_right(base, position) - 1
+            by_file[k].add(position - base[k])
+        todo = []
+        for index, c in enumerate(chunks):
+            if index not in opened.done:
+                k = file_index[c.file.path]
+                rows = frozenset(r for r in by_file[k] if c.start <= r < c.stop)
+                todo.append(WriteTask(str(out), index, k, c, rows))
+        done_rows = sum(c.stop - c.start for i, c in enumerate(chunks) if i in opened.done)
+        with StageProgress("select", total, done_rows, enabled=show_progress) as progress:
             for entry in executor_map(_write, todo, workers, executor):
                 ds.record_shard(entry)
                 progress.advance(entry["rows_in"])

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,34 +22,32 @@ PREFLIGHT_ROWS = 64  # rows whose rendering and mask are checked token by token
 
 
 def load_rows(data: str) -> Any:
-    """The `messages` (and `id`) of an SFT dataset directory, Parquet/JSONL file, or `hf:NAME[@SPLIT]`."""
+    """The `id` and `messages` of SFT rows, from anything the reader layer reads (`distill.inputs`): a dataset
+    directory, Parquet / JSONL / CSV files, a plain folder of them (a downloaded Hub dataset), a glob,
+    `hf:NAME[@SPLIT]`. A row that is not an SFT row stops the run with one line naming it."""
     import datasets
+    import pyarrow as pa
 
-    from distill.store import DatasetReader, is_dataset_dir
+    from distill import inputs
+    from distill.records import RECORDS
 
-    path = Path(data)
-    if data.startswith("hf:"):
-        name, _, split = data[3:].partition("@")
-        try:
-            ds = datasets.load_dataset(name, split=split or "train")
-        except Exception as e:  # datasets raises many types for a missing/unreachable dataset
-            raise UserError(f"--data {data}: cannot be loaded ({str(e).splitlines()[0][:160]})") from None
-    elif is_dataset_dir(path):
-        import pyarrow as pa
-
-        reader = DatasetReader(path)
-        table = pa.Table.from_batches(list(reader.iter_batches(columns=["id", "messages"])), schema=None)
-        ds = datasets.Dataset(table)
-    elif path.is_file() and path.suffix in (".parquet", ".jsonl", ".json"):
-        kind = "parquet" if path.suffix == ".parquet" else "json"
-        ds = datasets.load_dataset(kind, data_files=str(path), split="train")
-    else:
-        raise UserError(f"--data {data}: not an SFT dataset directory, .parquet/.jsonl file or hf:NAME")
-    if "messages" not in ds.column_names:
-        raise UserError(f"--data {data}: has no 'messages' column (columns: {', '.join(ds.column_names)})")
-    if "id" not in ds.column_names:
-        ds = ds.add_column("id", [str(i) for i in range(len(ds))])
-    return ds.select_columns(["id", "messages"])
+    sft = RECORDS["sft"]
+    files = inputs.resolve([data], 1 << 30, what="--data")
+    inputs.check_columns(files, sft)
+    parts = []
+    for chunk in inputs.plan(files, 1 << 30):
+        for batch in inputs.read_chunk(chunk, sft, 65_536):
+            if batch.rejects:
+                bad = batch.rejects[0]
+                raise UserError(f"--data {chunk.file.path}: row {bad.row}: {bad.error}; fix or remove the row")
+            parts.append(
+                batch.table.select(["id", "messages"]).cast(
+                    pa.schema([sft.column("id").field, sft.column("messages").field])
+                )
+            )
+    if not parts:
+        raise UserError(f"--data {data}: no rows")
+    return datasets.Dataset(pa.concat_tables(parts))
 
 
 def prepare_tokenizer(tokenizer: Any, template: ChatTemplate, *, add_missing: bool = True) -> list[str]:

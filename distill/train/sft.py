@@ -46,7 +46,8 @@ def _model_path(cfg: StudentConfig) -> str:
 
 
 def data_fingerprint(data: str) -> str:
-    """What the data is: a dataset directory's content fingerprint, a file's SHA-256, or the Hub spec."""
+    """What the data is: a dataset directory's content fingerprint, a file's SHA-256, or its files' (a folder,
+    a glob, `hf:NAME`)."""
     from distill.store import is_dataset_dir, read_manifest, sha256_file
 
     path = Path(data)
@@ -54,7 +55,11 @@ def data_fingerprint(data: str) -> str:
         return manifest.fingerprint
     if path.is_file():
         return sha256_file(path)
-    return data
+    from distill import inputs
+    from distill.store import inputs_fingerprint
+
+    # a plain folder of files, a glob, hf:NAME: the files it stands for, each by its content
+    return inputs_fingerprint([f.describe() for f in inputs.resolve([data], 1 << 30, what="--data")])
 
 
 def count_params(path: str) -> int | None:
