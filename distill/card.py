@@ -5,11 +5,12 @@ dataset directory upstream of it (a manifest lists its inputs, so the chain prom
 verdicts -> kept -> sft is followed back): counts, the funnel by reject reason, the filter preset,
 the decontamination benchmarks, the mix quotas, token-length statistics with a histogram image, the
 commands and config fingerprints that rebuild it. The Hub metadata (YAML front matter) comes from
-`huggingface_hub.DatasetCardData`; the body from the Jinja template `data_cards/template.md`.
+`huggingface_hub.DatasetCardData`; the body from the Jinja template `distill/data/card_template.md`.
 """
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import pyarrow.compute as pc
 from distill.errors import UserError
 from distill.store import MANIFEST, DatasetReader, Manifest, atomic_write_bytes, read_manifest, shard_files
 
-TEMPLATE = Path(__file__).resolve().parent.parent / "data_cards" / "template.md"
+TEMPLATE = Path(__file__).resolve().parent / "data" / "card_template.md"  # package data: in every install
 HISTOGRAM = "token_lengths.png"
 
 
@@ -38,8 +39,8 @@ def lineage(root: Path) -> list[tuple[Path, Manifest]]:
         if m is None:
             continue
         out.append((d, m))
-        for inp in m.inputs:
-            parent = Path(inp["path"]).resolve().parent
+        for path in m.input_paths(d):
+            parent = path.parent
             if (parent / MANIFEST).exists() and parent not in seen:
                 queue.append(parent)
     return out
@@ -89,7 +90,7 @@ def collect(root: Path) -> dict[str, Any]:
         "features": _features(schema) if len(schema) else [],
         "lineage": [
             {
-                "dir": str(d),
+                "dir": os.path.relpath(d, root.resolve()),  # the same card wherever it is written from
                 "stage": man.stage,
                 "config": man.config_fingerprint[:16],
                 "inputs": man.input_fingerprint[:16],
@@ -133,9 +134,19 @@ def collect(root: Path) -> dict[str, Any]:
         facts["prompts"] = {
             "report": pm.stats.get("report", {}),
             "benchmarks": [Path(b["path"]).name for b in pm.config.get("benchmarks", [])],
-            "ngram": pm.config.get("prompts", {}).get("decontaminate", {}).get("ngram"),
+            "decontaminate": _decontamination(pm.config.get("prompts", {}).get("decontaminate", {})),
         }
     return facts
+
+
+def _decontamination(cfg: dict[str, Any]) -> str:
+    """How leaks were found, in words (`distill/prompts/decontaminate.py`)."""
+    if cfg.get("rule") == "open-r1":
+        return f"any shared {cfg.get('ngram') or 8}-gram of lower-cased words (open-r1's rule)"
+    if "rule" in cfg:
+        return (f"at least {cfg.get('threshold', 0.5):.0%} of a benchmark problem's {cfg.get('ngram') or 5}-grams "
+                "(weighted by rarity) and all its numbers")  # fmt: skip
+    return f"a shared {cfg.get('ngram', 13)}-gram"  # manifests written before the coverage rule
 
 
 def _languages(by_stage: dict[str, tuple[Path, Manifest]]) -> dict[str, int]:
@@ -175,7 +186,7 @@ def render(root: Path, *, license: str = "other", pretty_name: str | None = None
         },
     )
     if not TEMPLATE.exists():
-        raise UserError(f"{TEMPLATE}: the card template is missing; restore data_cards/template.md")
+        raise UserError(f"{TEMPLATE}: the card template is missing from this install; reinstall distill")
     card = DatasetCard.from_template(data, template_path=str(TEMPLATE), facts=facts, histogram=HISTOGRAM)
     return str(card)
 

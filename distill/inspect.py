@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 from rich.console import Console
 from rich.markup import escape
 
-from distill.store import DatasetReader, totals
+from distill.store import DatasetReader, input_path, totals
 
 
 def _clip(value: object, width: int) -> str:
@@ -68,7 +68,8 @@ def inspect_dir(
         f"written by distill {m.distill_version}, updated {m.updated_at}"
     )
     for inp in m.inputs[:5]:
-        console.print(f"  input  {inp['path']}  ({inp['rows']:,} rows)")
+        where = inp["path"] if str(inp["path"]).startswith("hf:") else input_path(root, inp["path"])
+        console.print(f"  input  {where}  ({inp['rows']:,} rows)")
     if len(m.inputs) > 5:
         console.print(f"  input  … and {len(m.inputs) - 5} more")
 

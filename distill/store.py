@@ -365,10 +365,31 @@ class Manifest:
     def rows(self) -> int:
         return sum(s["rows"] for s in self.shards.values())
 
+    def input_paths(self, root: Path) -> list[Path]:
+        """Where the inputs are: recorded relative to the dataset directory `root` (so a run directory can be
+        moved, and a manifest read from anywhere), or absolute; `hf:` names are not paths and are skipped."""
+        return [input_path(root, i["path"]) for i in self.inputs if not str(i.get("path", "hf:")).startswith("hf:")]
+
     @property
     def fingerprint(self) -> str:
         """Identifies this dataset's content, for the fingerprint of whatever reads it."""
         return fingerprint([self.shards[i]["sha256"] for i in sorted(self.shards)])
+
+
+def input_path(root: Path, recorded: str) -> Path:
+    """A path a manifest recorded, resolved from the manifest's directory (never the working directory)."""
+    return (Path(root) / recorded).resolve()
+
+
+def _recorded(inputs: list[dict[str, Any]], root: Path) -> list[dict[str, Any]]:
+    """Input entries with their local paths made relative to the dataset directory that records them."""
+    out = []
+    for entry in inputs:
+        path = entry.get("path")
+        if isinstance(path, str) and not path.startswith("hf:"):
+            entry = {**entry, "path": os.path.relpath(os.path.abspath(path), os.path.abspath(root))}
+        out.append(entry)
+    return out
 
 
 def read_manifest(root: Path) -> Manifest | None:
@@ -444,6 +465,7 @@ class DatasetWriter:
     ) -> None:
         self.root = Path(root)
         self.stage = stage
+        inputs = _recorded(inputs, self.root)
         self._new = Manifest(
             stage=stage,
             record=record,

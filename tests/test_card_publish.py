@@ -113,3 +113,53 @@ def test_git_blob_sha1_is_gits(tmp_path: Path) -> None:
         git_blob_sha1(p)
         == subprocess.run(["git", "hash-object", str(p)], capture_output=True, text=True).stdout.strip()
     )
+
+
+def _chain(tmp: Path) -> Path:
+    """verdicts -> select -> mix, each command run from `tmp` with relative paths (as a user types them)."""
+    rows = [{"id": f"p{i}", "problem": f"What is {i} + 1?", "sample": 0, "reasoning": "Add one.", "domain": "math",
+             "content": f"\\boxed{{{i + 1}}}", "keep": True} for i in range(20)]  # fmt: skip
+    write_jsonl(tmp / "verdicts.jsonl", rows)
+    r = run_cli("select", "--input", "verdicts.jsonl", "--out", "kept", "--per-prompt", "1", "--no-progress", cwd=tmp)
+    assert r.returncode == 0, r.stderr
+    (tmp / "mix.yaml").write_text("seed: 0\nsources:\n  - {name: reasoning, path: kept, quota: 100}\n")
+    r = run_cli("mix", "--config", "mix.yaml", "--out", "sft", "--no-progress", cwd=tmp)
+    assert r.returncode == 0, r.stderr
+    return tmp / "sft"
+
+
+def test_the_card_is_the_same_from_any_working_directory(tmp_path: Path) -> None:
+    sft = _chain(tmp_path)
+    assert run_cli("card", "sft", cwd=tmp_path).returncode == 0
+    here = (sft / "README.md").read_text()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    r = run_cli("card", str(sft), cwd=elsewhere)
+    assert r.returncode == 0, r.stderr
+    assert (sft / "README.md").read_text() == here
+    assert "| select |" in here  # the provenance of the chain is found from the manifests, not the cwd
+    assert str(tmp_path) not in here  # no path of this machine in a card meant for the Hub
+
+
+def test_a_wheel_carries_the_card_template_and_a_plain_install_writes_cards(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import zipfile
+
+    from tests.conftest import REPO
+
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--no-build-isolation", "-q",
+                        "-w", str(tmp_path / "wheel")], capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    [wheel] = (tmp_path / "wheel").glob("distill-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        assert "distill/data/card_template.md" in z.namelist()
+        z.extractall(tmp_path / "site")  # a wheel installed is its files unpacked into site-packages
+    sft = _chain(tmp_path / "data")
+    env = {"PYTHONPATH": str(tmp_path / "site")}
+    where = subprocess.run([sys.executable, "-c", "import distill; print(distill.__file__)"], capture_output=True,
+                           text=True, env={**__import__("os").environ, **env}, cwd=tmp_path)  # fmt: skip
+    assert where.stdout.startswith(str(tmp_path / "site"))  # the unpacked wheel, not this checkout
+    r = run_cli("card", str(sft), env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (sft / "README.md").read_text().startswith("---")

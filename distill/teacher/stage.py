@@ -413,8 +413,10 @@ def merge_parts(out: Path, n: int) -> Manifest | None:
                 f"{part_dir(out, i, n)}: made with another teacher config or other inputs than part 0; "
                 f"rerun that part with the same command (and --overwrite)"
             )
+    # the parts record their inputs relative to themselves: given to the merged directory as real paths
+    inputs = [{**e, "path": str(p)} for e, p in zip(first.inputs, first.input_paths(part_dir(out, 0, n)), strict=True)]
     with DatasetWriter(out, stage="generate", record=first.record, schema_version=first.schema_version,
-                       config=config, inputs=first.inputs) as ds:  # fmt: skip
+                       config=config, inputs=inputs) as ds:  # fmt: skip
         opened = ds.open()
         if opened.manifest.complete:
             return opened.manifest
