@@ -29,7 +29,7 @@ app = typer.Typer(
         "rerunning a command on the same --out resumes it.\n\n"
         "Example:\n\n"
         "  distill run pipelines/demo.yaml\n\n"
-        "  distill inspect runs/demo/filter"
+        "  distill inspect runs/demo/verdicts"
     ),
     no_args_is_help=True,
     rich_markup_mode="markdown",
@@ -158,7 +158,7 @@ def prompts(
 
       distill prompts --input data/demo/prompts.jsonl --out runs/prompts --decontaminate data/demo/benchmark.jsonl
 
-      distill prompts --input 'raw/*.parquet' --input raw/gpqa.csv --out runs/prompts --config configs/prompts/r1.yaml
+      distill prompts --input 'data/demo/*.jsonl' --out runs/prompts-all --config configs/prompts/default.yaml --ngram 8
     """
     from distill.config import PromptsConfig, load_config
     from distill.executor import print_result
@@ -222,11 +222,11 @@ def generate(
 
     Example:
 
-      distill generate --input runs/demo/prompts --teacher configs/teacher/synthetic.yaml --out runs/demo/traces
+      distill generate --input runs/demo/prompts --teacher configs/teacher/synthetic.yaml --out runs/traces
 
-      distill generate --input runs/r1/prompts --teacher configs/teacher/r1-vllm.yaml --out runs/r1/traces
-
-      distill generate ... --shard 3/16 --base-url http://localhost:8000/v1   # one of 16 nodes, its own server
+    With the full R1 behind vLLM: `--teacher configs/teacher/r1-vllm.yaml` (its `base_urls`); one client of
+    16, each beside its own server: `--shard 3/16 --base-url http://localhost:8000/v1` (README, "Teacher
+    traces").
     """
     from distill.config import load_config
     from distill.executor import print_result
@@ -265,7 +265,7 @@ def render_chat(
 
     Example:
 
-      distill render-chat --template r1-qwen --messages conversation.json
+      distill render-chat --template r1-qwen --messages data/demo/conversation.json
     """
     import json
 
@@ -393,7 +393,9 @@ def eval_(
 
       distill eval --model runs/students/tiny --benchmark data/demo/heldout.jsonl --samples 4 --out runs/eval/tiny
 
-      distill eval --model http://localhost:8000/v1 --benchmark aime24.parquet --samples 64 --out runs/aime --compare
+      distill eval --teacher configs/teacher/synthetic.yaml --benchmark data/demo/heldout.jsonl --out runs/eval/syn
+
+    A served model: `--model http://localhost:8000/v1`; beside the published R1-Distill scores: `--compare`.
     """
     from distill.eval.published import compare_table
     from distill.eval.run import print_results, run_eval
@@ -466,7 +468,7 @@ def filter_(
 
     Example:
 
-      distill filter --input runs/demo/traces --preset filters/r1.yaml --out runs/demo/verdicts
+      distill filter --input runs/demo/traces --preset filters/r1.yaml --out runs/verdicts
     """
     from distill.config import FilterPreset, load_config
     from distill.executor import print_result
@@ -506,7 +508,7 @@ def select(
 
     Example:
 
-      distill select --input runs/demo/verdicts --out runs/demo/kept --per-prompt 4
+      distill select --input runs/demo/verdicts --out runs/kept-4 --per-prompt 4
     """
     from distill.executor import print_result
     from distill.filters.select import run_select
@@ -541,7 +543,7 @@ def mix(
 
     Example:
 
-      distill mix --config configs/mix/r1-800k.yaml --out runs/r1/sft
+      distill mix --config configs/mix/demo.yaml --out runs/sft-demo
     """
     from distill.config import MixConfig, load_config
     from distill.executor import print_result
@@ -637,7 +639,7 @@ def inspect(
 
     Example:
 
-      distill inspect runs/demo/filter --rows 5 --verify
+      distill inspect runs/demo/verdicts --rows 5 --verify
     """
     from distill.inspect import inspect_dir
 
