@@ -16,7 +16,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from distill import __version__
+from distill import __version__, stages
 from distill.errors import UserError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -119,130 +119,12 @@ def run(
     pipeline_mod.run(pipeline, out, overwrite=overwrite, workers=workers, show_progress=progress, executor=executor)
 
 
-@app.command()
-@user_errors
-def prompts(
-    input: Annotated[
-        list[str],
-        typer.Option(
-            "--input",
-            help="Prompt source: a .jsonl/.parquet/.csv file, a dataset directory, a `save_to_disk` folder, "
-            "`hf:NAME[@SPLIT]`, or a glob. Repeat for several.",
-        ),
-    ],
-    out: Annotated[Path, typer.Option("--out", help="Output dataset directory.")],
-    decontaminate: Annotated[
-        list[str] | None,
-        typer.Option("--decontaminate", help="Benchmark file whose problems must not be in the prompts. Repeatable."),
-    ] = None,
-    config: Annotated[
-        Path | None,
-        typer.Option("--config", help="Prompt-curation YAML: column mappings, dedup and decontamination settings."),
-    ] = None,
-    ngram: Annotated[
-        int | None,
-        typer.Option("--ngram", min=3, help="Decontamination n-gram length (default 5; open-r1's rule: 8)."),
-    ] = None,
-    workers: Annotated[int | None, typer.Option("--workers", min=1, help="Processes; default: all cores.")] = None,
-    executor: ExecutorOption = "local",
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Discard an existing --out and start afresh.")] = False,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
-) -> None:
-    """Ingest prompts, drop exact and near duplicates and benchmark leaks; every removal is explained.
-
-    Kept rows go to `OUT/train-*.parquet`; removed rows to `OUT/_removed/` with `reason`
-    (`exact_duplicate`, `near_duplicate`, `contaminated`), `matched_id`, `matched_source` and
-    `similarity`; unreadable rows to `OUT/_rejects/`. The first occurrence of a duplicate stays.
-
-    Example:
-
-      distill prompts --input data/demo/prompts.jsonl --out runs/prompts --decontaminate data/demo/benchmark.jsonl
-
-      distill prompts --input 'data/demo/*.jsonl' --out runs/prompts-all --config configs/prompts/default.yaml --ngram 8
-    """
-    from distill.config import PromptsConfig, load_config
-    from distill.executor import print_result
-    from distill.prompts.stage import print_report, run_prompts
-
-    cfg = load_config(config, PromptsConfig) if config else PromptsConfig()
-    if ngram is not None:
-        cfg = cfg.model_copy(update={"decontaminate": cfg.decontaminate.model_copy(update={"ngram": ngram})})
-    result = run_prompts(
-        input,
-        out,
-        cfg,
-        benchmarks=decontaminate,
-        workers=workers,
-        overwrite=overwrite,
-        show_progress=progress,
-        executor=executor,
-    )
-    print_result("prompts", result, out)
-    print_report(result.manifest.stats["report"])
-
-
-@app.command()
-@user_errors
-def generate(
-    input: Annotated[
-        list[str],
-        typer.Option("--input", help="Prompts: the --out of `distill prompts`, or any prompt file (repeatable)."),
-    ],
-    teacher: Annotated[
-        Path, typer.Option("--teacher", help="Teacher YAML (configs/teacher/*.yaml): backend, model, sampling.")
-    ],
-    out: Annotated[Path, typer.Option("--out", help="Output dataset directory of traces.")],
-    rows_per_shard: Annotated[
-        int,
-        typer.Option(
-            "--rows-per-shard", min=1, help="Prompts per shard (a shard is written once all its samples are in)."
-        ),
-    ] = 1_000,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Discard an existing --out and start afresh.")] = False,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
-    shard: Annotated[
-        str | None,
-        typer.Option(
-            "--shard",
-            help="i/n: this process takes the i-th of n disjoint parts of the prompts (0-based); `slurm`: "
-            "i and n from SLURM_PROCID and SLURM_NTASKS. The last part to finish merges all n into --out.",
-        ),
-    ] = None,
-    base_url: Annotated[
-        list[str] | None,
-        typer.Option("--base-url", help="Server base URL(s) for this process, replacing the YAML's base_urls."),
-    ] = None,
-) -> None:
-    """Sample the teacher: `samples` traces per prompt, exactly one row per (`id`, `sample`).
-
-    Each row has the prompt's columns, `sample`, `reasoning` (inside <think>), `content` (after
-    </think>), `finish_reason`, token counts, `teacher`, `params` and `latency_s`. Killed and rerun,
-    it asks only for the samples not yet written; samples that failed every retry are in
-    `OUT/_rejects/` and are asked for again by the next run of the same command.
-
-    Example:
-
-      distill generate --input runs/demo/prompts --teacher configs/teacher/synthetic.yaml --out runs/traces
-
-    With the full R1 behind vLLM: `--teacher configs/teacher/r1-vllm.yaml` (its `base_urls`); one client of
-    16, each beside its own server: `--shard 3/16 --base-url http://localhost:8000/v1` (README, "Teacher
-    traces").
-    """
-    from distill.config import load_config
-    from distill.executor import print_result
-    from distill.teacher.config import TeacherConfig
-    from distill.teacher.stage import parse_shard, print_generate, run_generate
-
-    cfg = load_config(teacher, TeacherConfig)
-    if base_url:
-        cfg = cfg.model_copy(update={"base_urls": base_url})
-    part = parse_shard(shard) if shard is not None else None
-    result = run_generate(
-        input, out, cfg, rows_per_shard=rows_per_shard, overwrite=overwrite, show_progress=progress, shard=part
-    )
-    print_result("generate", result, out)
-    stats = result.manifest.stats["generate"]
-    print_generate(stats, merged_hint=part is not None and "parts" in stats)
+# prompts, generate, filter, select, mix and DISTILL_STAGES' stages: a command per declaration (distill/stages.py)
+try:
+    stages.add_commands(app, user_errors)
+except UserError as e:  # a DISTILL_STAGES module that cannot be imported: one line, before any command
+    print(f"error: {e}", file=sys.stderr)
+    raise SystemExit(2) from None
 
 
 @app.command(name="render-chat")
@@ -330,9 +212,11 @@ def train(
     """
     from distill.config import load_config
     from distill.train.config import StudentConfig
+    from distill.train.sft import check_sft_args
     from distill.train.sft import train as run_train
 
     cfg = load_config(student, StudentConfig)
+    check_sft_args(cfg)  # before a launcher starts N processes that would each fail the same way
     if launch:
         import os
         import subprocess
@@ -443,134 +327,8 @@ def plan(
     from distill.plan import plan_pipeline
 
     loaded = pipeline_mod.load(pipeline, out)
-    for line in plan_pipeline(loaded, pipeline_mod.load_settings(loaded, pipeline)):
+    for line in plan_pipeline(loaded, pipeline_mod.contexts(loaded, pipeline)):
         print(line)
-
-
-@app.command(name="filter")
-@user_errors
-def filter_(
-    input: Annotated[
-        list[str], typer.Option("--input", help="Traces: a dataset directory, .parquet or .jsonl (repeatable).")
-    ],
-    preset: Annotated[Path, typer.Option("--preset", help="Filter preset YAML (filters/r1.yaml, ...).")],
-    out: Annotated[Path, typer.Option("--out", help="Output dataset directory of verdicts.")],
-    workers: Annotated[int | None, typer.Option("--workers", min=1, help="Processes; default: all cores.")] = None,
-    executor: ExecutorOption = "local",
-    rows_per_shard: Annotated[
-        int, typer.Option("--rows-per-shard", min=1, help="Traces per output shard (the unit of work and resume).")
-    ] = 2_000,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Discard an existing --out and start afresh.")] = False,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
-) -> None:
-    """Judge every trace: one verdict row each, with `correct`, `readable`, `language_ok`, `keep` and
-    `reject_reason` (the first check that failed) plus `reject_detail`.
-
-    Example:
-
-      distill filter --input runs/demo/traces --preset filters/r1.yaml --out runs/verdicts
-    """
-    from distill.config import FilterPreset, load_config
-    from distill.executor import print_result
-    from distill.filters.stage import run_filter
-
-    result = run_filter(
-        input,
-        out,
-        load_config(preset, FilterPreset),
-        workers=workers,
-        overwrite=overwrite,
-        show_progress=progress,
-        executor=executor,
-        rows_per_shard=rows_per_shard,
-    )
-    print_result("filter", result, out)
-    f = result.manifest.stats["funnel"]
-    print(f"  kept {f['kept']:,} of {f['traces']:,} traces", file=sys.stderr)
-    for why, n in f["by_reason"].items():
-        if why != "kept":
-            print(f"  {why:<20} {n:>10,}", file=sys.stderr)
-
-
-@app.command()
-@user_errors
-def select(
-    input: Annotated[list[str], typer.Option("--input", help="Verdicts: the --out of `distill filter` (repeatable).")],
-    out: Annotated[Path, typer.Option("--out", help="Output dataset directory of the chosen traces.")],
-    per_prompt: Annotated[int, typer.Option("--per-prompt", min=1, help="At most this many traces per prompt.")],
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the choice among a prompt's kept traces.")] = 0,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Discard an existing --out and start afresh.")] = False,
-    workers: Annotated[int | None, typer.Option("--workers", min=1, help="Processes; default: all cores.")] = None,
-    executor: ExecutorOption = "local",
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
-) -> None:
-    """Keep at most K kept traces per prompt: identical traces count once, then a seeded order decides.
-
-    Example:
-
-      distill select --input runs/demo/verdicts --out runs/kept-4 --per-prompt 4
-    """
-    from distill.executor import print_result
-    from distill.filters.select import run_select
-
-    result = run_select(input, out, per_prompt=per_prompt, seed=seed, overwrite=overwrite, show_progress=progress,
-                        workers=workers, executor=executor)  # fmt: skip
-    print_result("select", result, out)
-    s = result.manifest.stats["select"]
-    print(
-        f"  {s['selected']:,} traces for {s['prompts']:,} prompts; dropped {s['identical_dropped']:,} identical, "
-        f"{s['over_k_dropped']:,} over --per-prompt",
-        file=sys.stderr,
-    )
-
-
-@app.command()
-@user_errors
-def mix(
-    config: Annotated[
-        Path, typer.Option("--config", help="Mix YAML: seed, sources with quota or share, total, tokenizer.")
-    ],
-    out: Annotated[Path, typer.Option("--out", help="Output dataset directory of SFT rows.")],
-    workers: Annotated[int | None, typer.Option("--workers", min=1, help="Processes; default: all cores.")] = None,
-    executor: ExecutorOption = "local",
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Discard an existing --out and start afresh.")] = False,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
-) -> None:
-    """Build the SFT set: rows from each source by quota, as chat messages with token counts, shuffled.
-
-    Paths in the YAML are relative to it. A source with fewer rows than its quota gives all it has (and
-    says so); only `upsample: true` repeats rows. Same config and inputs give byte-identical shards.
-
-    Example:
-
-      distill mix --config configs/mix/demo.yaml --out runs/sft-demo
-    """
-    from distill.config import MixConfig, load_config
-    from distill.executor import print_result
-    from distill.mix import run_mix
-
-    cfg = load_config(config, MixConfig)
-    result, warnings = run_mix(
-        cfg,
-        out,
-        base=config.resolve().parent,
-        workers=workers,
-        overwrite=overwrite,
-        show_progress=progress,
-        executor=executor,
-    )
-    for w in warnings:
-        print(f"warning: {w}", file=sys.stderr)
-    print_result("mix", result, out)
-    m = result.manifest.stats["mix"]
-    for name, r in m["sources"].items():
-        print(
-            f"  {name:<20} {r['taken']:>10,} of quota {r['quota']:>10,} ({r['available']:,} available)", file=sys.stderr
-        )
-    t = m["tokens"]
-    if m["rows"]:
-        summary = f"mean {t['mean']:,.0f}, p50 {t['p50']:,}, p99 {t['p99']:,}, max {t['max']:,}"
-        print(f"  tokens: {t['total']:,} in all; {summary}", file=sys.stderr)
 
 
 @app.command()

@@ -31,39 +31,32 @@ class StrictModel(BaseModel):
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-# Built-in stages whose output is not a dataset directory (a card, an upload, a checkpoint, an evaluation,
-# a comparison): the pipeline runs them apart from the batch stages and the plan gives them no disk.
-OTHER_STAGES = ("card", "publish", "train", "eval", "compare")
-
-
 class Step(StrictModel):
     """One stage of a pipeline; its output is `<run dir>/<name>/`."""
 
     name: str = Field(description="the step's name and the name of its output directory")
-    stage: (
-        Literal["prompts", "generate", "filter", "select", "mix", "card", "publish", "train", "eval", "compare"] | None
-    ) = Field(default=None, description="a built-in stage; its settings in `options`")
+    stage: str | None = Field(default=None, description="a declared stage (distill/stages.py); settings in `options`")
     function: str | None = Field(
         default=None,
         description="or a batch function: 'package.module:callable' or 'path/to/file.py:callable' "
         "(relative to the pipeline file)",
     )
     input: list[str] = Field(
-        min_length=1,
+        default_factory=list,
         description="earlier steps by name, or paths (dataset directories, .parquet, .jsonl, globs) "
         "relative to the pipeline file",
     )
-    options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the function")
+    options: dict[str, Any] = Field(default_factory=dict, description="the stage's options (checked by its model)")
     input_record: str | None = Field(default=None, description="conform input rows to this record")
     output_record: str | None = Field(default=None, description="conform output rows to this record")
-    rows_per_shard: int = Field(default=10_000, ge=1)
+    rows_per_shard: int | None = Field(default=None, ge=1, description="rows per output shard; default: the stage's")
     batch_size: int = Field(default=1024, ge=1)
     workers: int | None = Field(default=None, ge=1, description="processes; default: all cores")
 
     @model_validator(mode="after")
     def _stage_or_function(self) -> Step:
         if (self.stage is None) == (self.function is None):
-            raise ValueError(f"step {self.name!r}: give either `stage` (a built-in stage) or `function`, not both")
+            raise ValueError(f"step {self.name!r}: give either `stage` (a declared stage) or `function`, not both")
         return self
 
     @field_validator("name")
@@ -71,6 +64,15 @@ class Step(StrictModel):
     def _name_is_a_folder_name(cls, v: str) -> str:
         if not _NAME.match(v):
             raise ValueError("use letters, digits, '_', '-' and '.' (it names a folder)")
+        return v
+
+    @field_validator("stage")
+    @classmethod
+    def _declared_stage(cls, v: str | None) -> str | None:
+        from distill.stages import known  # the stage modules import this one
+
+        if v is not None and v not in known():
+            raise ValueError(f"unknown stage {v!r}; the stages are {', '.join(known())}")
         return v
 
     @field_validator("input", mode="before")
@@ -216,7 +218,6 @@ class PromptsConfig(StrictModel):
     dedup: DedupConfig = Field(default_factory=DedupConfig)
     decontaminate: DecontaminateConfig = Field(default_factory=DecontaminateConfig)
     language: LanguageConfig = Field(default_factory=LanguageConfig)
-    rows_per_shard: int = Field(default=10_000, ge=1)
 
 
 # --- filter presets (`distill filter --preset filters/NAME.yaml`) -----------------------------------
@@ -308,7 +309,6 @@ class MixConfig(StrictModel):
         default="empty_think",
         description="rows without reasoning: an empty <think></think> block (as R1 did) or the answer alone",
     )
-    rows_per_shard: int = Field(default=10_000, ge=1)
 
     @model_validator(mode="after")
     def _quotas_make_sense(self) -> MixConfig:
@@ -321,81 +321,6 @@ class MixConfig(StrictModel):
 
     def quota(self, source: MixSource) -> int:
         return source.quota if source.quota is not None else round(source.share * (self.total or 0))  # type: ignore[operator]
-
-
-class FilterStepOptions(StrictModel):
-    """`options` of a pipeline step with `stage: filter`."""
-
-    preset: str = Field(description="filter preset YAML, relative to the pipeline file")
-
-
-class GenerateStepOptions(StrictModel):
-    """`options` of a pipeline step with `stage: generate`."""
-
-    teacher: str = Field(description="teacher YAML, relative to the pipeline file")
-
-
-class CardStepOptions(StrictModel):
-    """`options` of `stage: card`: the card is written into the input dataset directory (`DIR/README.md`)."""
-
-    license: str = "other"
-    pretty_name: str | None = None
-
-
-class PublishStepOptions(StrictModel):
-    """`options` of `stage: publish`."""
-
-    repo_id: str = Field(description="ORG/NAME of the Hub dataset repo")
-    dry_run: bool = Field(default=True, description="stage and validate the upload folder only (HF_TOKEN not needed)")
-    private: bool = False
-
-
-class TrainStepOptions(StrictModel):
-    """`options` of `stage: train` (one process; multi-GPU runs go through `distill train --launch`)."""
-
-    student: str = Field(description="student recipe YAML, relative to the pipeline file")
-    max_steps: int | None = Field(default=None, ge=1)
-    epochs: float | None = Field(default=None, gt=0, description="overrides the recipe's epochs")
-    seed: int | None = Field(default=None, description="overrides the recipe's seed (data order, sampling)")
-
-
-class EvalStepOptions(StrictModel):
-    """`options` of `stage: eval`: the input is a `stage: train` step (its checkpoint)."""
-
-    benchmark: str = Field(description="benchmark file, relative to the pipeline file")
-    samples: int = Field(default=4, ge=1)
-    max_tokens: int = Field(default=32_768, ge=1)
-    seed: int = 0
-    batch_size: int = Field(default=16, ge=1)
-
-
-class CompareStepOptions(StrictModel):
-    """`options` of `stage: compare`: the step's eval inputs grouped into arms."""
-
-    arms: dict[str, list[str]] = Field(
-        min_length=2, description="arm -> its eval steps, one per seed, in the same seed order in every arm"
-    )
-    metrics: list[str] = Field(
-        default_factory=lambda: ["pass@1", "boxed_pct", "closed_think_pct"], min_length=1,
-        description="keys of the eval results' metrics",
-    )  # fmt: skip
-    expect_better: str | None = Field(default=None, description="the arm expected to lead on every metric")
-
-    @model_validator(mode="after")
-    def _paired(self) -> CompareStepOptions:
-        sizes = {len(steps) for steps in self.arms.values()}
-        if len(sizes) != 1 or 0 in sizes:
-            raise ValueError("every arm needs the same number of eval steps (one per seed), at least one")
-        if self.expect_better is not None and self.expect_better not in self.arms:
-            raise ValueError(f"expect_better {self.expect_better!r} is not one of the arms {sorted(self.arms)}")
-        return self
-
-
-class SelectStepOptions(StrictModel):
-    """`options` of a pipeline step with `stage: select`."""
-
-    per_prompt: int = Field(ge=1)
-    seed: int = 0
 
 
 # --- loading ----------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from distill.errors import RowError
 from distill.executor import StageResult, already_done, check_executor, executor_map
 from distill.progress import StageProgress
 from distill.records import MESSAGE, RECORDS, coerce_row, stable_id
+from distill.stages import Context, Flow, PlanContext, Stage, register
 from distill.store import DatasetWriter, ShardWriter, atomic_write_bytes, crash_point
 from distill.tokenizer import count_tokens, load_counter, load_tokenizer, save_counter
 
@@ -152,6 +154,7 @@ def run_mix(
     out: Path,
     *,
     base: Path = Path("."),
+    rows_per_shard: int = 10_000,
     workers: int | None = None,
     overwrite: bool = False,
     show_progress: bool = True,
@@ -167,7 +170,10 @@ def run_mix(
     }
     tokenizer_ref = _tokenizer_ref(base, cfg.tokenizer)
     tokenizer = load_tokenizer(tokenizer_ref)  # a bad tokenizer fails here, before any work
-    config = {"mix": cfg.model_dump(), "tokenizer": getattr(tokenizer, "name_or_path", None)}
+    config = {
+        "mix": {**cfg.model_dump(), "rows_per_shard": rows_per_shard},
+        "tokenizer": getattr(tokenizer, "name_or_path", None),
+    }
     all_files = [f.describe() for s in cfg.sources for f in files[s.name]]
     with DatasetWriter.for_record(
         out, stage="mix", record=SFT, config=config, inputs=all_files, overwrite=overwrite
@@ -184,7 +190,7 @@ def run_mix(
             return done, warnings
         total = sum(len(v) for v in chosen.values())
         positions = np.random.default_rng(cfg.seed).permutation(total)
-        buckets = -(-total // cfg.rows_per_shard)
+        buckets = -(-total // rows_per_shard)
         work = out / WORK
         workers = workers or os.cpu_count() or 1
         resumed = None
@@ -199,6 +205,7 @@ def run_mix(
                 workers,
                 show_progress,
                 executor,
+                rows_per_shard,
             )
             atomic_write_bytes(work / "pass1.done", b"")
         ds.set_plan(buckets)
@@ -259,6 +266,7 @@ def _pass1(
     workers: int,
     show_progress: bool,
     executor: str = "local",
+    rows_per_shard: int = 10_000,
 ) -> dict[str, int]:
     """Render and count every chosen row once, chunk by chunk in parallel; each chunk writes its rows to
     the buckets of their output shards (`work/bucket-K/part-T.parquet`), then its marker
@@ -282,7 +290,7 @@ def _pass1(
                 if len(sel):
                     tasks.append(RenderTask(
                         len(tasks), src.name, chunk, sel, positions[next_pos : next_pos + len(sel)], counter,
-                        cfg.non_reasoning, cfg.rows_per_shard, str(work), workers <= 1 and executor == "local",
+                        cfg.non_reasoning, rows_per_shard, str(work), workers <= 1 and executor == "local",
                     ))  # fmt: skip
                     next_pos += len(sel)
     rejects: list[dict[str, Any]] = []
@@ -410,3 +418,72 @@ def _token_stats(out: Path, ds: DatasetWriter) -> dict[str, Any]:
         "by_domain": dict(domains.most_common()),
         "by_source": dict(sources.most_common()),
     }
+
+
+def _stage_run(ctx: Context) -> StageResult:
+    """A source that names an earlier step of the pipeline reads that step's output."""
+    cfg: MixConfig = ctx.options
+    steps = {name: str(path.absolute()) for name, path in ctx.steps.items()}  # other paths: relative to ctx.base
+    sources = [s.model_copy(update={"path": steps[s.path]}) if s.path in steps else s for s in cfg.sources]
+    result, warnings = run_mix(cfg.model_copy(update={"sources": sources}), ctx.out, base=ctx.base,
+                               rows_per_shard=ctx.rows_per_shard, workers=ctx.workers, overwrite=ctx.overwrite,
+                               show_progress=ctx.show_progress, executor=ctx.executor)  # fmt: skip
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    return result
+
+
+def _stage_plan(p: PlanContext) -> Flow:
+    from distill.plan import local_rows
+
+    cfg: MixConfig = p.options
+    rows, toks, assumed = 0.0, 0.0, []
+    for source in cfg.sources:
+        flow = p.flows.get(source.path)
+        available = flow.rows if flow else local_rows([str(p.ctx.path(source.path))])
+        if available is None:  # not there yet: assume it fills its quota
+            available = cfg.quota(source)
+            assumed.append(source.name)
+        take = cfg.quota(source) if source.upsample else min(cfg.quota(source), available)
+        rows += take
+        toks += take * (flow.tokens_per_row if flow else p.assumptions.mean_prompt_tokens * 2)
+    note = f"{rows:,.0f} SFT rows, {toks / 1e9:,.2f}B tokens"
+    if assumed:
+        note += f" ({', '.join(assumed)} not found: assumed to fill their quotas)"
+    return Flow(rows, toks / rows if rows else 0, note)
+
+
+def _stage_details(result: StageResult, ctx: Context) -> None:
+    m = result.manifest.stats["mix"]
+    for name, r in m["sources"].items():
+        print(f"  {name:<20} {r['taken']:>10,} of quota {r['quota']:>10,} ({r['available']:,} available)",
+              file=sys.stderr)  # fmt: skip
+    t = m["tokens"]
+    if m["rows"]:
+        summary = f"mean {t['mean']:,.0f}, p50 {t['p50']:,}, p99 {t['p99']:,}, max {t['max']:,}"
+        print(f"  tokens: {t['total']:,} in all; {summary}", file=sys.stderr)
+
+
+STAGE = register(
+    Stage(
+        name="mix",
+        help="""Build the SFT set: rows from each source by quota, as chat messages with token counts, shuffled.
+
+    Paths in the YAML are relative to it. A source with fewer rows than its quota gives all it has (and
+    says so); only `upsample: true` repeats rows. Same config and inputs give byte-identical shards.
+
+    Example:
+
+      distill mix --config configs/mix/demo.yaml --out runs/sft-demo
+    """,
+        options=MixConfig,
+        run=_stage_run,
+        plan=_stage_plan,
+        details=_stage_details,
+        takes_input=False,
+        reads=lambda cfg: [s.path for s in cfg.sources],
+        config_flag=True,
+        config_help="Mix YAML: seed, sources with quota or share, total, tokenizer (paths in it are relative to it).",
+        out_help="Output dataset directory of SFT rows.",
+    )
+)

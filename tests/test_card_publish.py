@@ -23,10 +23,10 @@ def sft_dir(tmp_path: Path) -> Path:
     )  # fmt: skip
     write_jsonl(tmp_path / "chat.jsonl", [{"problem": f"Say hi {i}.", "content": "Hi."} for i in range(30)])
     cfg = MixConfig.model_validate(
-        {"seed": 2, "rows_per_shard": 40, "sources": [{"name": "r", "path": "kept.jsonl", "quota": 100},
-                                                      {"name": "c", "path": "chat.jsonl", "quota": 30}]}
+        {"seed": 2, "sources": [{"name": "r", "path": "kept.jsonl", "quota": 100},
+                                {"name": "c", "path": "chat.jsonl", "quota": 30}]}
     )  # fmt: skip
-    run_mix(cfg, tmp_path / "sft", base=tmp_path, show_progress=False)
+    run_mix(cfg, tmp_path / "sft", base=tmp_path, rows_per_shard=40, show_progress=False)
     return tmp_path / "sft"
 
 

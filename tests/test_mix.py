@@ -41,8 +41,8 @@ def test_quotas_are_honoured_exactly_and_rows_are_rendered(tmp_path: Path) -> No
     _sources(tmp_path)
     cfg = _mix(tmp_path, "seed: 1\ntotal: 250\nsources:\n"
                          "  - {name: reasoning, path: kept.jsonl, share: 0.84}\n"
-                         "  - {name: chat, path: chat.parquet, quota: 40}\nrows_per_shard: 64\n")  # fmt: skip
-    result, warnings = run_mix(cfg, tmp_path / "out", base=tmp_path, show_progress=False)
+                         "  - {name: chat, path: chat.parquet, quota: 40}\n")  # fmt: skip
+    result, warnings = run_mix(cfg, tmp_path / "out", base=tmp_path, rows_per_shard=64, show_progress=False)
     assert warnings == []
     rows = read_rows(tmp_path / "out")
     assert Counter(r["source"] for r in rows) == {"reasoning": 210, "chat": 40}
@@ -74,12 +74,12 @@ def test_same_seed_gives_byte_identical_shards_and_another_seed_does_not(tmp_pat
     _sources(tmp_path)
     body = (
         "seed: {seed}\nsources:\n  - {{name: r, path: kept.jsonl, quota: 100}}\n"
-        "  - {{name: c, path: chat.parquet, quota: 30}}\nrows_per_shard: 50\n"
+        "  - {{name: c, path: chat.parquet, quota: 30}}\n"
     )
     digests = []
     for k, seed in enumerate((7, 7, 8)):
         cfg = _mix(tmp_path, body.format(seed=seed))
-        run_mix(cfg, tmp_path / f"out{k}", base=tmp_path, show_progress=False)
+        run_mix(cfg, tmp_path / f"out{k}", base=tmp_path, rows_per_shard=50, show_progress=False)
         digests.append(_shard_digests(tmp_path / f"out{k}"))
     assert digests[0] == digests[1] and len(digests[0]) == 3
     assert digests[0] != digests[2]
@@ -138,9 +138,8 @@ def test_cli_mix_resumes_after_a_kill(tmp_path: Path) -> None:
     _sources(tmp_path)
     (tmp_path / "mix.yaml").write_text(
         "seed: 5\nsources:\n  - {name: r, path: kept.jsonl, quota: 200}\n  - {name: c, path: chat.parquet, quota: 40}\n"
-        "rows_per_shard: 30\n"
     )
-    args = ["mix", "--config", str(tmp_path / "mix.yaml"), "--no-progress"]
+    args = ["mix", "--config", str(tmp_path / "mix.yaml"), "--rows-per-shard", "30", "--no-progress"]
     assert run_cli(*args, "--out", str(tmp_path / "ref")).returncode == 0
     r = run_cli(*args, "--out", str(tmp_path / "run"), env={"DISTILL_CRASH_AT": "manifest_renamed:4"})
     assert r.returncode == -signal.SIGKILL
@@ -158,9 +157,8 @@ def test_a_kill_while_rendering_resumes_from_the_chunks_already_rendered(tmp_pat
             {"id": f"p{k}-{i}", "problem": f"What is {i} + {k}?", "reasoning": f"Add {k}.", "content": f"{i + k}"}
             for i in range(25)
         ])  # fmt: skip
-    (tmp_path / "mix.yaml").write_text("seed: 2\nsources:\n  - {name: r, path: 'part-*.jsonl', quota: 90}\n"
-                                       "rows_per_shard: 40\n")  # fmt: skip
-    args = ["mix", "--config", str(tmp_path / "mix.yaml"), "--no-progress", "--workers", "1"]
+    (tmp_path / "mix.yaml").write_text("seed: 2\nsources:\n  - {name: r, path: 'part-*.jsonl', quota: 90}\n")
+    args = ["mix", "--config", str(tmp_path / "mix.yaml"), "--rows-per-shard", "40", "--no-progress", "--workers", "1"]
     assert run_cli(*args, "--out", str(tmp_path / "ref")).returncode == 0
     r = run_cli(*args, "--out", str(tmp_path / "run"), env={"DISTILL_CRASH_AT": "mix_chunk_rendered:2"})
     assert r.returncode == -signal.SIGKILL

@@ -276,9 +276,8 @@ def _cli_data(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_cli_prompts_killed_midway_resumes_to_the_same_output(tmp_path: Path) -> None:
     inp, bench = _cli_data(tmp_path)
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text("rows_per_shard: 40\n")  # 8 shards in each pass: kills land in pass 1 and in pass 3
-    args = ["prompts", "--input", str(inp), "--decontaminate", str(bench), "--config", str(cfg), "--no-progress"]
+    # 8 shards in each pass: kills land in pass 1 and in pass 3
+    args = ["prompts", "--input", str(inp), "--decontaminate", str(bench), "--rows-per-shard", "40", "--no-progress"]
     ref = tmp_path / "ref"
     assert run_cli(*args, "--workers", "1", "--out", str(ref)).returncode == 0
     for point in ("manifest_renamed:3", "manifest_renamed:12", "file_renamed:14"):  # pass 1, 3, 3

@@ -179,6 +179,25 @@ def test_training_lowers_the_loss_and_saves_a_servable_checkpoint(tmp_path: Path
     assert (cfg["temperature"], cfg["top_p"]) == (0.6, 0.95)
 
 
+def test_a_recipe_passes_any_sftconfig_field_and_a_typo_is_one_line(tmp_path: Path, sft_data: Path) -> None:
+    # open-r1's schedule: cosine down to a floor (min_lr_rate), through TRL's lr_scheduler_kwargs
+    recipe = student(tmp_path, lr_scheduler="cosine_with_min_lr", logging_steps=1,
+                     sft_args={"lr_scheduler_kwargs": {"min_lr_rate": 0.5}, "optim": "adamw_torch"})  # fmt: skip
+    r = run_cli("train", str(recipe), "--data", str(sft_data), "--out", str(tmp_path / "o"), "--max-steps", "6")
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((tmp_path / "o" / "distill_train.json").read_text())
+    lr, history = summary["student"]["learning_rate"], summary["learning_rate_history"]
+    assert len(history) == 6 and min(history[1:]) >= 0.5 * lr * 0.999, history  # after warm-up; cosine: to ~0
+    for bad, said in (
+        ({"lr_scheduler_kwarg": {}}, "sft_args.lr_scheduler_kwarg: not a field of TRL's SFTConfig; did you mean "
+                                     "'lr_scheduler_kwargs'?"),
+        ({"learning_rate": 1e-3}, "sft_args.learning_rate: the recipe sets it (learning_rate); set it there instead"),
+    ):  # fmt: skip
+        r = run_cli("train", str(student(tmp_path, sft_args=bad)), "--data", str(sft_data), "--out",
+                    str(tmp_path / "x"), "--launch", "--dry-run")  # fmt: skip
+        assert r.returncode == 2 and said in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+
+
 def test_two_process_fsdp_run_through_accelerate_really_shards(tmp_path: Path, sft_data: Path) -> None:
     out = tmp_path / "o"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",

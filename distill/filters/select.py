@@ -9,6 +9,7 @@ shard layout, and a larger K only adds traces to a smaller K's choice.
 from __future__ import annotations
 
 import bisect
+import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -19,12 +20,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
+from pydantic import Field
 
 from distill import inputs
+from distill.config import StrictModel
 from distill.errors import UserError
 from distill.executor import StageResult, already_done, check_executor, executor_map
 from distill.progress import StageProgress
 from distill.records import RECORDS
+from distill.stages import Context, Flow, PlanContext, Stage, register
 from distill.store import DatasetWriter, ShardWriter
 
 VERDICT = RECORDS["verdict"]
@@ -173,3 +177,54 @@ def run_select(
         stats: dict[str, Any] = {**counts, "kept_in": len(kept), "selected": len(chosen)}
         manifest = ds.finish({"select": stats, "seconds": round(time.perf_counter() - started, 3)})
     return StageResult(manifest, False, time.perf_counter() - started, opened.redone)
+
+
+class SelectOptions(StrictModel):
+    """The options of `distill select` and of a pipeline step with `stage: select`."""
+
+    per_prompt: int = Field(ge=1, description="At most this many traces per prompt")
+    seed: int = Field(default=0, description="Seed of the choice among a prompt's kept traces")
+
+
+def _stage_run(ctx: Context) -> StageResult:
+    return run_select(ctx.inputs, ctx.out, per_prompt=ctx.options.per_prompt, seed=ctx.options.seed,
+                      overwrite=ctx.overwrite, show_progress=ctx.show_progress, workers=ctx.workers,
+                      executor=ctx.executor, rows_per_shard=ctx.rows_per_shard)  # fmt: skip
+
+
+def _stage_plan(p: PlanContext) -> Flow:
+    src, k = p.upstream, p.options.per_prompt
+    kept = src.extra.get("kept", src.rows) if src else 0
+    if src and "prompts" in src.extra:  # prompts with at least one kept sample, k of them each at most
+        samples = src.extra["samples"]
+        with_one = src.extra["prompts"] * (1 - (1 - src.extra.get("keep_rate", p.assumptions.keep_rate)) ** samples)
+        kept = min(kept, with_one * min(k, samples))
+    return Flow(kept, src.tokens_per_row if src else 0, f"~{kept:,.0f} traces (at most {k} per prompt)")
+
+
+def _stage_details(result: StageResult, ctx: Context) -> None:
+    s = result.manifest.stats["select"]
+    print(
+        f"  {s['selected']:,} traces for {s['prompts']:,} prompts; dropped {s['identical_dropped']:,} identical, "
+        f"{s['over_k_dropped']:,} over --per-prompt",
+        file=sys.stderr,
+    )
+
+
+STAGE = register(
+    Stage(
+        name="select",
+        help="""Keep at most K kept traces per prompt: identical traces count once, then a seeded order decides.
+
+    Example:
+
+      distill select --input runs/demo/verdicts --out runs/kept-4 --per-prompt 4
+    """,
+        options=SelectOptions,
+        run=_stage_run,
+        plan=_stage_plan,
+        details=_stage_details,
+        input_help="Verdicts: the --out of `distill filter`, or verdict rows in any input format.",
+        out_help="Output dataset directory of the chosen traces.",
+    )
+)

@@ -13,6 +13,7 @@ import atexit
 import contextlib
 import json
 import re
+import sys
 from collections import Counter
 from functools import cache
 from pathlib import Path
@@ -20,14 +21,16 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import Field
 
 from distill import inputs, language
-from distill.config import FilterPreset
+from distill.config import FilterPreset, StrictModel, load_config
 from distill.executor import MapStage, StageResult, check_executor, run_map_stage
 from distill.filters import langcheck, readability, sandbox
 from distill.filters.answers import choice_letter, final_boxed
 from distill.filters.mathcheck import BAD_GOLD, CORRECT, TIMEOUT, MathChecker
 from distill.filters.sandbox import Limits, last_code_block, run_tests
+from distill.stages import Context, Flow, PlanContext, Stage, register
 from distill.store import DatasetReader
 
 _GOLD_LETTER = re.compile(r"^\s*\(?\s*([A-Za-z])\s*\)?\s*\.?\s*$")
@@ -223,3 +226,64 @@ def run_filter(
         extra_stats=lambda: {"funnel": funnel(Path(out)), "preset": preset.name, **isolation},
         executor=executor,
     )
+
+
+class FilterOptions(StrictModel):
+    """The options of `distill filter` and of a pipeline step with `stage: filter`."""
+
+    preset: str = Field(description="Filter preset YAML (filters/r1.yaml, ...)")
+
+
+def _stage_run(ctx: Context) -> StageResult:
+    return run_filter(ctx.inputs, ctx.out, ctx.settings, workers=ctx.workers, overwrite=ctx.overwrite,
+                      rows_per_shard=ctx.rows_per_shard, show_progress=ctx.show_progress,
+                      executor=ctx.executor)  # fmt: skip
+
+
+def _stage_plan(p: PlanContext) -> Flow:
+    cfg, src = p.ctx.settings, p.upstream
+    checks = (cfg.correctness.enabled, cfg.readability.enabled, cfg.language.enabled)
+    rate, how = (p.assumptions.keep_rate, f"plan.keep_rate {p.assumptions.keep_rate:.0%}") if any(checks) else (
+        1.0, "no checks")  # fmt: skip
+    kept = (src.rows if src else 0) * rate
+    return Flow(src.rows if src else 0, src.tokens_per_row if src else 0,
+                f"one verdict per trace; ~{kept:,.0f} kept ({how})",
+                {**(src.extra if src else {}), "kept": kept, "keep_rate": rate})  # fmt: skip
+
+
+def _stage_details(result: StageResult, ctx: Context) -> None:
+    f = result.manifest.stats["funnel"]
+    print(f"  kept {f['kept']:,} of {f['traces']:,} traces", file=sys.stderr)
+    for why, n in f["by_reason"].items():
+        if why != "kept":
+            print(f"  {why:<20} {n:>10,}", file=sys.stderr)
+
+
+def _stage_report(result: StageResult, out: Path) -> str:
+    f = result.manifest.stats["funnel"]
+    reasons = ", ".join(f"{k} {v:,}" for k, v in f["by_reason"].items() if k != "kept")
+    return f"kept {f['kept']:,} of {f['traces']:,} traces{f' ({reasons})' if reasons else ''} -> {out}"
+
+
+STAGE = register(
+    Stage(
+        name="filter",
+        help="""Judge every trace: one verdict row each, with `correct`, `readable`, `language_ok`, `keep` and
+    `reject_reason` (the first check that failed) plus `reject_detail`.
+
+    Example:
+
+      distill filter --input runs/demo/traces --preset filters/r1.yaml --out runs/verdicts
+    """,
+        options=FilterOptions,
+        load=lambda ctx: load_config(ctx.path(ctx.options.preset), FilterPreset),
+        run=_stage_run,
+        plan=_stage_plan,
+        details=_stage_details,
+        report=_stage_report,
+        rows_per_shard=2_000,
+        rows_help="Traces per output shard (the unit of work and resume).",
+        input_help="Traces: a dataset directory, .parquet or .jsonl file, a folder of them, a glob.",
+        out_help="Output dataset directory of verdicts.",
+    )
+)

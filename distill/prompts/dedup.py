@@ -17,7 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from datasketch.lsh import _optimal_param
 
 from distill.config import DedupConfig
 
@@ -41,6 +40,8 @@ class Decisions:
 
 def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
     """Bands and rows per band that balance false positives and negatives at `threshold` (datasketch)."""
+    from datasketch.lsh import _optimal_param  # imports SciPy (a quarter second): only when deduplicating
+
     return _optimal_param(threshold, num_perm, 0.5, 0.5)
 
 

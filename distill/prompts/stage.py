@@ -32,6 +32,7 @@ from distill.prompts import decontaminate
 from distill.prompts.decontaminate import BenchmarkIndex, build_index
 from distill.prompts.dedup import CONTAMINATED, KEPT, REASONS, Decisions, cluster_roots, decide
 from distill.records import RECORDS
+from distill.stages import Context, Flag, Flow, PlanContext, Stage, register
 from distill.store import DatasetReader, DatasetWriter
 
 WORK = ".work"  # hidden: `datasets.load_dataset(data_dir=DIR)` and uploads skip it
@@ -55,6 +56,7 @@ def run_prompts(
     cfg: PromptsConfig,
     *,
     benchmarks: list[str] | None = None,
+    rows_per_shard: int = 10_000,
     workers: int | None = None,
     overwrite: bool = False,
     show_progress: bool = True,
@@ -64,7 +66,7 @@ def run_prompts(
     check_executor(executor)
     out = Path(out)
     bench_specs = [*cfg.decontaminate.benchmarks, *(benchmarks or [])]
-    files = inputs.resolve(input_specs, cfg.rows_per_shard)
+    files = inputs.resolve(input_specs, rows_per_shard)
     bench_files = inputs.resolve(bench_specs, 1 << 30, what="--decontaminate") if bench_specs else []
     found = layouts.for_files(files, cfg.sources)
     mappings = tuple(m for _, m in found if m is not None)
@@ -77,7 +79,11 @@ def run_prompts(
         }
         for f, (name, m) in zip(files, found, strict=True)
     ]
-    config = {"prompts": cfg.model_dump(), "benchmarks": [f.describe() for f in bench_files], "sources": sources}
+    config = {
+        "prompts": {**cfg.model_dump(), "rows_per_shard": rows_per_shard},
+        "benchmarks": [f.describe() for f in bench_files],
+        "sources": sources,
+    }
 
     with DatasetWriter.for_record(
         out,
@@ -120,7 +126,7 @@ def run_prompts(
             input_specs,
             signatures,
             workers=workers,
-            rows_per_shard=cfg.rows_per_shard,
+            rows_per_shard=rows_per_shard,
             show_progress=show_progress,
             executor=executor,
         )
@@ -310,9 +316,18 @@ def _report(
 
 def print_report(report: dict[str, Any], file: Any = sys.stderr) -> None:
     for kind, found in (("layout", report.get("sources", [])), ("benchmark", report.get("benchmarks", []))):
+        # many files of one folder in one layout (a dataset directory's shards) are one line
+        groups = Counter((str(Path(f["path"]).parent), f["layout"]) for f in found)
+        shown = set()
         for f in found:
-            known = layouts.LAYOUTS.get(f["layout"])
-            print(f"  {kind}  {f['path']}: {f['layout']} ({known.what if known else 'a --config mapping'})", file=file)
+            key = folder, name = str(Path(f["path"]).parent), f["layout"]
+            many = groups[key] > 3
+            if many and key in shown:
+                continue
+            shown.add(key)
+            where = f"{folder}/ ({groups[key]:,} files)" if many else f["path"]
+            known = layouts.LAYOUTS.get(name)
+            print(f"  {kind}  {where}: {name} ({known.what if known else 'a --config mapping'})", file=file)
     reasons = list(REASONS.values())
     header = f"  {'source':<24} {'rows':>10} {'kept':>10} " + " ".join(f"{r:>16}" for r in reasons)
     print(header, file=file)
@@ -328,3 +343,61 @@ def print_report(report: dict[str, Any], file: Any = sys.stderr) -> None:
             f"{c['items']:,} benchmark items (`distill inspect DIR` lists each match with its evidence)",
             file=file,
         )
+
+
+def _stage_run(ctx: Context) -> StageResult:
+    cfg: PromptsConfig = ctx.options
+    benchmarks = [str(ctx.path(b)) for b in cfg.decontaminate.benchmarks]
+    cfg = cfg.model_copy(update={"decontaminate": cfg.decontaminate.model_copy(update={"benchmarks": benchmarks})})
+    return run_prompts(ctx.inputs, ctx.out, cfg, rows_per_shard=ctx.rows_per_shard, workers=ctx.workers,
+                       overwrite=ctx.overwrite, show_progress=ctx.show_progress, executor=ctx.executor)  # fmt: skip
+
+
+def _stage_plan(p: PlanContext) -> Flow:
+    from distill.plan import local_rows
+
+    counted = local_rows(p.inputs)
+    rows = counted if counted is not None else p.assumptions.prompts
+    if rows is None:
+        rows, how = 0, "inputs not local and no plan.prompts"
+    else:
+        how = "rows of the local inputs" if counted is not None else "plan.prompts"
+    return Flow(rows, p.assumptions.mean_prompt_tokens, f"{rows:,.0f} prompts ({how}; dedup not estimated)")
+
+
+STAGE = register(
+    Stage(
+        name="prompts",
+        help="""Ingest prompts, drop exact and near duplicates and benchmark leaks; every removal is explained.
+
+    Kept rows go to `OUT/train-*.parquet`; removed rows to `OUT/_removed/` with `reason`
+    (`exact_duplicate`, `near_duplicate`, `contaminated`), `matched_id`, `matched_source` and
+    `similarity`; unreadable rows to `OUT/_rejects/`. The first occurrence of a duplicate stays.
+
+    Example:
+
+      distill prompts --input data/demo/prompts.jsonl --out runs/prompts --decontaminate data/demo/benchmark.jsonl
+
+      distill prompts --input 'data/demo/*.jsonl' --out runs/prompts-all --config configs/prompts/default.yaml --ngram 8
+    """,
+        options=PromptsConfig,
+        run=_stage_run,
+        plan=_stage_plan,
+        details=lambda result, ctx: print_report(result.manifest.stats["report"]),
+        config_flag=True,
+        config_help="Prompt-curation YAML: column mappings, dedup and decontamination settings (paths in it are "
+        "relative to it); flags override it.",
+        flags={
+            "decontaminate": Flag(
+                "decontaminate.benchmarks",
+                list[str],
+                "Benchmark file whose problems must not be in the prompts. Repeatable.",
+                append=True,
+                path=True,
+            ),
+            "ngram": Flag("decontaminate.ngram", int, "Decontamination n-gram length (default 5; open-r1's rule: 8)."),
+        },
+        input_help="Prompt source: a .jsonl/.parquet/.csv file, a dataset directory, a `save_to_disk` folder, "
+        "`hf:NAME[@SPLIT]`, or a glob.",
+    )
+)

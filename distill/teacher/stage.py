@@ -29,12 +29,15 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import Field
 
 from distill import inputs as inputs_mod
+from distill.config import StrictModel, load_config
 from distill.errors import UserError
 from distill.executor import StageResult, already_done
 from distill.progress import GenerateProgress
 from distill.records import get_record, output_schema
+from distill.stages import Context, Flow, PlanContext, Stage, register
 from distill.store import (
     DatasetWriter,
     Manifest,
@@ -573,3 +576,88 @@ def print_generate(stats: dict[str, Any], merged_hint: bool = False) -> None:
             ),
             file=sys.stderr,
         )
+
+
+class GenerateOptions(StrictModel):
+    """The options of `distill generate` and of a pipeline step with `stage: generate`."""
+
+    teacher: str = Field(description="Teacher YAML (configs/teacher/*.yaml): backend, model, sampling")
+    shard: str | None = Field(
+        default=None,
+        description="i/n: this process takes the i-th of n disjoint parts of the prompts (0-based); `slurm`: i and "
+        "n from SLURM_PROCID and SLURM_NTASKS. The last part to finish merges all n into --out",
+    )
+    base_url: list[str] | None = Field(
+        default=None, description="Server base URL(s) for this process, replacing the YAML's base_urls"
+    )
+
+
+def _stage_load(ctx: Context) -> TeacherConfig:
+    opts: GenerateOptions = ctx.options
+    cfg = load_config(ctx.path(opts.teacher), TeacherConfig)
+    if opts.shard is not None:
+        parse_shard(opts.shard)  # a bad --shard is named before anything is read
+    return cfg.model_copy(update={"base_urls": opts.base_url}) if opts.base_url else cfg
+
+
+def _stage_run(ctx: Context) -> StageResult:
+    shard = parse_shard(ctx.options.shard) if ctx.options.shard is not None else None
+    return run_generate(ctx.inputs, ctx.out, ctx.settings, rows_per_shard=ctx.rows_per_shard,
+                        overwrite=ctx.overwrite, show_progress=ctx.show_progress, shard=shard)  # fmt: skip
+
+
+def _stage_plan(p: PlanContext) -> Flow:
+    a, cfg, src = p.assumptions, p.ctx.settings, p.upstream
+    requests = (src.rows if src else 0) * cfg.samples
+    tokens = requests * a.mean_completion_tokens
+    gpu_h = tokens / a.teacher_tokens_per_s / 3600 * a.gpus_per_teacher_replica
+    serving = (
+        f"{gpu_h:,.0f} GPU-hours at {a.teacher_tokens_per_s:,.0f} tok/s per {a.gpus_per_teacher_replica}-GPU replica"
+    )
+    if cfg.backend == "synthetic":  # the offline arithmetic teacher needs no GPU
+        gpu_h, serving = 0.0, "synthetic teacher: no GPU"
+    return Flow(
+        requests,
+        a.mean_prompt_tokens + a.mean_completion_tokens,
+        extra={"prompts": src.rows if src else 0, "samples": cfg.samples},
+        note=f"{requests:,.0f} requests ({cfg.samples} samples), {tokens / 1e9:,.2f}B teacher tokens "
+        f"(plan.mean_completion_tokens {a.mean_completion_tokens:,.0f}); {serving}",
+        teacher_gpu_h=gpu_h,
+    )
+
+
+def _stage_details(result: StageResult, ctx: Context) -> None:
+    stats = result.manifest.stats["generate"]
+    print_generate(stats, merged_hint=ctx.options.shard is not None and "parts" in stats)
+
+
+STAGE = register(
+    Stage(
+        name="generate",
+        help="""Sample the teacher: `samples` traces per prompt, exactly one row per (`id`, `sample`).
+
+    Each row has the prompt's columns, `sample`, `reasoning` (inside <think>), `content` (after
+    </think>), `finish_reason`, token counts, `teacher`, `params` and `latency_s`. Killed and rerun,
+    it asks only for the samples not yet written; samples that failed every retry are in
+    `OUT/_rejects/` and are asked for again by the next run of the same command.
+
+    Example:
+
+      distill generate --input runs/demo/prompts --teacher configs/teacher/synthetic.yaml --out runs/traces
+
+    With the full R1 behind vLLM: `--teacher configs/teacher/r1-vllm.yaml` (its `base_urls`); one client of
+    16, each beside its own server: `--shard 3/16 --base-url http://localhost:8000/v1` (README, "Teacher
+    traces").
+    """,
+        options=GenerateOptions,
+        load=_stage_load,
+        run=_stage_run,
+        plan=_stage_plan,
+        details=_stage_details,
+        rows_per_shard=1_000,
+        rows_help="Prompts per shard (a shard is written once all its samples are in): the unit of resume.",
+        parallel=False,  # one process of many concurrent requests; more processes: --shard
+        input_help="Prompts: the --out of `distill prompts`, or any prompt file.",
+        out_help="Output dataset directory of traces.",
+    )
+)

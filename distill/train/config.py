@@ -60,6 +60,11 @@ class StudentConfig(StrictModel):
     bf16: bool = Field(default=True, description="bf16 mixed precision on GPU; CPU runs in float32")
     seed: int = 42
     lora: LoraSettings | None = None
+    sft_args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="any other field of TRL's SFTConfig, passed as is (e.g. lr_scheduler_kwargs, optim); "
+        "checked against SFTConfig's fields before training",
+    )
     # --- bookkeeping ----------------------------------------------------------------------------------
     save_steps: int = Field(default=500, ge=1)
     save_total_limit: int = Field(default=2, ge=1)

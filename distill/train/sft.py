@@ -141,6 +141,48 @@ def prepare(cfg: StudentConfig, data: str, processes: int) -> tuple[Any, Any, An
     return tokenizer, ds, plan, notes
 
 
+# SFTConfig fields the recipe sets through its own keys (sft_args may not set them a second way).
+RECIPE_KEYS = {
+    "output_dir": "--out / output_dir", "max_length": "max_length", "packing": "packing", "padding_free": "packing",
+    "num_train_epochs": "epochs", "max_steps": "max_steps", "learning_rate": "learning_rate",
+    "lr_scheduler_type": "lr_scheduler", "warmup_steps": "warmup_ratio", "warmup_ratio": "warmup_ratio",
+    "weight_decay": "weight_decay", "max_grad_norm": "max_grad_norm",
+    "per_device_train_batch_size": "per_device_batch_size",
+    "gradient_accumulation_steps": "gradient_accumulation_steps", "gradient_checkpointing": "gradient_checkpointing",
+    "activation_checkpointing": "gradient_checkpointing", "bf16": "bf16", "seed": "seed", "data_seed": "seed",
+    "save_steps": "save_steps", "save_total_limit": "save_total_limit", "logging_steps": "logging_steps",
+    "report_to": "report_to", "use_cpu": "(the machine)", "assistant_only_loss": "(the template's loss mask)",
+}  # fmt: skip
+
+
+def check_sft_args(cfg: StudentConfig) -> None:
+    """Every `sft_args` key is a field of TRL's SFTConfig that the recipe does not already set: a typo is one
+    line before any data is read, not a TypeError after the model is loaded."""
+    if not cfg.sft_args:
+        return
+    import dataclasses
+    import difflib
+
+    from trl import SFTConfig
+
+    fields = {f.name for f in dataclasses.fields(SFTConfig) if f.init}
+    for key in cfg.sft_args:
+        if key in RECIPE_KEYS:
+            raise UserError(f"student {cfg.name!r}: sft_args.{key}: the recipe sets it ({RECIPE_KEYS[key]}); "
+                            "set it there instead")  # fmt: skip
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else "see TRL's SFTConfig for its fields"
+            raise UserError(f"student {cfg.name!r}: sft_args.{key}: not a field of TRL's SFTConfig; {hint}")
+
+
+def student_fingerprint(cfg: StudentConfig) -> str:
+    recipe = cfg.model_dump(mode="json")
+    if not recipe["sft_args"]:  # recipes from before sft_args existed keep their fingerprint (and checkpoints)
+        del recipe["sft_args"]
+    return fingerprint(recipe)
+
+
 def train(
     cfg: StudentConfig,
     data: str | None,
@@ -152,6 +194,7 @@ def train(
 ) -> dict[str, Any]:
     import torch
 
+    check_sft_args(cfg)
     data = data or cfg.data
     if not data:
         raise UserError(f"student {cfg.name!r}: no data; pass --data DIR or set `data` in the YAML")
@@ -159,7 +202,7 @@ def train(
     processes = int(os.environ.get("WORLD_SIZE", "1"))
     if max_steps is not None:
         cfg = cfg.model_copy(update={"max_steps": max_steps})
-    student_fp, data_fp = fingerprint(cfg.model_dump(mode="json")), data_fingerprint(data)
+    student_fp, data_fp = student_fingerprint(cfg), data_fingerprint(data)
     finished = out / "distill_train.json"
     if finished.exists() and not dry_run:  # the same recipe on the same data is already trained
         previous = json.loads(finished.read_text())
@@ -241,6 +284,7 @@ def train(
         logging_steps=cfg.logging_steps,
         report_to=[r for r in cfg.report_to if r != "none"],
         dataset_num_proc=None,
+        **cfg.sft_args,
     )
     peft_config = None
     if cfg.lora:
@@ -277,6 +321,7 @@ def train(
         "global_step": result.global_step,
         "seconds": round(seconds, 2),
         "loss_history": [h["loss"] for h in trainer.state.log_history if "loss" in h],
+        "learning_rate_history": [h["learning_rate"] for h in trainer.state.log_history if "learning_rate" in h],
         "sharding": sharding_report(trainer),
     }
     if trainer.accelerator.is_main_process:
