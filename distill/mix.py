@@ -36,11 +36,10 @@ from distill.executor import StageResult, already_done, check_executor, executor
 from distill.progress import StageProgress
 from distill.records import MESSAGE, RECORDS, coerce_row, stable_id
 from distill.stages import Context, Flow, PlanContext, Stage, register
-from distill.store import DatasetWriter, ShardWriter, atomic_write_bytes, crash_point
+from distill.store import WORK, DatasetWriter, ShardWriter, atomic_write_bytes, crash_point
 from distill.tokenizer import count_tokens, load_counter, load_tokenizer, save_counter
 
 SFT = RECORDS["sft"]
-WORK = ".work"
 _WORK_SCHEMA = pa.schema([*SFT.schema, pa.field("_pos", pa.int64())])
 
 

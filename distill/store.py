@@ -49,6 +49,11 @@ REJECTS = "_rejects"
 # Side outputs: rows a shard set aside, each kind in its own folder, written and vouched for with the shard.
 SIDES = {"rejects": REJECTS, "removed": "_removed"}
 LOCK = ".lock"
+# Every stage's data in flight lives in DIR/.work/ (hidden: `datasets.load_dataset(data_dir=DIR)`, uploads
+# and readers skip it) and is deleted once DIR is complete: prompts' signatures, mix's buckets, generate's
+# journals (.work/journal/) and the parts of `generate --shard i/n` (.work/parts/i-of-n/).
+WORK = ".work"
+_LEGACY_WORK = ("_work", "_parts")  # where generate kept them before 2026-12 (moved on open by generate)
 FORMAT = "distill.dataset"
 FORMAT_VERSION = 1
 
@@ -515,7 +520,7 @@ class DatasetWriter:
             stray = [
                 p.name
                 for p in self.root.iterdir()
-                if p.name not in (LOCK, REJECTS, "_work", "_parts")  # a generate run's journals and parts
+                if p.name not in (LOCK, REJECTS, WORK, *_LEGACY_WORK)  # data in flight
                 and not _SHARD_FILE.match(p.name)
                 and not _TEMP_FILE.match(p.name)
             ]

@@ -142,7 +142,7 @@ def test_two_clients_on_two_endpoints_split_the_prompts_and_merge(tmp_path: Path
     rows = read_rows(out)
     counts = Counter((r["id"], r["sample"]) for r in rows)
     assert len(counts) == 180 and max(counts.values()) == 1  # every pair, once, in one directory
-    assert not (out / "_parts").exists()
+    assert not (out / ".work").exists() and not (out / "_parts").exists()
     manifest = json.loads((out / "_manifest.json").read_text())
     assert manifest["complete"] and len(manifest["shards"]) == 9 and manifest["stats"]["generate"]["parts"] == 2
     # chunk k belongs to part k % 2: each endpoint answered exactly its part's pairs (no overlap)

@@ -173,7 +173,7 @@ def test_every_fault_and_a_dead_endpoint_still_give_each_pair_exactly_once(tmp_p
     errors = stats["this_run"]["errors"]
     for kind in ("http_429", "http_5xx", "timeout", "dropped", "refused"):  # ... and met by the client
         assert errors.get(kind, 0) > 0, errors
-    assert not (tmp_path / "out" / "_work").exists() or not any((tmp_path / "out" / "_work").iterdir())
+    assert not (tmp_path / "out" / ".work").exists()  # journals are data in flight: gone once complete
 
 
 def test_retry_after_is_honoured(tmp_path: Path, prompt_file: Path) -> None:
@@ -238,7 +238,9 @@ def test_failed_requests_are_rejected_then_the_next_run_fills_only_them(tmp_path
     assert sum(after[f] != untouched[f] for f in after) == 1  # only the shard with the failures was rewritten
 
 
-def test_sigkill_mid_run_then_rerun_requests_only_what_is_missing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("legacy", [False, True])
+def test_sigkill_mid_run_then_rerun_requests_only_what_is_missing(tmp_path: Path, legacy: bool) -> None:
+    """`legacy`: the killed run's journals are where versions before 2026-12 kept them (OUT/_work/)."""
     src = write_jsonl(tmp_path / "p.jsonl", prompts(150))
     server = ThreadedServer(ServerConfig(latency_s=0.02))
     out = tmp_path / "out"
@@ -257,6 +259,9 @@ def test_sigkill_mid_run_then_rerun_requests_only_what_is_missing(tmp_path: Path
         proc.wait()
         done = _done_pairs(out)
         assert 80 <= done < 300
+        if legacy:
+            (out / ".work" / "journal").rename(out / "_work")
+            (out / ".work").rmdir()
         asked_before = server.stats.requests
         r = run_cli(*args)
         assert r.returncode == 0, r.stderr
@@ -274,8 +279,7 @@ def _done_pairs(out: Path) -> int:
     if manifest.exists():
         with contextlib.suppress(json.JSONDecodeError, KeyError):  # caught mid-rewrite
             n += sum(s["rows"] for s in json.loads(manifest.read_text())["shards"])
-    work = out / "_work"
-    if work.is_dir():
+    for work in (out / ".work" / "journal", out / "_work"):
         for j in work.glob("chunk-*.jsonl"):
             n += len(
                 {

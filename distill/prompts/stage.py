@@ -33,9 +33,8 @@ from distill.prompts.decontaminate import BenchmarkIndex, build_index
 from distill.prompts.dedup import CONTAMINATED, KEPT, REASONS, Decisions, cluster_roots, decide
 from distill.records import RECORDS
 from distill.stages import Context, Flag, Flow, PlanContext, Stage, register
-from distill.store import DatasetReader, DatasetWriter
+from distill.store import WORK, DatasetReader, DatasetWriter
 
-WORK = ".work"  # hidden: `datasets.load_dataset(data_dir=DIR)` and uploads skip it
 PROMPT = RECORDS["prompt"]
 REMOVED_COLUMNS = [
     pa.field("reason", pa.string()),

@@ -1,12 +1,12 @@
 """Per-chunk journals: every finished sample is on disk the moment it arrives, long before its shard.
 
 A chunk of prompts becomes one shard only when all its samples are in, which at R1 lengths can take
-hours. Meanwhile each result is appended to `DIR/_work/chunk-NNNNN.jsonl` with one `write(2)`, so a
+hours. Meanwhile each result is appended to `DIR/.work/journal/chunk-NNNNN.jsonl` with one `write(2)`, so a
 killed client (SIGKILL included: the kernel keeps what was written) loses only the requests in
 flight; `fsync` runs every few seconds against power loss. On resume the journal is read back, a line
 torn by the kill is dropped, and only the missing (id, sample) pairs are requested again. Once the
 shard is committed the journal is deleted. A journal is data in flight, not output: dataset readers
-never look in `_work/`.
+never look in `.work/`.
 """
 
 from __future__ import annotations
@@ -19,12 +19,14 @@ from typing import Any
 
 import orjson
 
-WORK = "_work"
+from distill.store import WORK
+
+JOURNALS = Path(WORK) / "journal"
 SYNC_EVERY_S = 5.0
 
 
 def journal_path(root: Path, index: int) -> Path:
-    return root / WORK / f"chunk-{index:05d}.jsonl"
+    return root / JOURNALS / f"chunk-{index:05d}.jsonl"
 
 
 class Journal:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import json
 import os
 import shutil
@@ -39,6 +40,7 @@ from distill.progress import GenerateProgress
 from distill.records import get_record, output_schema
 from distill.stages import Context, Flow, PlanContext, Stage, register
 from distill.store import (
+    WORK,
     DatasetWriter,
     Manifest,
     ShardWriter,
@@ -48,11 +50,11 @@ from distill.store import (
     shard_files,
 )
 from distill.teacher.config import TeacherConfig
-from distill.teacher.journal import WORK, Journal, journal_path
+from distill.teacher.journal import JOURNALS, Journal, journal_path
 from distill.teacher.prompting import Request, user_turn
 
 PROMPT, TRACE = get_record("prompt"), get_record("trace")
-PARTS = "_parts"  # `--shard i/n` runs write OUT/_parts/i-of-n/ until the last one merges them into OUT
+PARTS = Path(WORK) / "parts"  # `--shard i/n` runs write OUT/.work/parts/i-of-n/ until the last merges them
 RESULT_COLUMNS = ("reasoning", "content", "finish_reason", "prompt_tokens", "completion_tokens", "latency_s")
 RETRIED_CODES = ("request_failed", "request_rejected")  # rejects a later run asks again for
 WRITE_BATCH = 256
@@ -287,7 +289,7 @@ def run_generate(
     show_progress: bool = True,
     shard: tuple[int, int] | None = None,
 ) -> StageResult:
-    """Generate into `out`; with `shard=(i, n)`, only chunks k with k % n == i, into `out/_parts/i-of-n/`,
+    """Generate into `out`; with `shard=(i, n)`, only chunks k with k % n == i, into `out/.work/parts/i-of-n/`,
     and whichever of the n processes finds all parts complete merges them into `out` (`merge_parts`)."""
     started = time.perf_counter()
     out = Path(out)
@@ -298,6 +300,7 @@ def run_generate(
     inputs = [f.describe() for f in files]
     mine, n = (shard[0], shard[1]) if shard else (0, 1)
     root = out
+    _move_legacy_work(out)
     if shard is not None:
         if merged := merged_already(out, config, inputs, started):
             return merged
@@ -328,6 +331,7 @@ def run_generate(
             runner.run(_run(backend, cfg, ds, todo, root, first, total, have, show_progress, totals))
         stats = generate_stats(ds, cfg, totals, backend, good, time.perf_counter() - started)
         manifest = ds.finish({"generate": stats, "seconds": round(time.perf_counter() - started, 3)})
+        _remove_empty(root / JOURNALS, root / WORK)  # every chunk is a shard: no journal is left
     result = StageResult(
         manifest,
         False,
@@ -443,6 +447,7 @@ def merge_parts(out: Path, n: int) -> Manifest | None:
         }
         manifest = ds.finish({"generate": merged, "seconds": max(p.stats.get("seconds", 0) for p in parts)})
     shutil.rmtree(out / PARTS, ignore_errors=True)  # the files live on in `out` (hard links)
+    _remove_empty(out / JOURNALS, out / WORK)
     return manifest
 
 
@@ -504,10 +509,26 @@ def _journaled(root: Path, todo: list[tuple[int, inputs_mod.Chunk, int]]) -> int
     return n
 
 
+def _move_legacy_work(out: Path) -> None:
+    """Journals and parts of a run started before they moved under .work/ (2026-12): moved there, so an
+    interrupted run resumes instead of asking the teacher again."""
+    moves = [(p / "_work", p / JOURNALS) for p in sorted((out / "_parts").glob("*-of-*"))]  # inside parts first
+    moves += [(out / "_work", out / JOURNALS), (out / "_parts", out / PARTS)]
+    for old, new in moves:
+        if old.is_dir() and not new.exists():
+            new.parent.mkdir(parents=True, exist_ok=True)
+            old.rename(new)
+
+
+def _remove_empty(*folders: Path) -> None:
+    for folder in folders:
+        with contextlib.suppress(OSError):  # not there, or not empty: left as it is
+            folder.rmdir()
+
+
 def _drop_stale_journals(root: Path, done: set[int]) -> None:
     """A crash between committing a shard and deleting its journal leaves a journal of a done chunk."""
-    work = root / WORK
-    if work.is_dir():
+    if (root / JOURNALS).is_dir():
         for k in done:
             journal_path(root, k).unlink(missing_ok=True)
 
