@@ -11,25 +11,22 @@ order), committed, recorded in the manifest, and the journal deleted. So:
   error), and the next run of the same command takes that shard back, keeps its rows and asks again
   for the failed samples only;
 - a prompt id seen earlier in the input is rejected (`duplicate_id`), so no pair can appear twice.
+
+This module is the scheduler and the stage's declaration; a chunk's requests and commit are in
+`chunks.py`, the backends behind `Backend` in `backends.py`, `--shard i/n` runs and their merge in
+`parts.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
-import contextlib
-import json
-import os
-import shutil
 import sys
 import time
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import Field
 
 from distill import inputs as inputs_mod
@@ -37,167 +34,24 @@ from distill.config import StrictModel, load_config
 from distill.errors import UserError
 from distill.executor import StageResult, already_done
 from distill.progress import GenerateProgress
-from distill.records import get_record, output_schema
 from distill.stages import Context, Flow, PlanContext, Stage, register
-from distill.store import (
-    WORK,
-    DatasetWriter,
-    Manifest,
-    ShardWriter,
-    fingerprint,
-    inputs_fingerprint,
-    read_manifest,
-    shard_files,
+from distill.store import WORK, DatasetWriter
+from distill.teacher.backends import Backend, make_backend
+from distill.teacher.chunks import (
+    PROMPT,
+    TRACE,
+    ChunkWork,
+    commit_chunk,
+    drop_stale_journals,
+    export_shard,
+    first_rows,
+    journaled,
+    load_chunk,
 )
 from distill.teacher.config import TeacherConfig
-from distill.teacher.journal import JOURNALS, Journal, journal_path
-from distill.teacher.prompting import Request, user_turn
-
-PROMPT, TRACE = get_record("prompt"), get_record("trace")
-PARTS = Path(WORK) / "parts"  # `--shard i/n` runs write OUT/.work/parts/i-of-n/ until the last merges them
-RESULT_COLUMNS = ("reasoning", "content", "finish_reason", "prompt_tokens", "completion_tokens", "latency_s")
-RETRIED_CODES = ("request_failed", "request_rejected")  # rejects a later run asks again for
-WRITE_BATCH = 256
-
-
-def make_backend(cfg: TeacherConfig) -> Any:
-    from distill.teacher import offline
-
-    if cfg.backend == "openai":
-        from distill.teacher.openai_client import OpenAIBackend
-
-        return OpenAIBackend(cfg)
-    return {
-        "synthetic": offline.SyntheticBackend,
-        "transformers": offline.TransformersBackend,
-        "vllm": offline.VLLMBackend,
-    }[cfg.backend](cfg)
-
-
-# --- one chunk of prompts ---------------------------------------------------------------------------
-
-
-@dataclass
-class ChunkWork:
-    index: int
-    chunk: inputs_mod.Chunk
-    file_index: int
-    prompts: list[dict[str, Any]]  # the chunk's good rows, in input order
-    row_numbers: list[int]  # their row numbers in the input file
-    bad: list[tuple[int, str, Any]]  # (row, error, raw) of rows that cannot be prompts
-    journal: Journal
-    done: dict[tuple[str, int], dict[str, Any]]  # results already in the journal
-    todo: list[Request] = field(default_factory=list)
-    failures: dict[tuple[str, int], str] = field(default_factory=dict)
-    pending: int = 0
-
-
-def load_chunk(
-    index: int, chunk: inputs_mod.Chunk, file_index: int, cfg: TeacherConfig, root: Path, first_row: dict[str, tuple]
-) -> ChunkWork:
-    """Read a chunk's prompts and its journal; list the requests still to make."""
-    prompts, rows, bad = [], [], []
-    path = chunk.file.path
-    for batch in inputs_mod.read_chunk(chunk, PROMPT, 1024):
-        bad += [(r.row, r.error, r.raw) for r in batch.rejects]
-        for row_no, row in zip(batch.rows, batch.table.to_pylist(), strict=True):
-            if first_row.get(row["id"]) != (path, row_no):
-                where = first_row.get(row["id"], ("?", -1))
-                bad.append(
-                    (
-                        row_no,
-                        f"duplicate_id: prompt id {row['id']} first seen at {where[0]} row {where[1]}",
-                        json.dumps(row, ensure_ascii=False),
-                    )
-                )
-                continue
-            prompts.append(row)
-            rows.append(row_no)
-    journal = Journal(journal_path(root, index))
-    work = ChunkWork(index, chunk, file_index, prompts, rows, bad, journal, journal.load())
-    for row in prompts:
-        for s in range(cfg.samples):
-            if (row["id"], s) not in work.done:
-                work.todo.append(
-                    Request(row["id"], s, row["domain"], row["problem"], row["answer"], cfg.request_seed(row["id"], s))
-                )
-    work.pending = len(work.todo)
-    return work
-
-
-def first_rows(chunks: list[inputs_mod.Chunk]) -> tuple[dict[str, tuple[str, int]], int]:
-    """Where each prompt id first appears (file, row), and the number of good prompt rows."""
-    first: dict[str, tuple[str, int]] = {}
-    good = 0
-    for chunk in chunks:
-        for batch in inputs_mod.read_chunk(chunk, PROMPT, 4096):
-            for row_no, pid in zip(batch.rows, batch.table.column("id").to_pylist(), strict=True):
-                first.setdefault(pid, (chunk.file.path, row_no))
-                good += 1
-    return first, good
-
-
-def commit_chunk(work: ChunkWork, cfg: TeacherConfig, root: Path) -> dict[str, Any]:
-    """Write chunk k's shard from its journal, in prompt then sample order, with its rejects."""
-    results = work.journal.load()
-    schema = output_schema(TRACE)
-    writer = ShardWriter(root, work.index, schema)
-    params = json.dumps(cfg.params(), sort_keys=True)
-    path = work.chunk.file.path
-    tokens = Counter()
-    try:
-        buf: list[dict[str, Any]] = []
-        for row_no, prompt in zip(work.row_numbers, work.prompts, strict=True):
-            for s in range(cfg.samples):
-                key = (prompt["id"], s)
-                res = results.get(key)
-                if res is None:
-                    error = work.failures.get(key, "request_failed: no result (the run stopped before it came back)")
-                    writer.reject(path, row_no, error, json.dumps({**prompt, "sample": s}, ensure_ascii=False))
-                    continue
-                buf.append(
-                    {
-                        **prompt,
-                        "sample": s,
-                        **{c: res.get(c) for c in RESULT_COLUMNS},
-                        "teacher": cfg.teacher_name,
-                        "params": params,
-                        "prompt": user_turn(prompt["problem"], prompt["domain"], cfg),
-                    }
-                )
-                tokens["prompt_tokens"] += res.get("prompt_tokens") or 0
-                tokens["completion_tokens"] += res.get("completion_tokens") or 0
-                if len(buf) >= WRITE_BATCH:
-                    writer.write(pa.Table.from_pylist(buf, schema=schema))
-                    buf = []
-        if buf:
-            writer.write(pa.Table.from_pylist(buf, schema=schema))
-        for row_no, error, raw in work.bad:
-            writer.reject(path, row_no, error, raw)
-        failed = sum(writer.reject_codes[c] for c in RETRIED_CODES)
-        return writer.commit(
-            rows_in=len(work.prompts) + len(work.bad),
-            input=work.chunk.describe(work.file_index),
-            failed_requests=failed,
-            **tokens,
-        )
-    except BaseException:
-        writer.abort()
-        raise
-
-
-def export_shard(root: Path, entry: dict[str, Any], index: int) -> None:
-    """Copy a finished shard's results into its chunk's journal, so that redoing it keeps them."""
-    journal = Journal(journal_path(root, index))
-    if entry["rows"]:
-        with pq.ParquetFile(root / entry["file"]) as pf:
-            for batch in pf.iter_batches(columns=["id", "sample", *RESULT_COLUMNS]):
-                for row in batch.to_pylist():
-                    journal.append(row)
-    journal.close()
-
-
-# --- the whole stage --------------------------------------------------------------------------------
+from distill.teacher.journal import JOURNALS
+from distill.teacher.parts import merge_if_whole, merged_already, move_legacy_work, parse_shard, part_dir, remove_empty
+from distill.teacher.prompting import Request
 
 
 @dataclass
@@ -209,7 +63,7 @@ class RunTotals:
 
 
 async def _generate(
-    backend: Any,
+    backend: Backend,
     cfg: TeacherConfig,
     ds: DatasetWriter,
     todo: list[tuple[int, inputs_mod.Chunk, int]],
@@ -300,7 +154,7 @@ def run_generate(
     inputs = [f.describe() for f in files]
     mine, n = (shard[0], shard[1]) if shard else (0, 1)
     root = out
-    _move_legacy_work(out)
+    move_legacy_work(out)
     if shard is not None:
         if merged := merged_already(out, config, inputs, started):
             return merged
@@ -316,29 +170,29 @@ def run_generate(
             ds.reopen_shard(k)
             opened.done.discard(k)
         if done := already_done(opened, started):
-            return _merge_if_whole(out, n, done)
-        _drop_stale_journals(root, opened.done)
+            return merge_if_whole(out, n, done)
+        drop_stale_journals(root, opened.done)
         ds.set_plan(len(chunks))
         file_index = {f.path: i for i, f in enumerate(files)}
         todo = [(k, c, file_index[c.file.path]) for k, c in enumerate(chunks) if k not in opened.done and k % n == mine]
         # Ids are deduplicated over the whole input, so every part rejects the same repeats.
         first, good = first_rows(chunks)
         total = _own_prompts(first, chunks, mine, n) * cfg.samples
-        have = sum(s["rows"] for s in ds.manifest.shards.values()) + _journaled(root, todo)
+        have = sum(s["rows"] for s in ds.manifest.shards.values()) + journaled(root, todo)
         backend = make_backend(cfg)
         totals = RunTotals()
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(_run(backend, cfg, ds, todo, root, first, total, have, show_progress, totals))
         stats = generate_stats(ds, cfg, totals, backend, good, time.perf_counter() - started)
         manifest = ds.finish({"generate": stats, "seconds": round(time.perf_counter() - started, 3)})
-        _remove_empty(root / JOURNALS, root / WORK)  # every chunk is a shard: no journal is left
+        remove_empty(root / JOURNALS, root / WORK)  # every chunk is a shard: no journal is left
     result = StageResult(
         manifest,
         False,
         time.perf_counter() - started,
         opened.redone + [f"shard {k}: retrying its failed requests" for k in retried],
     )
-    return _merge_if_whole(out, n, result)
+    return merge_if_whole(out, n, result)
 
 
 def _own_prompts(first: dict[str, tuple[str, int]], chunks: list[inputs_mod.Chunk], mine: int, n: int) -> int:
@@ -355,119 +209,8 @@ def _own_prompts(first: dict[str, tuple[str, int]], chunks: list[inputs_mod.Chun
     return count
 
 
-# --- sharded runs: n client processes, one dataset directory -----------------------------------------
-
-
-def parse_shard(spec: str) -> tuple[int, int]:
-    """`i/n` (0 <= i < n), or `slurm` for (SLURM_PROCID, SLURM_NTASKS)."""
-    if spec == "slurm":
-        try:
-            i, n = int(os.environ["SLURM_PROCID"]), int(os.environ["SLURM_NTASKS"])
-        except (KeyError, ValueError):
-            raise UserError("--shard slurm: SLURM_PROCID / SLURM_NTASKS are not set; run it under srun") from None
-    else:
-        head, sep, tail = spec.partition("/")
-        if not sep or not head.strip().isdigit() or not tail.strip().isdigit():
-            raise UserError(f"--shard {spec!r}: write it as i/n, e.g. 0/4 for the first of 4 parts")
-        i, n = int(head), int(tail)
-    if not 0 <= i < n:
-        raise UserError(f"--shard {spec!r}: i must be in 0..n-1 (here n is {n})")
-    return i, n
-
-
-def part_dir(out: Path, i: int, n: int) -> Path:
-    return out / PARTS / f"{i}-of-{n}"
-
-
-def merged_already(
-    out: Path, config: dict[str, Any], inputs: list[dict[str, Any]], started: float
-) -> StageResult | None:
-    """The merged output, when an earlier sharded run already completed it with the same teacher and inputs."""
-    manifest = read_manifest(out)
-    if (
-        manifest is not None
-        and manifest.complete
-        and manifest.config_fingerprint == fingerprint(config)
-        and manifest.input_fingerprint == inputs_fingerprint(inputs)
-    ):
-        return StageResult(manifest, True, time.perf_counter() - started, [])
-    return None
-
-
-def _merge_if_whole(out: Path, n: int, result: StageResult) -> StageResult:
-    if n == 1:
-        return result
-    merged = merge_parts(out, n)
-    return result if merged is None else StageResult(merged, result.skipped, result.seconds, result.redone)
-
-
-def merge_parts(out: Path, n: int) -> Manifest | None:
-    """Assemble `out` from its n complete parts, or None while a part is unfinished.
-
-    Each part holds the shards of its own chunks under their global numbers (chunk k -> shard k), so
-    merging is linking their files into `out` and listing them in one manifest: the rows and their order
-    equal a single process's. Crash-safe: the manifest, written last, makes the merge; a rerun relinks.
-    """
-    found = [read_manifest(part_dir(out, i, n)) for i in range(n)]
-    parts = [p for p in found if p is not None and p.complete]
-    if len(parts) < n:
-        return None
-    first = parts[0]
-    config = {k: v for k, v in first.config.items() if k != "shard"}
-    for i, p in enumerate(parts):
-        if {k: v for k, v in p.config.items() if k != "shard"} != config or p.inputs != first.inputs:
-            raise UserError(
-                f"{part_dir(out, i, n)}: made with another teacher config or other inputs than part 0; "
-                f"rerun that part with the same command (and --overwrite)"
-            )
-    # the parts record their inputs relative to themselves: given to the merged directory as real paths
-    inputs = [{**e, "path": str(p)} for e, p in zip(first.inputs, first.input_paths(part_dir(out, 0, n)), strict=True)]
-    with DatasetWriter(out, stage="generate", record=first.record, schema_version=first.schema_version,
-                       config=config, inputs=inputs) as ds:  # fmt: skip
-        opened = ds.open()
-        if opened.manifest.complete:
-            return opened.manifest
-        ds.set_plan(sum(p.planned_shards or 0 for p in parts) // n)
-        for i, p in enumerate(parts):
-            for index, entry in sorted(p.shards.items()):
-                for f in shard_files(entry):
-                    _link(part_dir(out, i, n) / f["file"], out / f["file"])
-                ds.manifest.shards[index] = entry
-        stats = [p.stats.get("generate", {}) for p in parts]
-        merged = {
-            "teacher": stats[0].get("teacher"),
-            "backend": stats[0].get("backend"),
-            "samples_per_prompt": stats[0].get("samples_per_prompt"),
-            "parts": n,
-            **{
-                k: sum(s.get(k, 0) for s in stats)
-                for k in ("traces", "failed_requests", "prompt_tokens", "completion_tokens")
-            },
-            "prompts": stats[0].get("prompts"),  # every part counts the whole input's prompts
-        }
-        manifest = ds.finish({"generate": merged, "seconds": max(p.stats.get("seconds", 0) for p in parts)})
-    shutil.rmtree(out / PARTS, ignore_errors=True)  # the files live on in `out` (hard links)
-    _remove_empty(out / JOURNALS, out / WORK)
-    return manifest
-
-
-def _link(src: Path, dst: Path) -> None:
-    """Hard-link a part's file into the merged directory (a copy where the filesystem has no links)."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    if dst.exists():
-        if dst.stat().st_size == src.stat().st_size:
-            return
-        dst.unlink()
-    try:
-        os.link(src, dst)
-    except OSError:
-        tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-
-
 async def _run(
-    backend: Any,
+    backend: Backend,
     cfg: TeacherConfig,
     ds: DatasetWriter,
     todo: list,
@@ -498,43 +241,8 @@ def _loop_factory() -> Any:
     return uvloop.new_event_loop
 
 
-def _journaled(root: Path, todo: list[tuple[int, inputs_mod.Chunk, int]]) -> int:
-    """Samples already in the journals of unfinished chunks (for the progress bar's start)."""
-    n = 0
-    for k, _, _ in todo:
-        path = journal_path(root, k)
-        if path.exists():
-            with open(path, "rb") as f:
-                n += sum(1 for _ in f)
-    return n
-
-
-def _move_legacy_work(out: Path) -> None:
-    """Journals and parts of a run started before they moved under .work/ (2026-12): moved there, so an
-    interrupted run resumes instead of asking the teacher again."""
-    moves = [(p / "_work", p / JOURNALS) for p in sorted((out / "_parts").glob("*-of-*"))]  # inside parts first
-    moves += [(out / "_work", out / JOURNALS), (out / "_parts", out / PARTS)]
-    for old, new in moves:
-        if old.is_dir() and not new.exists():
-            new.parent.mkdir(parents=True, exist_ok=True)
-            old.rename(new)
-
-
-def _remove_empty(*folders: Path) -> None:
-    for folder in folders:
-        with contextlib.suppress(OSError):  # not there, or not empty: left as it is
-            folder.rmdir()
-
-
-def _drop_stale_journals(root: Path, done: set[int]) -> None:
-    """A crash between committing a shard and deleting its journal leaves a journal of a done chunk."""
-    if (root / JOURNALS).is_dir():
-        for k in done:
-            journal_path(root, k).unlink(missing_ok=True)
-
-
 def generate_stats(
-    ds: DatasetWriter, cfg: TeacherConfig, totals: RunTotals, backend: Any, good: int, seconds: float
+    ds: DatasetWriter, cfg: TeacherConfig, totals: RunTotals, backend: Backend, good: int, seconds: float
 ) -> dict[str, Any]:
     shards = ds.manifest.shards.values()
     prompt_tokens = sum(s.get("prompt_tokens", 0) for s in shards)
