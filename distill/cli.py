@@ -74,7 +74,7 @@ ExecutorOption = Annotated[
     str,
     typer.Option(
         "--executor",
-        help="local: a process pool on this machine; ray: Ray Data tasks on the cluster in RAY_ADDRESS "
+        help="local: a process pool on this machine; ray: tasks on the Ray cluster in RAY_ADDRESS "
         "(or a local Ray instance). Same rows either way.",
     ),
 ]
@@ -369,15 +369,13 @@ def publish(
     """
     from distill.hub import publish as publish_dir
 
-    staging, plan = publish_dir(directory, repo_id, dry_run=dry_run, private=private)
-    verb = "would upload" if dry_run else "uploaded"
-    print(f"publish: {staging} validated ({len(plan.add) + len(plan.unchanged)} files)", file=sys.stderr)
-    if plan.empty and not dry_run:
-        print(f"publish: {repo_id} already holds this data; nothing new to upload", file=sys.stderr)
-    for p in plan.add:
-        print(f"  {verb}  {p}", file=sys.stderr)
-    for p in plan.delete:
-        print(f"  delete  {p}", file=sys.stderr)
+    done = publish_dir(directory, repo_id, dry_run=dry_run, private=private)
+    print(f"publish: {done.staging} validated ({len(done.files)} files)", file=sys.stderr)
+    if dry_run:
+        for p in done.files:
+            print(f"  would upload  {p}", file=sys.stderr)
+    else:
+        print(f"publish: {repo_id} holds it: {done.url} (files it already had were not sent)", file=sys.stderr)
 
 
 @app.command()

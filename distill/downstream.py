@@ -109,9 +109,9 @@ def _publish(ctx: Context) -> Done:
     from distill.hub import publish
 
     o = ctx.options
-    staging, plan = publish(_source(ctx), o.repo_id, dry_run=o.dry_run, private=o.private)
-    what = "dry run: would upload" if o.dry_run else "uploaded"
-    return Done(False, f"{what} {len(plan.add)} files to {o.repo_id} (staged in {staging})")
+    done = publish(_source(ctx), o.repo_id, dry_run=o.dry_run, private=o.private)
+    what = f"dry run: would upload {len(done.files)} files to {o.repo_id}" if o.dry_run else f"uploaded: {done.url}"
+    return Done(False, f"{what} (staged in {done.staging})")
 
 
 register(

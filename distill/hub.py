@@ -6,41 +6,31 @@ manifest; never `_rejects/`, `_removed/`, work folders or the lock. The exact fo
 configuration and with plain `data_dir`, the row count is the manifest's, and the card's metadata
 parses. `--dry-run` stops there and prints what would be sent.
 
-A re-publish compares every file with the repo's copy (LFS SHA-256 for large files, the git blob hash
-for small ones) and commits only what differs: publishing the same data again uploads nothing.
+The upload is one `create_commit` through `upload_folder`: the Hub client itself leaves out files
+whose content the repo already holds (and makes no commit when nothing changed; huggingface_hub#2389),
+never re-sends a stored LFS object, and deletes the repo's shards the data no longer has
+(`delete_patterns`). The token is the Hub client's: HF_TOKEN, else the one `hf auth login` saved.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from distill.card import HISTOGRAM, write_card
 from distill.errors import UserError
-from distill.store import MANIFEST, DatasetReader, sha256_file
+from distill.store import MANIFEST, DatasetReader
 
 STAGING = ".publish"
 
 
 @dataclass
-class UploadPlan:
-    add: list[str] = field(default_factory=list)  # new or changed files
-    delete: list[str] = field(default_factory=list)  # in the repo, no longer in the data
-    unchanged: list[str] = field(default_factory=list)
-
-    @property
-    def empty(self) -> bool:
-        return not self.add and not self.delete
-
-
-def git_blob_sha1(path: Path) -> str:
-    """The id git (and the Hub) gives a small file: SHA-1 of "blob <size>\\0" + content."""
-    data = path.read_bytes()
-    return hashlib.sha1(b"blob %d\x00" % len(data) + data).hexdigest()
+class Published:
+    staging: Path
+    files: list[str]  # what the staged folder holds: sent unless the repo already has the same content
+    url: str | None = None  # the commit, after an upload
 
 
 def stage(root: Path) -> Path:
@@ -80,55 +70,29 @@ def validate(staging: Path, rows: int) -> None:
         shutil.rmtree(cache, ignore_errors=True)
 
 
-def local_files(staging: Path) -> dict[str, tuple[str, str]]:
-    """path -> (sha256, git blob sha1) of every file to upload."""
-    return {p.name: (sha256_file(p), git_blob_sha1(p)) for p in sorted(staging.iterdir()) if p.is_file()}
-
-
-def plan_upload(local: dict[str, tuple[str, str]], remote: dict[str, str]) -> UploadPlan:
-    """`remote`: path -> the repo's LFS sha256 or git blob sha1 of that file."""
-    plan = UploadPlan()
-    for path, (sha256, blob) in local.items():
-        (plan.unchanged if remote.get(path) in (sha256, blob) else plan.add).append(path)
-    plan.delete = sorted(p for p in remote if p not in local and p.endswith(".parquet"))
-    return plan
-
-
-def remote_files(api: Any, repo_id: str) -> dict[str, str]:
-    out = {}
-    for entry in api.list_repo_tree(repo_id, repo_type="dataset", recursive=True):
-        lfs = getattr(entry, "lfs", None)
-        blob = getattr(entry, "blob_id", None)
-        if lfs is not None or blob is not None:
-            out[entry.path] = lfs.sha256 if lfs is not None else blob
-    return out
-
-
-def publish(root: Path, repo_id: str, *, dry_run: bool, private: bool = False) -> tuple[Path, UploadPlan]:
+def publish(root: Path, repo_id: str, *, dry_run: bool, private: bool = False) -> Published:
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise UserError(f"--repo-id {repo_id!r}: write it as ORG/NAME")
     reader = DatasetReader(root)
     staging = stage(root)
     validate(staging, reader.num_rows)
-    local = local_files(staging)
+    done = Published(staging, sorted(p.name for p in staging.iterdir() if p.is_file()))
     if dry_run:
-        return staging, plan_upload(local, {})
-    token = os.environ.get("HF_TOKEN")
-    if not token:
-        raise UserError("HF_TOKEN is not set; export a Hub token with write access, or use --dry-run")
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+        return done
+    from huggingface_hub import HfApi, get_token
 
+    token = get_token()
+    if not token:
+        raise UserError("no Hub token: run `hf auth login` or export HF_TOKEN (write access), or use --dry-run")
     api = HfApi(token=token)
-    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    plan = plan_upload(local, remote_files(api, repo_id))
-    if plan.empty:
-        return staging, plan
-    operations: list[Any] = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(staging / p)) for p in plan.add]
-    operations += [CommitOperationDelete(path_in_repo=p) for p in plan.delete]
-    api.create_commit(
-        repo_id,
-        repo_type="dataset",
-        operations=operations,
-        commit_message=f"distill publish: {reader.num_rows:,} rows ({len(plan.add)} files changed)",
-    )
-    return staging, plan
+    try:
+        api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        commit = api.upload_folder(
+            repo_id=repo_id, repo_type="dataset", folder_path=staging, delete_patterns=["*.parquet"],
+            commit_message=f"distill publish: {reader.num_rows:,} rows",
+        )  # fmt: skip
+    except OSError as e:  # HTTP errors, an unreachable Hub, offline mode: all OSErrors in huggingface_hub
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise UserError(f"publish {repo_id}: {type(e).__name__}: {first}; check the token's access and the "
+                        "network, then run it again (files the repo holds are not sent twice)") from None  # fmt: skip
+    return Published(staging, done.files, commit.commit_url)

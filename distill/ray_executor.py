@@ -1,16 +1,16 @@
-"""The Ray executor (`--executor ray`): the local executor's shard tasks, scheduled by Ray Data.
+"""The Ray executor (`--executor ray`): the local executor's shard tasks, as plain Ray tasks.
 
 The unit of work stays one planned chunk -> one output shard, and the task function is the very one
 the local process pool runs (`distill.executor.run_shard`, or a stage's own): a Ray worker reads its
 chunk, applies the pure batch function and writes and commits the shard with distill's writer (temporary
-name, fsync, rename, SHA-256); the driver records finished shards in the manifest as they stream back.
+name, fsync, rename, SHA-256); the driver records finished shards in the manifest as they come back.
 So the rows, their order and the resume semantics are those of the local executor: a rerun, with
 either executor, redoes only the shards the manifest does not list.
 
-Ray Data is the scheduler here, not the reader/writer: `map_batches` over a dataset of task
-descriptions (one per block, one per batch) gives streaming execution with backpressure, task retries
-on worker loss and one CPU per task across the cluster. Its own `read_parquet` / `write_parquet`
-would bypass the shard commit protocol that makes a killed run resumable without duplicates.
+Each task is one `ray.remote` call with one CPU, retried when its worker dies; the driver keeps twice
+as many in flight as there are CPUs and takes results as they finish (`ray.wait`). Ray Data is not
+needed: its readers and writers would bypass the shard commit protocol that makes a killed run
+resumable without duplicates, and scheduling a list of tasks is what plain tasks do.
 
 On a cluster, every node needs the same Python environment (distill installed, and any batch
 function's file at the same path) and the output directory on a shared filesystem. `RAY_ADDRESS`
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -33,7 +32,7 @@ def _ray() -> Any:
     try:
         import ray
     except ImportError:
-        raise UserError("--executor ray needs Ray Data: pip install 'ray[data]' (or distill's `ray` extra)") from None
+        raise UserError("--executor ray needs Ray: pip install ray (or distill's `ray` extra)") from None
     return ray
 
 
@@ -50,16 +49,6 @@ def init(workers: int | None) -> None:
             # distill's modules are imported by name on the workers; the driver's tree is the workers' tree
             runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}},
         )
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False  # distill's own progress bar counts rows; Ray's would count tasks
-    ctx.execution_options.preserve_order = False  # results stream back as they finish, like the pool's
-    ctx.execution_options.verbose_progress = False
-
-
-def _run_tasks(batch: dict[str, Any], fn: Callable[[Any], Any]) -> dict[str, Any]:
-    """One Ray Data batch of pickled tasks -> their pickled results."""
-    return {"result": [pickle.dumps(fn(pickle.loads(blob))) for blob in batch["task"]]}
 
 
 def ray_map(fn: Callable[[Any], Any], tasks: list[Any], workers: int | None) -> Iterator[Any]:
@@ -68,22 +57,20 @@ def ray_map(fn: Callable[[Any], Any], tasks: list[Any], workers: int | None) -> 
         return
     ray = _ray()
     init(workers)
-    items = [{"task": pickle.dumps(t)} for t in tasks]
-    ds = ray.data.from_items(items, override_num_blocks=len(items))
-    results = ds.map_batches(
-        _run_tasks,
-        fn_kwargs={"fn": fn},
-        batch_size=1,
-        batch_format="numpy",
-        num_cpus=1,
-        max_retries=3,  # a worker lost mid-shard: its temporary file is discarded and the task runs again
-        concurrency=workers,
-    )
+    remote = ray.remote(num_cpus=1, max_retries=3)(fn)  # a lost worker: its temporary file is discarded, rerun
+    in_flight = 2 * (workers or int(ray.cluster_resources().get("CPU", 1)))  # busy CPUs, bounded driver memory
+    todo, pending = list(reversed(tasks)), []
     try:
-        for row in results.iter_rows():
-            yield pickle.loads(row["result"])
+        while todo or pending:
+            while todo and len(pending) < in_flight:
+                pending.append(remote.remote(todo.pop()))
+            done, pending = ray.wait(pending, num_returns=1)
+            yield ray.get(done[0])
     except ray.exceptions.RayTaskError as e:
         cause = e.as_instanceof_cause()
         if isinstance(cause, UserError):
             raise UserError(str(cause).splitlines()[0]) from None
         raise RuntimeError(f"a Ray task failed: {str(e).splitlines()[0]}; rerun the same command to resume") from e
+    finally:
+        for ref in pending:  # stopped early (an error, Ctrl-C): the rest is not worth running
+            ray.cancel(ref)
