@@ -361,7 +361,9 @@ def publish(
     ] = False,
     private: Annotated[bool, typer.Option("--private", help="Create the repo private.")] = False,
 ) -> None:
-    """Upload shards, card and manifest to a Hub dataset repo (token from HF_TOKEN); only what changed is sent.
+    """Upload shards, card and manifest to a Hub dataset repo; only files the repo lacks are sent.
+
+    The token: HF_TOKEN, else the one `hf auth login` saved.
 
     Example:
 

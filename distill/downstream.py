@@ -6,6 +6,8 @@ RECIPE`, ...) take positional arguments and launchers, so they are written by ha
 
 from __future__ import annotations
 
+import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,11 @@ from pydantic import Field, model_validator
 from distill.config import StrictModel, load_config
 from distill.errors import UserError
 from distill.stages import Context, Done, Flow, PlanContext, Stage, register
+
+
+def _step(**declaration: Any) -> None:
+    """Register a step that writes no dataset directory; its command is written by hand in cli.py."""
+    register(Stage(**declaration, rows_per_shard=None, cli=False))
 
 
 def _source(ctx: Context) -> Path:
@@ -34,14 +41,19 @@ class PublishOptions(StrictModel):
     """`options` of `stage: publish`."""
 
     repo_id: str = Field(description="ORG/NAME of the Hub dataset repo")
-    dry_run: bool = Field(default=True, description="stage and validate the upload folder only (HF_TOKEN not needed)")
+    dry_run: bool = Field(default=True, description="stage and validate the upload folder only (no token needed)")
     private: bool = False
 
 
 class TrainOptions(StrictModel):
-    """`options` of `stage: train` (one process; multi-GPU runs go through `distill train --launch`)."""
+    """`options` of `stage: train`."""
 
     student: str = Field(description="student recipe YAML, relative to the pipeline file")
+    launch: bool = Field(
+        default=False,
+        description="run under `accelerate launch` with the recipe's accelerate_config, num_processes and nodes "
+        "(as `distill train --launch`); false: in the pipeline's own process",
+    )
     max_steps: int | None = Field(default=None, ge=1)
     epochs: float | None = Field(default=None, gt=0, description="overrides the recipe's epochs")
     seed: int | None = Field(default=None, description="overrides the recipe's seed (data order, sampling)")
@@ -89,16 +101,12 @@ def _card(ctx: Context) -> Done:
     return Done(False, f"data card -> {path}")
 
 
-register(
-    Stage(
-        name="card",
-        help="Write the data card into the input dataset directory (`DIR/README.md`).",
-        options=CardOptions,
-        run=_card,
-        plan=lambda p: Flow(0, 0, "data card written into its input"),
-        rows_per_shard=None,
-        cli=False,
-    )
+_step(
+    name="card",
+    help="Write the data card into the input dataset directory (`DIR/README.md`).",
+    options=CardOptions,
+    run=_card,
+    plan=lambda p: Flow(0, 0, "data card written into its input"),
 )
 
 
@@ -114,16 +122,12 @@ def _publish(ctx: Context) -> Done:
     return Done(False, f"{what} (staged in {done.staging})")
 
 
-register(
-    Stage(
-        name="publish",
-        help="Upload the input dataset directory to a Hub dataset repo.",
-        options=PublishOptions,
-        run=_publish,
-        plan=lambda p: Flow(0, 0, f"upload to {p.options.repo_id}" + " (dry run)" * p.options.dry_run),
-        rows_per_shard=None,
-        cli=False,
-    )
+_step(
+    name="publish",
+    help="Upload the input dataset directory to a Hub dataset repo.",
+    options=PublishOptions,
+    run=_publish,
+    plan=lambda p: Flow(0, 0, f"upload to {p.options.repo_id}" + " (dry run)" * p.options.dry_run),
 )
 
 
@@ -140,12 +144,41 @@ def _load_student(ctx: Context) -> Any:
     return student.model_copy(update={k: v for k, v in (("epochs", o.epochs), ("seed", o.seed)) if v is not None})
 
 
+def _launched(ctx: Context) -> dict[str, Any]:
+    """Train under `accelerate launch` with the recipe's processes; the step's overrides (epochs, seed,
+    max_steps) reach the processes through the effective recipe, written beside the checkpoints."""
+    import subprocess
+
+    import yaml
+
+    from distill.train.launch import launch_command, show
+    from distill.train.sft import already_trained
+
+    student, data = ctx.settings, str(_source(ctx))
+    if ctx.options.max_steps:
+        student = student.model_copy(update={"max_steps": ctx.options.max_steps})
+    if (done := already_trained(student, data, ctx.out)) is not None:
+        return done
+    ctx.out.mkdir(parents=True, exist_ok=True)
+    recipe = ctx.out / "distill_recipe.yaml"
+    recipe.write_text(yaml.safe_dump(student.model_dump(mode="json"), sort_keys=False))
+    cmd = launch_command(student, recipe, data=data, out=ctx.out, overwrite=ctx.overwrite)
+    print(f"{ctx.out.name}: {show(cmd)}", file=sys.stderr)
+    code = subprocess.run(cmd).returncode
+    if code != 0:
+        raise UserError(f"step {ctx.out.name!r}: accelerate launch exited with status {code} (its output is above)")
+    return json.loads((ctx.out / "distill_train.json").read_text())
+
+
 def _train(ctx: Context) -> Done:
     from distill.train.sft import train
 
     started = time.perf_counter()
-    summary = train(ctx.settings, str(_source(ctx)), ctx.out, max_steps=ctx.options.max_steps,
-                    overwrite=ctx.overwrite)  # fmt: skip
+    if ctx.options.launch:
+        summary = _launched(ctx)
+    else:
+        summary = train(ctx.settings, str(_source(ctx)), ctx.out, max_steps=ctx.options.max_steps,
+                        overwrite=ctx.overwrite)  # fmt: skip
     loss = summary["train_loss"]
     last = summary["loss_history"][-1] if summary["loss_history"] else loss
     return Done(bool(summary.get("skipped")),
@@ -164,17 +197,13 @@ def _plan_train(p: PlanContext) -> Flow:
                       + ("" if params_b else " (params_b unknown)"), train_gpu_h=gpu_h)  # fmt: skip
 
 
-register(
-    Stage(
-        name="train",
-        help="Fine-tune a student (its recipe YAML) on the input SFT set.",
-        options=TrainOptions,
-        load=_load_student,
-        run=_train,
-        plan=_plan_train,
-        rows_per_shard=None,
-        cli=False,
-    )
+_step(
+    name="train",
+    help="Fine-tune a student (its recipe YAML) on the input SFT set.",
+    options=TrainOptions,
+    load=_load_student,
+    run=_train,
+    plan=_plan_train,
 )
 
 
@@ -198,16 +227,12 @@ def _eval(ctx: Context) -> Done:
     )
 
 
-register(
-    Stage(
-        name="eval",
-        help="Evaluate the input checkpoint on a benchmark with the filters' verifiers.",
-        options=EvalOptions,
-        run=_eval,
-        plan=lambda p: Flow(0, 0, f"{p.options.samples} samples per problem of {p.options.benchmark}"),
-        rows_per_shard=None,
-        cli=False,
-    )
+_step(
+    name="eval",
+    help="Evaluate the input checkpoint on a benchmark with the filters' verifiers.",
+    options=EvalOptions,
+    run=_eval,
+    plan=lambda p: Flow(0, 0, f"{p.options.samples} samples per problem of {p.options.benchmark}"),
 )
 
 
@@ -236,15 +261,11 @@ def _plan_compare(p: PlanContext) -> Flow:
     return Flow(0, 0, f"{len(p.options.arms)} arms x {seeds} seeds on {', '.join(p.options.metrics)}")
 
 
-register(
-    Stage(
-        name="compare",
-        help="Compare arms of eval steps, seed by seed.",
-        options=CompareOptions,
-        load=_check_arms,
-        run=_compare,
-        plan=_plan_compare,
-        rows_per_shard=None,
-        cli=False,
-    )
+_step(
+    name="compare",
+    help="Compare arms of eval steps, seed by seed.",
+    options=CompareOptions,
+    load=_check_arms,
+    run=_compare,
+    plan=_plan_compare,
 )

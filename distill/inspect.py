@@ -2,47 +2,20 @@
 
 from __future__ import annotations
 
-import json
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 
 import pyarrow.compute as pc
 from rich.console import Console
-from rich.markup import escape
 
+from distill import stages
 from distill.store import DatasetReader, input_path, totals
 
 
-def _clip(value: object, width: int) -> str:
+def clip(value: object, width: int) -> str:
     text = "∅" if value is None else str(value)
     text = text.replace("\n", "⏎ ")
     return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def _contamination(reader: DatasetReader, console: Console, limit: int) -> None:
-    """Each benchmark item with the prompts removed as its copies, and the evidence: how to audit a run."""
-    by_item: dict[tuple[str, str], list[dict]] = defaultdict(list)
-    for batch in reader.iter_side("removed", batch_size=65_536):
-        for r in batch.to_pylist():
-            if r["reason"] == "contaminated":
-                by_item[(r["matched_source"], r["matched_id"])].append(r)
-    console.print(f"[bold]contamination[/]: {sum(map(len, by_item.values())):,} prompts copy {len(by_item):,} items")
-    ranked = sorted(by_item.items(), key=lambda kv: (-len(kv[1]), kv[0]))
-    for (source, item), found in ranked[:limit]:
-        copies = f"{len(found):,} prompt{'s' if len(found) != 1 else ''}"
-        console.print(f"  {source} {item}: {copies}  [dim]{escape(_clip(found[0].get('matched_text'), 90))}[/]")
-        for r in sorted(found, key=lambda r: -r["similarity"])[:limit]:
-            ident = json.loads(r["meta"]).get("source_id", r["id"]) if r.get("meta") else r["id"]
-            coverage = r.get("matched_coverage")
-            console.print(
-                f"    {r['source']} {ident}  score {r['similarity']:.2f}"
-                + (f"  covers {coverage:.0%}" if coverage is not None else "")
-                + f"  shared: {_clip(r.get('matched_span'), 90)}",
-                highlight=False,
-                markup=False,
-            )
-    if len(ranked) > limit:
-        console.print(f"  … {len(ranked) - limit:,} more items (--matches N, or read _removed/ with DuckDB)")
 
 
 def inspect_dir(
@@ -78,24 +51,9 @@ def inspect_dir(
     for f in schema:
         console.print(f"  {f.name}: {f.type}")
 
-    removed = m.stats.get("report", {}).get("removed")
-    if removed:
-        console.print(f"removed {sum(removed.values()):,} rows (in _removed/, with matched_id and similarity)")
-        for reason, n in removed.items():
-            console.print(f"  removed   {reason:<20} {n:>10,}")
-
-    if removed and removed.get("contaminated") and matches:
-        _contamination(reader, console, matches)
-
-    funnel_stats = m.stats.get("funnel")
-    if funnel_stats and funnel_stats.get("by_domain"):
-        console.print(f"[bold]funnel by domain[/] (preset {m.stats.get('preset', '?')})")
-        for domain, reasons in funnel_stats["by_domain"].items():
-            total = sum(reasons.values())
-            detail = ", ".join(f"{k} {v:,}" for k, v in reasons.items() if k != "kept")
-            console.print(
-                f"  {domain:<10} {reasons.get('kept', 0):>8,} kept of {total:,}" + (f" ({detail})" if detail else "")
-            )
+    stage = stages.registry().get(m.stage or "")
+    if stage is not None and stage.inspect is not None:  # what only this stage's output says
+        stage.inspect(reader, console, matches)
 
     if "reject_reason" in schema.names:
         funnel: Counter[str] = Counter()
@@ -113,7 +71,7 @@ def inspect_dir(
             for i, row in enumerate(batch.to_pylist()[:rows]):
                 console.print(f"[dim]row {i}[/]")
                 for name, value in row.items():
-                    console.print(f"  {name}: {_clip(value, 100)}", highlight=False, markup=False)
+                    console.print(f"  {name}: {clip(value, 100)}", highlight=False, markup=False)
             break
 
     if verify:

@@ -122,6 +122,8 @@ class Stage:
     plan: Callable[[PlanContext], Flow] | None = None
     details: Callable[[Any, Context], None] | None = None  # prints what the result says, under it (stderr)
     report: Callable[[Any, Path], str] | None = None  # the closing report's line (default: rows -> out)
+    inspect: Callable[[Any, Any, int], None] | None = None  # `distill inspect`: (reader, console, limit) prints
+    # what only this stage's output says, beside the generic report (rows, rejects, schema, reject_reason)
     cli: bool = True  # False: the command is written by hand (positional arguments, launchers)
 
     @property

@@ -1,7 +1,8 @@
 """A stage is declared once (distill/stages.py) and everything else comes from that declaration.
 
 The Must-show of issue 18: a team's stage in one file, named in DISTILL_STAGES and nothing else, gets its
-`distill NAME` command, its pipeline step, its line in `distill run --dry-run` and in the closing report.
+`distill NAME` command, its pipeline step, its line in `distill run --dry-run` and in the closing report,
+and its section in `distill inspect`.
 """
 
 from __future__ import annotations
@@ -55,8 +56,13 @@ def report(result, out):
     return f"counted words of {result.manifest.rows:,} prompts -> {out}"
 
 
+def inspect(reader, console, limit):
+    words = sum(pc.sum(b.column("words")).as_py() or 0 for b in reader.iter_batches(columns=["words"]))
+    console.print(f"wordcount: {words:,} words in all")
+
+
 register(Stage(name="wordcount", help="Count the words of each prompt.", options=Options, run=run, plan=plan,
-               report=report, rows_per_shard=7))
+               report=report, inspect=inspect, rows_per_shard=7))
 '''
 
 
@@ -87,6 +93,8 @@ def test_a_stage_in_one_file_gets_its_command(tmp_path: Path, team_stage: dict[s
     assert len(rows) == 20 and min(r["words"] for r in rows) == 3  # 10 of 30 prompts have 1 or 2 words
     manifest = json.loads((out / "_manifest.json").read_text())
     assert manifest["stage"] == "wordcount" and len(manifest["shards"]) == 5  # the stage's own default: 7 rows
+    r = run_cli("inspect", str(out), env=team_stage)  # distill inspect shows what the stage says of its output
+    assert r.returncode == 0 and "wordcount: 90 words in all" in r.stdout, r.stdout + r.stderr
     # its options are checked by its model, with the house's one-line errors
     r = run_cli("wordcount", "--input", str(inp), "--out", str(tmp_path / "x"), "--min-words", "-1", env=team_stage)
     assert r.returncode == 2 and "min_words" in r.stderr and "Traceback" not in r.stderr

@@ -221,6 +221,21 @@ def test_two_process_fsdp_run_through_accelerate_really_shards(tmp_path: Path, s
     assert gen.shape[1] > prompt["input_ids"].shape[1]
 
 
+def test_a_pipeline_train_step_launches_with_the_recipes_processes(tmp_path: Path, sft_data: Path) -> None:
+    recipe = student(tmp_path)  # tiny: 2 processes, configs/accelerate/fsdp2-cpu.yaml
+    pipe = tmp_path / "p.yaml"
+    pipe.write_text(f"name: t\nout: {tmp_path / 'run'}\nsteps:\n  - {{name: s, stage: train, input: {sft_data}, "
+                    f"options: {{student: {recipe}, launch: true, max_steps: 4, seed: 3}}}}\n")  # fmt: skip
+    r = run_cli("run", str(pipe), "--no-progress", timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "accelerate.commands.launch --config_file configs/accelerate/fsdp2-cpu.yaml --num_processes 2" in r.stderr
+    summary = json.loads((tmp_path / "run" / "s" / "distill_train.json").read_text())
+    assert summary["sharding"]["num_processes"] == 2 and summary["sharding"]["wrapper"].startswith("FSDP")
+    assert summary["global_step"] == 4 and summary["student"]["seed"] == 3  # the step's overrides reached it
+    r = run_cli("run", str(pipe), "--no-progress")
+    assert r.returncode == 0 and "(already done, skipped)" in r.stderr and "accelerate" not in r.stderr, r.stderr
+
+
 def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path: Path, sft_data: Path) -> None:
     out = tmp_path / "o"
     args = ["train", str(student(tmp_path, save_steps=4)), "--data", str(sft_data), "--out", str(out),

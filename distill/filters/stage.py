@@ -265,6 +265,19 @@ def _stage_report(result: StageResult, out: Path) -> str:
     return f"kept {f['kept']:,} of {f['traces']:,} traces{f' ({reasons})' if reasons else ''} -> {out}"
 
 
+def _stage_inspect(reader: DatasetReader, console: Any, limit: int) -> None:
+    m = reader.manifest
+    funnel_stats = m.stats.get("funnel")
+    if funnel_stats and funnel_stats.get("by_domain"):
+        console.print(f"[bold]funnel by domain[/] (preset {m.stats.get('preset', '?')})")
+        for domain, reasons in funnel_stats["by_domain"].items():
+            total = sum(reasons.values())
+            detail = ", ".join(f"{k} {v:,}" for k, v in reasons.items() if k != "kept")
+            console.print(
+                f"  {domain:<10} {reasons.get('kept', 0):>8,} kept of {total:,}" + (f" ({detail})" if detail else "")
+            )
+
+
 STAGE = register(
     Stage(
         name="filter",
@@ -281,6 +294,7 @@ STAGE = register(
         plan=_stage_plan,
         details=_stage_details,
         report=_stage_report,
+        inspect=_stage_inspect,
         rows_per_shard=2_000,
         rows_help="Traces per output shard (the unit of work and resume).",
         input_help="Traces: a dataset directory, .parquet or .jsonl file, a folder of them, a glob.",

@@ -12,10 +12,11 @@ Kept + removed + rejected = the input rows, always. The work folder is deleted o
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -344,6 +345,47 @@ def print_report(report: dict[str, Any], file: Any = sys.stderr) -> None:
         )
 
 
+def _contamination(reader: DatasetReader, console: Any, limit: int) -> None:
+    """Each benchmark item with the prompts removed as its copies, and the evidence: how to audit a run."""
+    from rich.markup import escape
+
+    from distill.inspect import clip
+
+    by_item: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for batch in reader.iter_side("removed", batch_size=65_536):
+        for r in batch.to_pylist():
+            if r["reason"] == "contaminated":
+                by_item[(r["matched_source"], r["matched_id"])].append(r)
+    console.print(f"[bold]contamination[/]: {sum(map(len, by_item.values())):,} prompts copy {len(by_item):,} items")
+    ranked = sorted(by_item.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+    for (source, item), found in ranked[:limit]:
+        copies = f"{len(found):,} prompt{'s' if len(found) != 1 else ''}"
+        console.print(f"  {source} {item}: {copies}  [dim]{escape(clip(found[0].get('matched_text'), 90))}[/]")
+        for r in sorted(found, key=lambda r: -r["similarity"])[:limit]:
+            ident = json.loads(r["meta"]).get("source_id", r["id"]) if r.get("meta") else r["id"]
+            coverage = r.get("matched_coverage")
+            console.print(
+                f"    {r['source']} {ident}  score {r['similarity']:.2f}"
+                + (f"  covers {coverage:.0%}" if coverage is not None else "")
+                + f"  shared: {clip(r.get('matched_span'), 90)}",
+                highlight=False,
+                markup=False,
+            )
+    if len(ranked) > limit:
+        console.print(f"  … {len(ranked) - limit:,} more items (--matches N, or read _removed/ with DuckDB)")
+
+
+def _stage_inspect(reader: DatasetReader, console: Any, limit: int) -> None:
+    removed = reader.manifest.stats.get("report", {}).get("removed")
+    if not removed:
+        return
+    console.print(f"removed {sum(removed.values()):,} rows (in _removed/, with matched_id and similarity)")
+    for reason, n in removed.items():
+        console.print(f"  removed   {reason:<20} {n:>10,}")
+    if removed.get("contaminated") and limit:
+        _contamination(reader, console, limit)
+
+
 def _stage_run(ctx: Context) -> StageResult:
     cfg: PromptsConfig = ctx.options
     benchmarks = [str(ctx.path(b)) for b in cfg.decontaminate.benchmarks]
@@ -383,6 +425,7 @@ STAGE = register(
         run=_stage_run,
         plan=_stage_plan,
         details=lambda result, ctx: print_report(result.manifest.stats["report"]),
+        inspect=_stage_inspect,
         config_flag=True,
         config_help="Prompt-curation YAML: column mappings, dedup and decontamination settings (paths in it are "
         "relative to it); flags override it.",

@@ -183,6 +183,17 @@ def student_fingerprint(cfg: StudentConfig) -> str:
     return fingerprint(recipe)
 
 
+def already_trained(cfg: StudentConfig, data: str, out: Path) -> dict[str, Any] | None:
+    """The summary of `out` when it holds this recipe trained on this data (then there is nothing to do)."""
+    finished = Path(out) / "distill_train.json"
+    if not finished.exists():
+        return None
+    previous = json.loads(finished.read_text())
+    ours = (student_fingerprint(cfg), data_fingerprint(data))
+    same = (previous.get("student_fingerprint"), previous.get("data_fingerprint")) == ours
+    return {**previous, "skipped": True} if same else None
+
+
 def train(
     cfg: StudentConfig,
     data: str | None,
@@ -203,12 +214,9 @@ def train(
     if max_steps is not None:
         cfg = cfg.model_copy(update={"max_steps": max_steps})
     student_fp, data_fp = student_fingerprint(cfg), data_fingerprint(data)
-    finished = out / "distill_train.json"
-    if finished.exists() and not dry_run:  # the same recipe on the same data is already trained
-        previous = json.loads(finished.read_text())
-        if (previous.get("student_fingerprint"), previous.get("data_fingerprint")) == (student_fp, data_fp):
-            _log(f"train {cfg.name}: {out} already holds this recipe trained on this data; skipped")
-            return {**previous, "skipped": True}
+    if not dry_run and (previous := already_trained(cfg, data, out)) is not None:
+        _log(f"train {cfg.name}: {out} already holds this recipe trained on this data; skipped")
+        return previous
     if not dry_run:
         _same_run_or_afresh(out, student_fp, data_fp, overwrite)
     tokenizer, ds, plan, notes = prepare(cfg, data, processes)
