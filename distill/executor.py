@@ -41,7 +41,7 @@ from distill.config import SourceMapping
 from distill.errors import UserError
 from distill.progress import StageProgress, summary_line
 from distill.records import Record, conform_table, get_record
-from distill.store import DatasetWriter, Manifest, OpenResult, ShardWriter
+from distill.store import ShardWriter, StageOutput, StageResult
 
 BatchFunction = Callable[..., pa.RecordBatch | pa.Table]
 
@@ -213,21 +213,6 @@ def _conform_output(out: pa.Table, record: Record | None, stage: MapStage, write
 # --- the whole stage --------------------------------------------------------------------------------
 
 
-@dataclass
-class StageResult:
-    manifest: Manifest
-    skipped: bool  # the output was already complete with the same fingerprints
-    seconds: float
-    redone: list[str]
-
-
-def already_done(opened: OpenResult, started: float) -> StageResult | None:
-    """The result of a stage whose output is complete with the same fingerprints (so it is skipped)."""
-    if opened.manifest.complete:
-        return StageResult(opened.manifest, True, time.perf_counter() - started, opened.redone)
-    return None
-
-
 def run_map_stage(
     stage: MapStage,
     input_specs: list[str],
@@ -241,7 +226,6 @@ def run_map_stage(
     executor: str = "local",
 ) -> StageResult:
     """Run `stage` over the inputs into `out`; `extra_stats` adds to the manifest's stats once all shards are in."""
-    started = time.perf_counter()
     if rows_per_shard < 1:
         raise UserError(f"rows_per_shard is {rows_per_shard}; it must be at least 1")
     check_executor(executor)
@@ -251,34 +235,22 @@ def run_map_stage(
     inputs_mod.check_columns(files, in_record, list(stage.mappings))
     chunks = inputs_mod.plan(files, rows_per_shard)
     out_record = get_record(stage.output_record) if stage.output_record else None
-
-    with DatasetWriter.for_record(
-        out,
-        stage=stage.name,
-        record=out_record,
-        config=stage.config(rows_per_shard),
-        inputs=[f.describe() for f in files],
-        overwrite=overwrite,
-    ) as ds:
-        opened = ds.open()
-        if done := already_done(opened, started):
-            return done
-        ds.set_plan(len(chunks))
+    described = [f.describe() for f in files]
+    with StageOutput(out, stage=stage.name, record=out_record, config=stage.config(rows_per_shard),
+                     inputs=described, overwrite=overwrite) as o:  # fmt: skip
+        if o.complete:
+            return o.skipped()
+        o.writer.set_plan(len(chunks))
         file_index = {f.path: i for i, f in enumerate(files)}
-        todo = [
-            ShardTask(stage, c, file_index[c.file.path], k, str(out))
-            for k, c in enumerate(chunks)
-            if k not in opened.done
-        ]
+        todo = [ShardTask(stage, c, file_index[c.file.path], k, str(out)) for k, c in enumerate(chunks)
+                if k not in o.opened.done]  # fmt: skip
         total_rows = sum(c.stop - c.start for c in chunks)
-        done_rows = sum(s.get("rows_in", 0) for s in opened.manifest.shards.values())
+        done_rows = sum(s.get("rows_in", 0) for s in o.opened.manifest.shards.values())
         with StageProgress(stage.name, total_rows, done_rows, enabled=show_progress) as progress:
             for entry in executor_map(run_shard, todo, workers, executor):
-                ds.record_shard(entry)
+                o.writer.record_shard(entry)
                 progress.advance(entry["rows_in"], Counter(entry.get("rejects", {}).get("codes", {})))
-        stats = extra_stats() if extra_stats else {}
-        manifest = ds.finish({**stats, "seconds": round(time.perf_counter() - started, 3)})
-    return StageResult(manifest, False, time.perf_counter() - started, opened.redone)
+        return o.finish(extra_stats() if extra_stats else {})
 
 
 EXECUTORS = ("local", "ray")

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
-import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,11 +30,11 @@ import pyarrow.parquet as pq
 from distill import inputs
 from distill.config import MixConfig
 from distill.errors import RowError
-from distill.executor import StageResult, already_done, check_executor, executor_map
+from distill.executor import check_executor, executor_map
 from distill.progress import StageProgress
 from distill.records import MESSAGE, RECORDS, coerce_row, stable_id
 from distill.stages import Context, Flow, PlanContext, Stage, register
-from distill.store import WORK, DatasetWriter, ShardWriter, atomic_write_bytes, crash_point
+from distill.store import WORK, DatasetWriter, ShardWriter, StageOutput, StageResult, atomic_write_bytes, crash_point
 from distill.tokenizer import count_tokens, load_counter, load_tokenizer, save_counter
 
 SFT = RECORDS["sft"]
@@ -161,7 +159,6 @@ def run_mix(
 ) -> tuple[StageResult, list[str]]:
     """Returns the result and the warnings (sources short of their quota)."""
     check_executor(executor)
-    started = time.perf_counter()
     out = Path(out)
     files = {
         s.name: inputs.resolve([str(_resolve(base, s.path))], CHUNK_ROWS, what=f"source {s.name!r}")
@@ -174,10 +171,7 @@ def run_mix(
         "tokenizer": getattr(tokenizer, "name_or_path", None),
     }
     all_files = [f.describe() for s in cfg.sources for f in files[s.name]]
-    with DatasetWriter.for_record(
-        out, stage="mix", record=SFT, config=config, inputs=all_files, overwrite=overwrite
-    ) as ds:
-        opened = ds.open()
+    with StageOutput(out, stage="mix", record=SFT, config=config, inputs=all_files, overwrite=overwrite) as o:
         chosen, report = plan(cfg, files)
         warnings = [
             f"source {name!r}: {r['available']:,} rows for a quota of {r['quota']:,}; "
@@ -185,8 +179,8 @@ def run_mix(
             for name, r in report.items()
             if r["available"] < r["quota"]
         ]
-        if done := already_done(opened, started):
-            return done, warnings
+        if o.complete:
+            return o.skipped(), warnings
         total = sum(len(v) for v in chosen.values())
         positions = np.random.default_rng(cfg.seed).permutation(total)
         buckets = -(-total // rows_per_shard)
@@ -194,33 +188,18 @@ def run_mix(
         workers = workers or os.cpu_count() or 1
         resumed = None
         if not (work / "pass1.done").exists():  # chunks rendered before a crash are not rendered again
-            resumed = _pass1(
-                cfg,
-                files,
-                chosen,
-                positions,
-                work,
-                tokenizer,
-                workers,
-                show_progress,
-                executor,
-                rows_per_shard,
-            )
+            resumed = _pass1(cfg, files, chosen, positions, work, tokenizer, workers, show_progress, executor,
+                             rows_per_shard)  # fmt: skip
             atomic_write_bytes(work / "pass1.done", b"")
-        ds.set_plan(buckets)
-        todo = [WriteTask(k, str(out), str(work)) for k in range(buckets) if k not in opened.done]
-        done_rows = sum(e.get("rows_in", 0) for k, e in opened.manifest.shards.items() if k in opened.done)
+        o.writer.set_plan(buckets)
+        todo = [WriteTask(k, str(out), str(work)) for k in range(buckets) if k not in o.opened.done]
+        done_rows = sum(e.get("rows_in", 0) for k, e in o.opened.manifest.shards.items() if k in o.opened.done)
         with StageProgress("mix: write", total, done_rows, enabled=show_progress) as progress:
             for entry in executor_map(_pass2, todo, workers, executor):
-                ds.record_shard(entry)
+                o.writer.record_shard(entry)
                 progress.advance(entry["rows_in"])
-        stats = {
-            "mix": {"sources": report, **_token_stats(out, ds), **({"render": resumed} if resumed else {})},
-            "seconds": round(time.perf_counter() - started, 3),
-        }
-        manifest = ds.finish(stats)
-    shutil.rmtree(out / WORK, ignore_errors=True)
-    return StageResult(manifest, False, time.perf_counter() - started, opened.redone), warnings
+        stats = {"sources": report, **_token_stats(out, o.writer), **({"render": resumed} if resumed else {})}
+        return o.finish({"mix": stats}), warnings
 
 
 def _tokenizer_ref(base: Path, name: str | None) -> str | None:

@@ -20,8 +20,9 @@ from pydantic import BaseModel, ConfigDict
 from distill import stages
 from distill.config import PipelineConfig, Step, load_config
 from distill.errors import UserError
-from distill.executor import MapStage, StageResult, check_executor, load_function, run_map_stage
+from distill.executor import MapStage, check_executor, load_function, run_map_stage
 from distill.stages import Context, Done, Stage, execute, get, loaded
+from distill.store import StageResult
 
 
 class FunctionOptions(BaseModel):

@@ -32,6 +32,7 @@ import os
 import re
 import shutil
 import signal
+import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -642,6 +643,57 @@ class DatasetWriter:
         self.manifest.stats = {**totals(self.manifest), **(stats or {})}
         self._write_manifest()
         return self.manifest
+
+
+@dataclass
+class StageResult:
+    manifest: Manifest
+    skipped: bool  # the output was already complete with the same fingerprints
+    seconds: float
+    redone: list[str]  # what was found broken and redone (for the log)
+
+
+class StageOutput:
+    """The one path by which every stage writes its dataset directory: lock, open (start, resume or
+    refuse), skip when complete, finish with the stats and the time taken, remove `DIR/.work/`.
+
+        with StageOutput(out, stage="select", record=VERDICT, config=..., inputs=...) as o:
+            if o.complete:
+                return o.skipped()
+            ...  # o.writer.set_plan / record_shard for the shards not in o.opened.done
+            return o.finish({"select": stats})
+    """
+
+    def __init__(self, root: Path, *, stage: str, record: Any, config: dict[str, Any],
+                 inputs: list[dict[str, Any]], overwrite: bool = False) -> None:  # fmt: skip
+        self.started = time.perf_counter()
+        self.root = Path(root)
+        self.writer = DatasetWriter.for_record(
+            self.root, stage=stage, record=record, config=config, inputs=inputs, overwrite=overwrite
+        )
+
+    def __enter__(self) -> StageOutput:
+        self.opened = self.writer.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.writer.__exit__(*exc)
+
+    @property
+    def complete(self) -> bool:
+        return self.opened.manifest.complete
+
+    def _result(self, manifest: Manifest, skipped: bool) -> StageResult:
+        shutil.rmtree(self.root / WORK, ignore_errors=True)  # nothing is in flight in a complete directory
+        return StageResult(manifest, skipped, time.perf_counter() - self.started, self.opened.redone)
+
+    def skipped(self) -> StageResult:
+        return self._result(self.opened.manifest, True)
+
+    def finish(self, stats: dict[str, Any], seconds: float | None = None) -> StageResult:
+        """Complete the directory; `seconds`: the stage's time when it is not this run's (a merge of parts)."""
+        seconds = round(time.perf_counter() - self.started if seconds is None else seconds, 3)
+        return self._result(self.writer.finish({**stats, "seconds": seconds}), False)
 
 
 def shard_files(entry: dict[str, Any]) -> list[dict[str, Any]]:

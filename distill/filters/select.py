@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import bisect
 import sys
-import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,11 +24,11 @@ from pydantic import Field
 from distill import inputs
 from distill.config import StrictModel
 from distill.errors import UserError
-from distill.executor import StageResult, already_done, check_executor, executor_map
+from distill.executor import check_executor, executor_map
 from distill.progress import StageProgress
 from distill.records import RECORDS
 from distill.stages import Context, Flow, PlanContext, Stage, register
-from distill.store import DatasetWriter, ShardWriter
+from distill.store import ShardWriter, StageOutput, StageResult
 
 VERDICT = RECORDS["verdict"]
 
@@ -124,29 +123,18 @@ def run_select(
 ) -> StageResult:
     """Two passes over the input chunks (any input format), each chunk a task on the executor: the kept
     traces' keys, then (after the driver's choice) each chunk's chosen rows as the shard of the same number."""
-    started = time.perf_counter()
     check_executor(executor)
     if per_prompt < 1:
         raise UserError(f"--per-prompt is {per_prompt}; it must be at least 1")
     files = inputs.resolve(input_specs, rows_per_shard)
     inputs.check_columns(files, VERDICT)
     chunks = inputs.plan(files, rows_per_shard)
-    with DatasetWriter.for_record(
-        out,
-        stage="select",
-        record=VERDICT,
-        config={
-            "per_prompt": per_prompt,
-            "seed": seed,
-            "rule": "distinct, then xxh64(seed:id:sample) order",
-            "rows_per_shard": rows_per_shard,
-        },
-        inputs=[f.describe() for f in files],
-        overwrite=overwrite,
-    ) as ds:
-        opened = ds.open()
-        if done := already_done(opened, started):
-            return done
+    config = {"per_prompt": per_prompt, "seed": seed, "rule": "distinct, then xxh64(seed:id:sample) order",
+              "rows_per_shard": rows_per_shard}  # fmt: skip
+    described = [f.describe() for f in files]
+    with StageOutput(out, stage="select", record=VERDICT, config=config, inputs=described, overwrite=overwrite) as o:
+        if o.complete:
+            return o.skipped()
         file_index = {f.path: k for k, f in enumerate(files)}
         base = np.cumsum([0] + [f.rows for f in files]).tolist()
         total = base[-1]
@@ -158,25 +146,23 @@ def run_select(
                 progress.advance(rows)
         kept.sort()  # tasks finish in any order; the choice must not depend on it
         chosen, counts = choose(kept, per_prompt, seed)
-        ds.set_plan(len(chunks))
+        o.writer.set_plan(len(chunks))
         by_file: list[set[int]] = [set() for _ in files]
         for position in chosen:
             k = bisect.bisect_right(base, position) - 1
             by_file[k].add(position - base[k])
         todo = []
         for index, c in enumerate(chunks):
-            if index not in opened.done:
+            if index not in o.opened.done:
                 k = file_index[c.file.path]
                 rows = frozenset(r for r in by_file[k] if c.start <= r < c.stop)
                 todo.append(WriteTask(str(out), index, k, c, rows))
-        done_rows = sum(c.stop - c.start for i, c in enumerate(chunks) if i in opened.done)
+        done_rows = sum(c.stop - c.start for i, c in enumerate(chunks) if i in o.opened.done)
         with StageProgress("select", total, done_rows, enabled=show_progress) as progress:
             for entry in executor_map(_write, todo, workers, executor):
-                ds.record_shard(entry)
+                o.writer.record_shard(entry)
                 progress.advance(entry["rows_in"])
-        stats: dict[str, Any] = {**counts, "kept_in": len(kept), "selected": len(chosen)}
-        manifest = ds.finish({"select": stats, "seconds": round(time.perf_counter() - started, 3)})
-    return StageResult(manifest, False, time.perf_counter() - started, opened.redone)
+        return o.finish({"select": {**counts, "kept_in": len(kept), "selected": len(chosen)}})
 
 
 class SelectOptions(StrictModel):

@@ -25,13 +25,13 @@ from pydantic import Field
 
 from distill import inputs, language
 from distill.config import FilterPreset, StrictModel, load_config
-from distill.executor import MapStage, StageResult, check_executor, run_map_stage
+from distill.executor import MapStage, check_executor, run_map_stage
 from distill.filters import langcheck, readability, sandbox
 from distill.filters.answers import choice_letter, final_boxed
 from distill.filters.mathcheck import BAD_GOLD, CORRECT, TIMEOUT, MathChecker
 from distill.filters.sandbox import Limits, last_code_block, run_tests
 from distill.stages import Context, Flow, PlanContext, Stage, register
-from distill.store import DatasetReader
+from distill.store import DatasetReader, StageResult
 
 _GOLD_LETTER = re.compile(r"^\s*\(?\s*([A-Za-z])\s*\)?\s*\.?\s*$")
 _checkers: dict[float, MathChecker] = {}

@@ -13,9 +13,7 @@ Kept + removed + rejected = the input rows, always. The work folder is deleted o
 from __future__ import annotations
 
 import json
-import shutil
 import sys
-import time
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
@@ -27,14 +25,14 @@ import pyarrow.parquet as pq
 
 from distill import inputs, layouts
 from distill.config import PromptsConfig
-from distill.executor import MapStage, StageResult, already_done, check_executor, run_map_stage
+from distill.executor import MapStage, check_executor, run_map_stage
 from distill.progress import StageProgress
 from distill.prompts import decontaminate
 from distill.prompts.decontaminate import BenchmarkIndex, build_index
 from distill.prompts.dedup import CONTAMINATED, KEPT, REASONS, Decisions, cluster_roots, decide
 from distill.records import RECORDS
 from distill.stages import Context, Flag, Flow, PlanContext, Stage, register
-from distill.store import WORK, DatasetReader, DatasetWriter
+from distill.store import WORK, DatasetReader, DatasetWriter, StageOutput, StageResult
 
 PROMPT = RECORDS["prompt"]
 REMOVED_COLUMNS = [
@@ -62,7 +60,6 @@ def run_prompts(
     show_progress: bool = True,
     executor: str = "local",
 ) -> StageResult:
-    started = time.perf_counter()
     check_executor(executor)
     out = Path(out)
     bench_specs = [*cfg.decontaminate.benchmarks, *(benchmarks or [])]
@@ -85,19 +82,11 @@ def run_prompts(
         "sources": sources,
     }
 
-    with DatasetWriter.for_record(
-        out,
-        stage="prompts",
-        record=PROMPT,
-        config=config,
-        inputs=[f.describe() for f in files],
-        overwrite=overwrite,
-    ) as ds:
-        opened = ds.open()
-        work = out / WORK
-        if done := already_done(opened, started):
-            shutil.rmtree(work, ignore_errors=True)
-            return done
+    described = [f.describe() for f in files]
+    with StageOutput(out, stage="prompts", record=PROMPT, config=config, inputs=described, overwrite=overwrite) as o:
+        if o.complete:
+            return o.skipped()
+        ds, work = o.writer, out / WORK
 
         index, bench_layouts = build_index(bench_files, cfg.decontaminate, cfg.sources) if bench_files else (None, [])
         index_path = None
@@ -150,16 +139,14 @@ def run_prompts(
         offset = 0
         with StageProgress("prompts: write", reader.num_rows, enabled=show_progress) as progress:
             for k, entry in enumerate(shards):
-                if k not in opened.done:
+                if k not in o.opened.done:
                     ds.record_shard(_write_shard(ds, k, signatures, entry, offset, decisions, columns, index))
                 offset += entry["rows"]
                 progress.advance(entry["rows"])
         report = _report(decisions, columns, reader, index)
         report["sources"] = sources
         report["benchmarks"] = bench_layouts
-        manifest = ds.finish({"report": report, "seconds": round(time.perf_counter() - started, 3)})
-    shutil.rmtree(work, ignore_errors=True)
-    return StageResult(manifest, False, time.perf_counter() - started, opened.redone)
+        return o.finish({"report": report})
 
 
 _PASS2_TYPES = {

@@ -7,7 +7,6 @@ one manifest, so the rows and their order are a single process's.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import time
@@ -15,8 +14,17 @@ from pathlib import Path
 from typing import Any
 
 from distill.errors import UserError
-from distill.executor import StageResult
-from distill.store import WORK, DatasetWriter, Manifest, fingerprint, inputs_fingerprint, read_manifest, shard_files
+from distill.records import RECORDS
+from distill.store import (
+    WORK,
+    Manifest,
+    StageOutput,
+    StageResult,
+    fingerprint,
+    inputs_fingerprint,
+    read_manifest,
+    shard_files,
+)
 from distill.teacher.journal import JOURNALS
 
 PARTS = Path(WORK) / "parts"  # `--shard i/n` runs write OUT/.work/parts/i-of-n/ until the last merges them
@@ -86,17 +94,15 @@ def merge_parts(out: Path, n: int) -> Manifest | None:
             )
     # the parts record their inputs relative to themselves: given to the merged directory as real paths
     inputs = [{**e, "path": str(p)} for e, p in zip(first.inputs, first.input_paths(part_dir(out, 0, n)), strict=True)]
-    with DatasetWriter(out, stage="generate", record=first.record, schema_version=first.schema_version,
-                       config=config, inputs=inputs) as ds:  # fmt: skip
-        opened = ds.open()
-        if opened.manifest.complete:
-            return opened.manifest
-        ds.set_plan(sum(p.planned_shards or 0 for p in parts) // n)
+    with StageOutput(out, stage="generate", record=RECORDS[first.record], config=config, inputs=inputs) as o:
+        if o.complete:
+            return o.opened.manifest
+        o.writer.set_plan(sum(p.planned_shards or 0 for p in parts) // n)
         for i, p in enumerate(parts):
             for index, entry in sorted(p.shards.items()):
                 for f in shard_files(entry):
                     _link(part_dir(out, i, n) / f["file"], out / f["file"])
-                ds.manifest.shards[index] = entry
+                o.writer.manifest.shards[index] = entry
         stats = [p.stats.get("generate", {}) for p in parts]
         merged = {
             "teacher": stats[0].get("teacher"),
@@ -109,10 +115,8 @@ def merge_parts(out: Path, n: int) -> Manifest | None:
             },
             "prompts": stats[0].get("prompts"),  # every part counts the whole input's prompts
         }
-        manifest = ds.finish({"generate": merged, "seconds": max(p.stats.get("seconds", 0) for p in parts)})
-    shutil.rmtree(out / PARTS, ignore_errors=True)  # the files live on in `out` (hard links)
-    remove_empty(out / JOURNALS, out / WORK)
-    return manifest
+        # the parts' files live on in `out` (hard links); finishing removes OUT/.work/ with the parts
+        return o.finish({"generate": merged}, seconds=max(p.stats.get("seconds", 0) for p in parts)).manifest
 
 
 def _link(src: Path, dst: Path) -> None:
@@ -139,9 +143,3 @@ def move_legacy_work(out: Path) -> None:
         if old.is_dir() and not new.exists():
             new.parent.mkdir(parents=True, exist_ok=True)
             old.rename(new)
-
-
-def remove_empty(*folders: Path) -> None:
-    for folder in folders:
-        with contextlib.suppress(OSError):  # not there, or not empty: left as it is
-            folder.rmdir()

@@ -32,10 +32,9 @@ from pydantic import Field
 from distill import inputs as inputs_mod
 from distill.config import StrictModel, load_config
 from distill.errors import UserError
-from distill.executor import StageResult, already_done
 from distill.progress import GenerateProgress
 from distill.stages import Context, Flow, PlanContext, Stage, register
-from distill.store import WORK, DatasetWriter
+from distill.store import DatasetWriter, StageOutput, StageResult
 from distill.teacher.backends import Backend, make_backend
 from distill.teacher.chunks import (
     PROMPT,
@@ -49,8 +48,7 @@ from distill.teacher.chunks import (
     load_chunk,
 )
 from distill.teacher.config import TeacherConfig
-from distill.teacher.journal import JOURNALS
-from distill.teacher.parts import merge_if_whole, merged_already, move_legacy_work, parse_shard, part_dir, remove_empty
+from distill.teacher.parts import merge_if_whole, merged_already, move_legacy_work, parse_shard, part_dir
 from distill.teacher.prompting import Request
 
 
@@ -160,39 +158,33 @@ def run_generate(
             return merged
         root = part_dir(out, mine, n)
         config = {**config, "shard": [mine, n]}
-    with DatasetWriter.for_record(
-        root, stage="generate", record=TRACE, config=config, inputs=inputs, overwrite=overwrite
-    ) as ds:
-        opened = ds.open()
+    with StageOutput(root, stage="generate", record=TRACE, config=config, inputs=inputs, overwrite=overwrite) as o:
+        ds, opened = o.writer, o.opened
         retried = [k for k, e in sorted(opened.manifest.shards.items()) if e.get("failed_requests")]
         for k in retried:  # keep the rows, ask again for the failed samples
             export_shard(root, opened.manifest.shards[k], k)
             ds.reopen_shard(k)
             opened.done.discard(k)
-        if done := already_done(opened, started):
-            return merge_if_whole(out, n, done)
-        drop_stale_journals(root, opened.done)
-        ds.set_plan(len(chunks))
-        file_index = {f.path: i for i, f in enumerate(files)}
-        todo = [(k, c, file_index[c.file.path]) for k, c in enumerate(chunks) if k not in opened.done and k % n == mine]
-        # Ids are deduplicated over the whole input, so every part rejects the same repeats.
-        first, good = first_rows(chunks)
-        total = _own_prompts(first, chunks, mine, n) * cfg.samples
-        have = sum(s["rows"] for s in ds.manifest.shards.values()) + journaled(root, todo)
-        backend = make_backend(cfg)
-        totals = RunTotals()
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(_run(backend, cfg, ds, todo, root, first, total, have, show_progress, totals))
-        stats = generate_stats(ds, cfg, totals, backend, good, time.perf_counter() - started)
-        manifest = ds.finish({"generate": stats, "seconds": round(time.perf_counter() - started, 3)})
-        remove_empty(root / JOURNALS, root / WORK)  # every chunk is a shard: no journal is left
-    result = StageResult(
-        manifest,
-        False,
-        time.perf_counter() - started,
-        opened.redone + [f"shard {k}: retrying its failed requests" for k in retried],
-    )
-    return merge_if_whole(out, n, result)
+            opened.redone.append(f"shard {k}: retrying its failed requests")
+        if o.complete:
+            result = o.skipped()
+        else:
+            drop_stale_journals(root, opened.done)
+            ds.set_plan(len(chunks))
+            file_index = {f.path: i for i, f in enumerate(files)}
+            todo = [(k, c, file_index[c.file.path]) for k, c in enumerate(chunks)
+                    if k not in opened.done and k % n == mine]  # fmt: skip
+            # Ids are deduplicated over the whole input, so every part rejects the same repeats.
+            first, good = first_rows(chunks)
+            total = _own_prompts(first, chunks, mine, n) * cfg.samples
+            have = sum(s["rows"] for s in ds.manifest.shards.values()) + journaled(root, todo)
+            backend = make_backend(cfg)
+            totals = RunTotals()
+            with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+                runner.run(_run(backend, cfg, ds, todo, root, first, total, have, show_progress, totals))
+            stats = generate_stats(ds, cfg, totals, backend, good, time.perf_counter() - o.started)
+            result = o.finish({"generate": stats})  # every chunk is a shard now: the journals go with .work/
+    return merge_if_whole(out, n, result)  # outside the part's lock: the merge removes the parts
 
 
 def _own_prompts(first: dict[str, tuple[str, int]], chunks: list[inputs_mod.Chunk], mine: int, n: int) -> int:
