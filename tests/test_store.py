@@ -13,7 +13,7 @@ import pytest
 
 from distill.errors import UserError
 from distill.records import RECORDS
-from distill.store import MANIFEST, DatasetReader, DatasetWriter, fingerprint
+from distill.store import MANIFEST, WORK, DatasetReader, DatasetWriter, StageOutput, fingerprint
 
 
 def _writer(root: Path, config: dict | None = None, inputs: list | None = None, **kw) -> DatasetWriter:
@@ -55,6 +55,42 @@ def test_manifest_records_shards_and_reader_streams_them_in_order(tmp_path: Path
     assert ids == [str(i) for i in range(30)]
     assert reader.schema.metadata[b"distill.record"] == b"prompt"
     assert reader.verify() == []
+
+
+def test_stage_output_resumes_skips_when_complete_and_removes_the_work_folder(tmp_path: Path) -> None:
+    """The one writing path of every stage: a cut-short run resumes its shards, a finished one is
+    skipped, its work folder is gone, another config is refused without --overwrite."""
+    root, kw = tmp_path / "d", {"stage": "s", "record": RECORDS["prompt"], "inputs": []}
+
+    def run(config: dict, crash_after: int | None = None, overwrite: bool = False) -> tuple[object, set[int]]:
+        with StageOutput(root, config=config, overwrite=overwrite, **kw) as o:
+            if o.complete:
+                return o.skipped(), set(o.opened.done)
+            resumed = set(o.opened.done)
+            (root / WORK).mkdir(exist_ok=True)
+            (root / WORK / "state").write_text("in flight")
+            o.writer.set_plan(3)
+            for i in range(3):
+                if i in o.opened.done:
+                    continue
+                if i == crash_after:
+                    return None, resumed
+                sh = o.writer.shard(i, RECORDS["prompt"].schema)
+                sh.write(_table(10, i * 10))
+                o.writer.record_shard(sh.commit(rows_in=10))
+            return o.finish({"note": 1}), resumed
+
+    assert run({"a": 1}, crash_after=2) == (None, set())
+    assert (root / WORK / "state").exists()  # a cut-short run keeps what is in flight
+    result, resumed = run({"a": 1})
+    assert resumed == {0, 1} and not result.skipped and result.manifest.rows == 30
+    assert result.manifest.stats["note"] == 1 and result.manifest.stats["seconds"] >= 0
+    assert not (root / WORK).exists()
+    again, _ = run({"a": 1})
+    assert again.skipped and again.manifest.rows == 30
+    with pytest.raises(UserError, match="overwrite"):
+        run({"a": 2})
+    assert run({"a": 2}, overwrite=True)[0].manifest.config == {"a": 2}
 
 
 def test_resume_keeps_done_shards_and_same_fingerprint_is_required(tmp_path: Path) -> None:
