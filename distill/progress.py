@@ -103,7 +103,10 @@ class GenerateProgress:
     def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
         self._progress.stop()
 
-    def advance(self, requests: int, completion_tokens: int, errors: Counter[str] | None = None) -> None:
+    def advance(
+        self, requests: int, completion_tokens: int, errors: Counter[str] | None = None, rate_wait_s: float = 0.0
+    ) -> None:
+        """`rate_wait_s`: time so far that sending waited for the teacher's requests/tokens per minute."""
         import time
 
         self.requests += requests
@@ -117,4 +120,6 @@ class GenerateProgress:
         span = max(now - t0, 1e-9)
         rates = f"{(self.requests - r0) / span:,.0f} req/s {(self.tokens - k0) / span:,.0f} tok/s" if span > 0.4 else ""
         shown = ", ".join(f"{k} {v:,}" for k, v in (errors or Counter()).most_common(3))
+        if rate_wait_s >= 1:
+            shown = ", ".join(x for x in (f"waited {rate_wait_s:,.0f}s for the rate limit", shown) if x)
         self._progress.update(self._task, advance=requests, rates=rates, errors=shown)

@@ -8,6 +8,7 @@ distill/teacher/offline.py) run one batch at a time in a thread. The stage's sch
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 from typing import Any, Protocol
 
 from distill.teacher.config import TeacherConfig
@@ -17,6 +18,7 @@ from distill.teacher.prompting import Request
 class BackendStats(Protocol):
     errors: Counter[str]  # transient failures by kind, retried or not
     retries: int
+    rate_wait_s: float  # time sending was held back by the teacher's requests/tokens per minute
 
 
 class Backend(Protocol):
@@ -34,13 +36,14 @@ class Backend(Protocol):
         ...
 
 
-def make_backend(cfg: TeacherConfig) -> Backend:
+def make_backend(cfg: TeacherConfig, work: Path | None = None) -> Backend:
+    """`work`: the output's work folder (what a backend keeps across a restart: the rate limit's window)."""
     from distill.teacher import offline
 
     if cfg.backend == "openai":
         from distill.teacher.openai_client import OpenAIBackend
 
-        return OpenAIBackend(cfg)
+        return OpenAIBackend(cfg, work)
     return {
         "synthetic": offline.SyntheticBackend,
         "transformers": offline.TransformersBackend,

@@ -94,6 +94,16 @@ class TeacherConfig(StrictModel):
     max_backoff_s: float = Field(default=60.0, gt=0)
     endpoint_cooldown_s: float = Field(default=5.0, gt=0, description="a dead endpoint rests this long, doubling")
     extra_body: dict[str, Any] = Field(default_factory=dict, description="more request fields (top_k, min_p, ...)")
+    requests_per_minute: int | None = Field(
+        default=None, ge=1, description="a hosted API's quota: requests sent in any 60 s, over all base_urls"
+    )
+    tokens_per_minute: int | None = Field(
+        default=None, ge=1, description="a hosted API's quota: prompt + completion tokens in any 60 s"
+    )
+    expected_completion_tokens: int | None = Field(
+        default=None, ge=1, description="what a completion counts against tokens_per_minute until its usage is "
+        "back; default max_tokens (what providers hold at send time)",
+    )  # fmt: skip
     # --- what -----------------------------------------------------------------------------------------
     samples: int = Field(default=1, ge=1, description="samples per prompt")
     temperature: float = Field(default=0.6, ge=0)
@@ -119,6 +129,9 @@ class TeacherConfig(StrictModel):
     def _urls_for_openai(self) -> TeacherConfig:
         if self.backend == "openai" and not self.base_urls:
             raise ValueError("backend 'openai' needs base_urls (e.g. [http://localhost:8000/v1])")
+        limits = [k for k in ("requests_per_minute", "tokens_per_minute") if getattr(self, k) is not None]
+        if limits and self.backend != "openai":
+            raise ValueError(f"{limits[0]} paces requests to a server: it needs backend 'openai'")
         for url in self.base_urls:
             if not url.startswith(("http://", "https://")):
                 raise ValueError(f"base_urls: {url!r} is not an http(s) URL; write http://host:port/v1")

@@ -56,6 +56,8 @@ class ServerStats:
     faults: Counter[str] = field(default_factory=Counter)
     answered_keys: Counter[str] = field(default_factory=Counter)  # request key (prompt + seed) -> 200s
     events: list[tuple[str, float, str]] = field(default_factory=list)  # (key, time, what), when keep_events
+    # (arrival time, tokens charged as a hosted API would: its usage, or the prompt's for a fault), when keep_events
+    charged: list[tuple[float, int]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -64,6 +66,7 @@ class ServerStats:
             "faults": dict(self.faults),
             "answered_keys": dict(self.answered_keys),
             "events": self.events,
+            "charged": self.charged,
         }
 
 
@@ -117,15 +120,17 @@ class FaultServer:
         chat = path.endswith("/chat/completions")
         prompt = req["messages"][-1]["content"] if chat else req.get("prompt", "")
         key = hashlib.sha256(f"{prompt}|{req.get('seed')}".encode()).hexdigest()[:16]
-        fault = None
+        arrived, fault = time.monotonic(), None
         if self.cfg.fail_matching and self.cfg.fail_matching in prompt:
             fault = "http_500"
         elif self.cfg.fault_rate and self.rng.random() < self.cfg.fault_rate:
             fault = self.rng.choice(self.cfg.faults)
         if self.keep_events:
-            self.stats.events.append((key, time.monotonic(), fault or "ok"))
+            self.stats.events.append((key, arrived, fault or "ok"))
         if fault:
             self.stats.faults[fault] += 1
+            if self.keep_events:
+                self.stats.charged.append((arrived, len(prompt) // 4))
         if fault in ("http_429", "http_503", "http_500"):
             status = int(fault[5:])
             extra = f"Retry-After: {self.cfg.retry_after}\r\n" if status != 500 else ""
@@ -134,7 +139,9 @@ class FaultServer:
         if fault == "drop":
             close()
             return
-        answer = self._answer(prompt, req, chat)
+        answer, tokens = self._answer(prompt, req, chat)
+        if self.keep_events and fault is None:
+            self.stats.charged.append((arrived, tokens))
         if fault == "truncate":
             send(answer[: len(answer) // 2])
             close()
@@ -151,7 +158,8 @@ class FaultServer:
         else:
             finish()
 
-    def _answer(self, prompt: str, req: dict[str, Any], chat: bool) -> bytes:
+    def _answer(self, prompt: str, req: dict[str, Any], chat: bool) -> tuple[bytes, int]:
+        """The response and its usage's total tokens."""
         if self.cfg.script is not None:
             text, finish = self.cfg.script[(prompt, req.get("seed"))]
         else:
@@ -167,9 +175,11 @@ class FaultServer:
             choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": finish}
         else:
             choice = {"index": 0, "text": text, "finish_reason": finish}
+        tokens = usage["prompt_tokens"] + usage["completion_tokens"]
         if req.get("stream"):
-            return _stream_response(choice, usage, chat)
-        return _response(orjson.dumps({"id": "cmpl", "object": "completion", "choices": [choice], "usage": usage}))
+            return _stream_response(choice, usage, chat), tokens
+        body = orjson.dumps({"id": "cmpl", "object": "completion", "choices": [choice], "usage": usage})
+        return _response(body), tokens
 
 
 def _response(body: bytes, status: int = 200, extra_headers: str = "") -> bytes:

@@ -11,6 +11,9 @@ Requests go to the live endpoint with the fewest requests outstanding. Failures 
 - the request's own fault (other 4xx, e.g. a prompt longer than the context): a reject, not retried
   now (a later run retries it);
 - the run's fault (401, 403, 404: a wrong key, URL or model name): the whole run stops with one line.
+
+With `requests_per_minute` / `tokens_per_minute` every attempt first waits for room in the run's window
+(distill/teacher/ratelimit.py), so a quota is kept rather than discovered through 429s.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -31,6 +35,7 @@ from distill.errors import UserError
 from distill.teacher import parse
 from distill.teacher.config import TeacherConfig
 from distill.teacher.prompting import Request, completion_prompt, messages
+from distill.teacher.ratelimit import LOG, RateLimiter
 
 FATAL_STATUS = {401: "check api_key_env", 403: "check api_key_env", 404: "check base_urls and model"}
 RETRY_STATUS = {408, 409, 425, 429}
@@ -77,6 +82,7 @@ class Endpoint:
 class ClientStats:
     errors: Counter[str] = field(default_factory=Counter)  # transient failures by kind, retried or not
     retries: int = 0
+    rate_wait_s: float = 0.0  # time sending was held back by requests_per_minute / tokens_per_minute
 
 
 class EndpointPool:
@@ -107,7 +113,8 @@ def _retry_after(value: str | None) -> float | None:
 class OpenAIBackend:
     """`generate(batch)` for backend: openai; one request per (prompt, sample)."""
 
-    def __init__(self, cfg: TeacherConfig) -> None:
+    def __init__(self, cfg: TeacherConfig, work: Path | None = None) -> None:
+        """`work`: the output's work folder, where the rate limit's window survives a restart."""
         self.cfg = cfg
         self.workers = cfg.concurrency
         self.batch_size = 1
@@ -121,6 +128,12 @@ class OpenAIBackend:
             self.headers["Authorization"] = f"Bearer {key}"
         self.path = "/chat/completions" if cfg.api == "chat" else "/completions"
         self._session: aiohttp.ClientSession | None = None
+        self.limiter: RateLimiter | None = None
+        if cfg.requests_per_minute is not None or cfg.tokens_per_minute is not None:
+            log = work / LOG if work is not None else None
+            self.limiter = RateLimiter(cfg.requests_per_minute, cfg.tokens_per_minute, log)
+        # what an attempt counts against tokens_per_minute before its usage is back (see ratelimit.py)
+        self.completion_estimate = cfg.expected_completion_tokens or cfg.max_tokens
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
@@ -130,6 +143,8 @@ class OpenAIBackend:
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+        if self.limiter is not None:
+            self.limiter.close()
 
     def body(self, req: Request) -> bytes:
         cfg = self.cfg
@@ -155,10 +170,13 @@ class OpenAIBackend:
         body = self.body(req)
         cfg = self.cfg
         last = ""
+        prompt_estimate = len(body) // 3 + 1
         for attempt in range(cfg.max_retries + 1):
+            ticket = await self._wait_for_quota(prompt_estimate + self.completion_estimate)
             endpoint = await self.pool.pick()
             endpoint.in_flight += 1
             started = time.perf_counter()
+            out: dict[str, Any] | None = None
             try:
                 out = await self._post(endpoint, body)
             except Transient as e:
@@ -179,10 +197,20 @@ class OpenAIBackend:
                 return {"error": f"request_rejected: {e}"}
             finally:
                 endpoint.in_flight -= 1
+                if ticket is not None:  # its usage, or its prompt alone when no completion came back
+                    used = (out.get("prompt_tokens") or 0) + (out.get("completion_tokens") or 0) if out else 0
+                    self.limiter.settle(ticket, used or prompt_estimate)  # type: ignore[union-attr]
             endpoint.answered()
             out["latency_s"] = round(time.perf_counter() - started, 4)
             return out
         return {"error": f"request_failed: {last} (after {cfg.max_retries + 1} attempts)"}
+
+    async def _wait_for_quota(self, tokens: int) -> int | None:
+        if self.limiter is None:
+            return None
+        ticket = await self.limiter.acquire(tokens)
+        self.stats.rate_wait_s = self.limiter.waited_s
+        return ticket
 
     async def _post(self, endpoint: Endpoint, body: bytes) -> dict[str, Any]:
         assert self._session is not None, "start() the backend first"

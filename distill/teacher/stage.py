@@ -34,7 +34,7 @@ from distill.config import StrictModel, load_config
 from distill.errors import UserError
 from distill.progress import GenerateProgress
 from distill.stages import Context, Flow, PlanContext, Stage, register
-from distill.store import DatasetWriter, StageOutput, StageResult
+from distill.store import WORK, DatasetWriter, StageOutput, StageResult
 from distill.teacher.backends import Backend, make_backend
 from distill.teacher.chunks import (
     PROMPT,
@@ -109,7 +109,8 @@ async def _generate(
             for (work, req), res in zip(batch, results, strict=True):
                 record(work, req, res)
             tokens = sum(r.get("completion_tokens") or 0 for r in results)
-            progress.advance(len(batch), tokens, backend.stats.errors if backend.stats else None)
+            stats = backend.stats
+            progress.advance(len(batch), tokens, stats.errors if stats else None, stats.rate_wait_s if stats else 0.0)
 
     async def produce() -> None:
         for index, chunk, file_index in todo:
@@ -178,13 +179,19 @@ def run_generate(
             first, good = first_rows(chunks)
             total = _own_prompts(first, chunks, mine, n) * cfg.samples
             have = sum(s["rows"] for s in ds.manifest.shards.values()) + journaled(root, todo)
-            backend = make_backend(cfg)
+            backend = make_backend(_share_of_quota(cfg, n), root / WORK)
             totals = RunTotals()
             with asyncio.Runner(loop_factory=_loop_factory()) as runner:
                 runner.run(_run(backend, cfg, ds, todo, root, first, total, have, show_progress, totals))
             stats = generate_stats(ds, cfg, totals, backend, good, time.perf_counter() - o.started)
             result = o.finish({"generate": stats})  # every chunk is a shard now: the journals go with .work/
     return merge_if_whole(out, n, result)  # outside the part's lock: the merge removes the parts
+
+
+def _share_of_quota(cfg: TeacherConfig, n: int) -> TeacherConfig:
+    """Each of n `--shard` parts keeps 1/n of a hosted API's per-minute quota (the parts do not talk)."""
+    limits = {k: max(1, getattr(cfg, k) // n) for k in ("requests_per_minute", "tokens_per_minute") if getattr(cfg, k)}
+    return cfg.model_copy(update=limits) if n > 1 and limits else cfg
 
 
 def _own_prompts(first: dict[str, tuple[str, int]], chunks: list[inputs_mod.Chunk], mine: int, n: int) -> int:
@@ -257,6 +264,7 @@ def generate_stats(
             "tokens_per_s": round(totals.completion_tokens / seconds, 2) if seconds else None,
             "errors": dict(backend.stats.errors) if backend.stats else {},
             "retries": backend.stats.retries if backend.stats else 0,
+            "rate_limit_wait_s": round(backend.stats.rate_wait_s, 1) if backend.stats else 0.0,
         },
     }
     if (shard := ds.manifest.config.get("shard")) is not None:
@@ -284,7 +292,8 @@ def print_generate(stats: dict[str, Any], merged_hint: bool = False) -> None:
         errors = ", ".join(f"{k} {v:,}" for k, v in run["errors"].items()) or "none"
         print(
             f"  this run: {run['requests']:,} requests ({run['failed']:,} failed), {run['requests_per_s']:,.0f} req/s, "
-            f"{run['tokens_per_s']:,.0f} tok/s; transient errors {errors}; {run['retries']:,} retries",
+            f"{run['tokens_per_s']:,.0f} tok/s; transient errors {errors}; {run['retries']:,} retries"
+            + (f"; held {run['rate_limit_wait_s']:,.0f}s by the rate limits" if run.get("rate_limit_wait_s") else ""),
             file=sys.stderr,
         )
     if stats["failed_requests"]:
