@@ -307,7 +307,10 @@ def test_student_recipes_load_and_name_their_sources() -> None:
         cfg = load_config(path, StudentConfig)
         assert cfg.template in TEMPLATES and (REPO / cfg.accelerate_config).exists(), path
         if path.stem != "tiny":
-            assert {"learning_rate", "epochs", "max_length"} <= set(cfg.sources), path
+            assert {"learning_rate", "epochs", "max_length", "architecture"} <= set(cfg.sources), path
+            # the shapes copied from the base's config.json add up to the model's published size
+            assert cfg.architecture and cfg.params_b, path
+            assert abs(cfg.architecture.params() / 1e9 - cfg.params_b) / cfg.params_b < 0.01, path
     assert os.path.exists(REPO / "configs" / "accelerate" / "zero3.yaml")
 
 

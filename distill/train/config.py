@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from distill.config import StrictModel
+from distill.train.memory import Architecture
 
 TINY = "distill:tiny-qwen2"  # `base_model` of the tiny student: built here, no hub needed
 
@@ -21,6 +22,7 @@ class Hardware(StrictModel):
     gpu: str = "H100"
     peak_tflops: float = Field(default=989.0, gt=0, description="dense bf16 TFLOP/s of one GPU (H100 SXM: 989)")
     mfu: float = Field(default=0.40, gt=0, le=1, description="model FLOPs utilisation assumed for the estimate")
+    memory_gib: float | None = Field(default=None, gt=0, description="memory of one GPU; default: known by `gpu`")
 
 
 class LoraSettings(StrictModel):
@@ -57,6 +59,14 @@ class StudentConfig(StrictModel):
     per_device_batch_size: int = Field(default=1, ge=1)
     gradient_accumulation_steps: int = Field(default=1, ge=1)
     gradient_checkpointing: bool = True
+    use_liger_kernel: bool | None = Field(
+        default=None, description="Liger's Triton kernels (fused cross-entropy: no logits in memory); true: required, "
+        "checked at start; default: on when installed on a GPU",
+    )  # fmt: skip
+    attn_implementation: Literal["flash_attention_2", "flash_attention_3", "sdpa"] | None = Field(
+        default=None, description="default: flash_attention_2 when installed on a GPU, else sdpa; packed rows stay "
+        "apart either way (sdpa runs per row)",
+    )  # fmt: skip
     bf16: bool = Field(default=True, description="bf16 mixed precision on GPU; CPU runs in float32")
     seed: int = 42
     lora: LoraSettings | None = None
@@ -76,6 +86,10 @@ class StudentConfig(StrictModel):
     nodes: int = Field(default=1, ge=1)
     hardware: Hardware = Field(default_factory=Hardware)
     params_b: float | None = Field(default=None, gt=0, description="parameters in billions, when the config is remote")
+    architecture: Architecture | None = Field(
+        default=None, description="the base model's shapes (its config.json keys) for the memory estimate; default: "
+        "read from the base model's config where this machine has it",
+    )  # fmt: skip
     sources: dict[str, str] = Field(default_factory=dict, description="where each number came from")
 
     @field_validator("base_model", "data", "output_dir")

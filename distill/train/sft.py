@@ -137,7 +137,8 @@ def prepare(cfg: StudentConfig, data: str, processes: int) -> tuple[Any, Any, An
     if len(ds) == 0:
         raise UserError(f"--data {data}: no rows left to train on")
     notes += preflight(ds, tokenizer, template)
-    plan = make_plan(ds, cfg, processes, count_params(path), len(too_long))
+    params = cfg.architecture.params() if cfg.architecture else count_params(path)
+    plan = make_plan(ds, cfg, processes, params, len(too_long))
     return tokenizer, ds, plan, notes
 
 
@@ -152,7 +153,29 @@ RECIPE_KEYS = {
     "activation_checkpointing": "gradient_checkpointing", "bf16": "bf16", "seed": "seed", "data_seed": "seed",
     "save_steps": "save_steps", "save_total_limit": "save_total_limit", "logging_steps": "logging_steps",
     "report_to": "report_to", "use_cpu": "(the machine)", "assistant_only_loss": "(the template's loss mask)",
+    "use_liger_kernel": "use_liger_kernel",
 }  # fmt: skip
+
+
+def kernels(cfg: StudentConfig, gpu: bool) -> tuple[str | None, bool]:
+    """The attention implementation and whether Liger's kernels run: what the recipe asks for, checked
+    here (one line when missing) rather than as an import error inside the model; by default the best
+    this machine has."""
+    from transformers.utils import import_utils as iu
+
+    have = {"flash_attention_2": iu.is_flash_attn_2_available(), "flash_attention_3": iu.is_flash_attn_3_available()}
+    wanted = cfg.attn_implementation
+    if wanted in have and not have[wanted]:
+        package = "flash-attn" if wanted == "flash_attention_2" else "flash-attn-3 (built from flash-attention/hopper)"
+        raise UserError(f"student {cfg.name!r}: attn_implementation {wanted} needs a GPU with {package} installed; "
+                        "install it or set attn_implementation: sdpa")  # fmt: skip
+    attention = wanted or ("flash_attention_2" if have["flash_attention_2"] else None)
+    if cfg.use_liger_kernel and not (gpu and iu.is_liger_kernel_available()):
+        raise UserError(f"student {cfg.name!r}: use_liger_kernel is true but "
+                        + ("there is no GPU" if not gpu else "liger-kernel is not installed (pip install liger-kernel)")
+                        + "; install it or set use_liger_kernel: false")  # fmt: skip
+    liger = cfg.use_liger_kernel if cfg.use_liger_kernel is not None else gpu and iu.is_liger_kernel_available()
+    return attention, liger
 
 
 def check_sft_args(cfg: StudentConfig) -> None:
@@ -178,8 +201,14 @@ def check_sft_args(cfg: StudentConfig) -> None:
 
 def student_fingerprint(cfg: StudentConfig) -> str:
     recipe = cfg.model_dump(mode="json")
-    if not recipe["sft_args"]:  # recipes from before sft_args existed keep their fingerprint (and checkpoints)
-        del recipe["sft_args"]
+    del recipe["architecture"]  # read by the memory estimate only
+    # keys added since recipes were first trained, at their defaults: left out, so those recipes keep their
+    # fingerprint (and their checkpoints resume)
+    for key in ("sft_args", "use_liger_kernel", "attn_implementation"):
+        if not recipe[key]:
+            del recipe[key]
+    if recipe["hardware"]["memory_gib"] is None:
+        del recipe["hardware"]["memory_gib"]
     return fingerprint(recipe)
 
 
@@ -194,6 +223,27 @@ def already_trained(cfg: StudentConfig, data: str, out: Path) -> dict[str, Any] 
     return {**previous, "skipped": True} if same else None
 
 
+def _dry_run(cfg: StudentConfig, data: str | None, processes: int) -> dict[str, Any]:
+    """The plan of a job before it is queued: the memory per GPU from the recipe alone (no GPU, no weights),
+    then the data plan where the data and the base model's tokenizer are on this machine."""
+    from distill.train.memory import for_recipe
+
+    memory = for_recipe(cfg)
+    _log(f"train {cfg.name}: {cfg.base_model}, {cfg.num_processes} x {cfg.hardware.gpu}")
+    for line in memory:
+        _log(f"  {line}")
+    try:
+        if not data:
+            raise UserError("no data (pass --data DIR or set `data` in the YAML)")
+        _, _, plan, notes = prepare(cfg, data, processes)
+    except UserError as e:  # the memory lines still say whether the job fits
+        _log(f"  data plan: not made: {e}")
+        return {"memory": memory}
+    for line in notes + plan.lines():
+        _log(f"  {line}")
+    return {"plan": plan.to_json(), "notes": notes, "memory": memory}
+
+
 def train(
     cfg: StudentConfig,
     data: str | None,
@@ -206,35 +256,35 @@ def train(
     import torch
 
     check_sft_args(cfg)
+    gpu = torch.cuda.is_available()
     data = data or cfg.data
-    if not data:
-        raise UserError(f"student {cfg.name!r}: no data; pass --data DIR or set `data` in the YAML")
-    out = Path(out or cfg.output_dir or Path("runs") / "students" / cfg.name)
     processes = int(os.environ.get("WORLD_SIZE", "1"))
     if max_steps is not None:
         cfg = cfg.model_copy(update={"max_steps": max_steps})
+    if dry_run:
+        return _dry_run(cfg, data, processes)
+    kernels(cfg, gpu)  # a kernel the recipe requires and this machine lacks stops here, before any data is read
+    if not data:
+        raise UserError(f"student {cfg.name!r}: no data; pass --data DIR or set `data` in the YAML")
+    out = Path(out or cfg.output_dir or Path("runs") / "students" / cfg.name)
     student_fp, data_fp = student_fingerprint(cfg), data_fingerprint(data)
-    if not dry_run and (previous := already_trained(cfg, data, out)) is not None:
+    if (previous := already_trained(cfg, data, out)) is not None:
         _log(f"train {cfg.name}: {out} already holds this recipe trained on this data; skipped")
         return previous
-    if not dry_run:
-        _same_run_or_afresh(out, student_fp, data_fp, overwrite)
+    _same_run_or_afresh(out, student_fp, data_fp, overwrite)
     tokenizer, ds, plan, notes = prepare(cfg, data, processes)
     _log(f"train {cfg.name}: {cfg.base_model} on {data} -> {out}")
     for line in notes + plan.lines():
         _log(f"  {line}")
-    if dry_run:
-        return {"plan": plan.to_json(), "notes": notes}
 
     from transformers import AutoModelForCausalLM, GenerationConfig
     from trl import SFTConfig, SFTTrainer
 
-    gpu = torch.cuda.is_available()
+    attention, liger = kernels(cfg, gpu)
     dtype = torch.bfloat16 if (cfg.bf16 and gpu) else torch.float32
     model_kwargs: dict[str, Any] = {"dtype": dtype}
-    flash = gpu and _has("flash_attn")
-    if flash:
-        model_kwargs["attn_implementation"] = "flash_attention_2"
+    if attention is not None and attention != "sdpa":
+        model_kwargs["attn_implementation"] = attention
     elif cfg.packing:  # sdpa alone would let packed rows attend to each other: see distill/train/attention.py
         from distill.train.attention import register
 
@@ -283,7 +333,7 @@ def train(
         activation_checkpointing=cfg.gradient_checkpointing,
         bf16=cfg.bf16 and gpu,
         use_cpu=not gpu,
-        use_liger_kernel=gpu and _has("liger_kernel"),
+        use_liger_kernel=liger,
         seed=cfg.seed,
         data_seed=cfg.seed,
         save_strategy="steps",
@@ -391,9 +441,3 @@ def sharding_report(trainer: Any) -> dict[str, Any]:
         "dtensor_params": dtensors,
         "params": sum(1 for _ in trainer.model.parameters()),
     }
-
-
-def _has(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(module) is not None
