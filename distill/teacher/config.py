@@ -114,7 +114,10 @@ class TeacherConfig(StrictModel):
     science_suffix: str = Field(default="", description="appended to multiple-choice problems (eval sets one)")
     code_suffix: str = Field(default="", description="appended to code problems (eval sets one)")
     # --- offline backends ---------------------------------------------------------------------------
-    batch_size: int = Field(default=64, ge=1, description="offline backends: requests per generate call")
+    batch_size: int = Field(
+        default=64, ge=1, description="transformers, synthetic: requests per generate call; vllm: requests kept in "
+        "its engine at once (above max_num_seqs, so it never waits for the next)",
+    )  # fmt: skip
     vllm: VLLMConfig = Field(default_factory=VLLMConfig)
     transformers: TransformersConfig = Field(default_factory=TransformersConfig)
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)

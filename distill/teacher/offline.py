@@ -1,13 +1,17 @@
 """Backends that run the model in this process: `synthetic`, `transformers` (small models, CPU or one
-GPU) and `vllm` (vLLM's offline `LLM`, for a GPU node that holds the whole teacher or a student).
+GPU) and `vllm` (vLLM's engine, for a GPU node that holds the whole teacher or a student).
 
-Each takes a batch of requests and returns one result row per request, in order. The work runs in a
-thread so the stage's event loop keeps writing results and drawing progress meanwhile.
+Each returns one result row per request, in order. `synthetic` and `transformers` take a batch at a time
+in a thread; `vllm` keeps its engine full in a thread of its own and hands back each request as it
+finishes. Either way the stage's event loop keeps writing results and drawing progress meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import queue
+import threading
 import time
 from typing import Any
 
@@ -123,7 +127,29 @@ class TransformersBackend(_Offline):
         return rows
 
 
-class VLLMBackend(_Offline):
+class VLLMBackend:
+    """vLLM's engine in this process, kept full the whole run: no batch tails.
+
+    Handing vLLM a batch and waiting for all of it wastes the GPU at the end of every batch, while a few of
+    its longest traces decode alone (R1's run from a few hundred to 32,768 tokens). Here one thread owns
+    vLLM's `LLMEngine` and steps it continuously; each request is added the moment the scheduler has one
+    and each result is handed back the moment it finishes, so the stage journals it at once (the same
+    resume after `kill -9` as the server path) and the next request takes its place. `batch_size` is the
+    number of requests kept in the engine: above vLLM's `max_num_seqs`, so its scheduler always has work.
+    Per-request seeds as before: a resumed run asks for the same samples.
+    """
+
+    batch_size = 1  # the scheduler hands over one request at a time
+
+    def __init__(self, cfg: TeacherConfig) -> None:
+        self.cfg = cfg
+        self.workers = cfg.batch_size
+        self.stats = None
+        self._inbox: queue.SimpleQueue[tuple[str, Any, Any, asyncio.Future[Any]] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._failed: BaseException | None = None
+        self._ids = itertools.count()
+
     def load(self) -> None:
         try:
             from vllm import LLM
@@ -141,29 +167,82 @@ class VLLMBackend(_Offline):
         )
         self.tokenizer = self.llm.get_tokenizer()
 
-    def generate_sync(self, batch: list[Request]) -> list[dict[str, Any]]:
+    async def start(self) -> None:
+        await asyncio.to_thread(self.load)
+        self._thread = threading.Thread(target=self._run, args=(asyncio.get_running_loop(),), daemon=True)
+        self._thread.start()
+
+    async def close(self) -> None:
+        if self._thread is not None:
+            self._inbox.put(None)
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
+
+    def sampling_params(self, req: Request) -> Any:
         from vllm import SamplingParams
 
         cfg = self.cfg
-        params = [
-            SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens, seed=r.seed)
-            for r in batch
-        ]
-        texts = [_prompt_text(r, cfg, self.tokenizer) for r in batch]
-        # Token ids, not text: the rendered template already holds any BOS, and vLLM would add another.
-        prompts = [{"prompt_token_ids": self.tokenizer.encode(t, add_special_tokens=False)} for t in texts]
-        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        return SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens, seed=req.seed)
+
+    async def generate(self, batch: list[Request]) -> list[dict[str, Any]]:
+        if self._failed is not None:
+            raise self._failed
+        loop = asyncio.get_running_loop()
+        waits, texts = [], []
+        for req in batch:
+            text = _prompt_text(req, self.cfg, self.tokenizer)
+            # Token ids, not text: the rendered template already holds any BOS, and vLLM would add another.
+            prompt = {"prompt_token_ids": self.tokenizer.encode(text, add_special_tokens=False)}
+            future: asyncio.Future[Any] = loop.create_future()
+            self._inbox.put((str(next(self._ids)), prompt, self.sampling_params(req), future))
+            waits.append(future)
+            texts.append(text)
+        started = time.perf_counter()
+        outputs = await asyncio.gather(*waits)
+        latency = round(time.perf_counter() - started, 4)
         rows = []
         for text, out in zip(texts, outputs, strict=True):
             gen = out.outputs[0]
             reasoning, content = split_output(gen.text, think_forced=text.endswith(THINK_OPEN))
-            rows.append(
-                {
-                    "reasoning": reasoning,
-                    "content": content,
-                    "finish_reason": gen.finish_reason,
-                    "prompt_tokens": len(out.prompt_token_ids or []),
-                    "completion_tokens": len(gen.token_ids),
-                }
-            )
+            rows.append({
+                "reasoning": reasoning, "content": content, "finish_reason": gen.finish_reason,
+                "prompt_tokens": len(out.prompt_token_ids or []), "completion_tokens": len(gen.token_ids),
+                "latency_s": latency,
+            })  # fmt: skip
         return rows
+
+    def _run(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The engine thread: add what came in, step, hand back what finished; sleep only when idle."""
+        engine = self.llm.llm_engine
+        waiting: dict[str, asyncio.Future[Any]] = {}
+        try:
+            while True:
+                block = not waiting  # nothing in the engine: wait for a request (or the end)
+                while True:
+                    try:
+                        item = self._inbox.get(block=block)
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        return
+                    request_id, prompt, params, future = item
+                    engine.add_request(request_id, prompt, params)
+                    waiting[request_id] = future
+                    block = False
+                for out in engine.step():
+                    if out.finished and (future := waiting.pop(out.request_id, None)) is not None:
+                        loop.call_soon_threadsafe(_resolve, future, out)
+        except BaseException as e:  # the engine died: every waiting request fails with it, loudly
+            self._failed = e
+            for future in waiting.values():
+                loop.call_soon_threadsafe(_fail, future, e)
+
+
+def _resolve(future: asyncio.Future[Any], value: Any) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _fail(future: asyncio.Future[Any], error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(error)
