@@ -209,6 +209,21 @@ def test_choose_keeps_at_most_k_distinct_and_is_seeded() -> None:
     assert counts["identical_dropped"] > 0
 
 
+def test_difficulty_keeps_the_prompts_the_teacher_solves_only_sometimes() -> None:
+    from distill.filters.select import by_difficulty
+
+    # (verified samples, correct ones): always solved, 3 of 4, 1 of 4, never, nothing verifiable
+    rates = {"easy": [4, 4], "mid": [4, 3], "hard": [4, 1], "never": [4, 0], "open": [0, 0]}
+    rows = [(i, pid, 0, i) for i, pid in enumerate(["easy", "mid", "hard", "open"])]  # "never" has no kept trace
+    kept, stats = by_difficulty(rows, rates, 0.25, 0.75)
+    assert [r[1] for r in kept] == ["mid", "hard", "open"]  # a prompt without a rate stays
+    assert (stats["too_easy"], stats["too_hard"], stats["no_rate"]) == (1, 1, 1)
+    assert stats["histogram"] == {"0": 1, "(0, 0.25]": 1, "(0.25, 0.5]": 0, "(0.5, 0.75]": 1, "(0.75, 1)": 0,
+                                  "1": 1, "no rate": 1}  # fmt: skip
+    everything, _ = by_difficulty(rows, rates, 0.0, 1.0)
+    assert everything == rows
+
+
 def test_filter_then_select_commands(tmp_path) -> None:
     from tests.conftest import read_rows, run_cli, write_jsonl
 
@@ -266,6 +281,24 @@ def test_filter_then_select_commands(tmp_path) -> None:
     assert len(by_prompt) == 6 and all(len(s) <= 2 for s in by_prompt.values())
     # samples 0 and 1 of a prompt are the same text: at most one of them is chosen
     assert all(not {0, 1} <= set(s) for s in by_prompt.values())
+    # difficulty: the teacher solves p1 2 of 3 verified times (its sample 1 is cut: unverified), the others 3 of 4
+    rates = {}
+    for v in verdict_rows:
+        if v["correct"] is not None:
+            rates.setdefault(v["id"], []).append(v["correct"])
+    assert sorted(sum(c) / len(c) for c in rates.values()) == [2 / 3] + [0.75] * 5
+    r = run_cli("select", "--input", str(tmp_path / "verdicts"), "--out", str(tmp_path / "hard"), "--per-prompt", "2",
+                "--max-pass-rate", "0.7", "--no-progress")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert {v["id"] for v in read_rows(tmp_path / "hard")} == {p for p, c in rates.items() if sum(c) / len(c) <= 0.7}
+    assert "(0.5, 0.75] 6" in r.stderr and "dropped 5 too easy, 0 too hard" in r.stderr
+    card = run_cli("card", str(tmp_path / "hard"))
+    assert card.returncode == 0, card.stderr
+    text = (tmp_path / "hard" / "README.md").read_text()
+    assert "only prompts in [0.0, 0.7] kept: 5 dropped as too easy" in text and "| (0.5, 0.75] | 6 |" in text
+    bad = run_cli("select", "--input", str(tmp_path / "verdicts"), "--out", str(tmp_path / "x"), "--per-prompt", "2",
+                  "--min-pass-rate", "0.8", "--max-pass-rate", "0.5")  # fmt: skip
+    assert bad.returncode == 2 and "min_pass_rate 0.8 is above max_pass_rate 0.5" in bad.stderr
 
 
 def test_shipped_presets_are_valid() -> None:

@@ -4,6 +4,11 @@ The rule: among a prompt's kept traces, identical ones (same reasoning and answe
 aside) count once (the lowest `sample` stays); the survivors are ordered by xxh64("seed:id:sample")
 and the first K are taken. So the choice is random-like, reproducible, independent of input order and
 shard layout, and a larger K only adds traces to a smaller K's choice.
+
+Difficulty, as teams that distill select it (s1, Light-R1, OpenThoughts): a prompt's pass rate is the share
+of its teacher samples judged correct (samples the checks could not verify do not count); with
+`--min-pass-rate` / `--max-pass-rate` only prompts inside the range keep their traces (a prompt with no
+verified sample has no rate and stays). Every run records the prompts' pass-rate histogram for the card.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from distill import inputs
 from distill.config import StrictModel
@@ -35,6 +40,34 @@ VERDICT = RECORDS["verdict"]
 
 def _text_key(reasoning: str | None, content: str | None) -> int:
     return xxhash.xxh64_intdigest(" ".join(f"{reasoning or ''}\x1f{content or ''}".split()).encode())
+
+
+RATE_BUCKETS = ((0.0, "0"), (0.25, "(0, 0.25]"), (0.5, "(0.25, 0.5]"), (0.75, "(0.5, 0.75]"), (0.999999, "(0.75, 1)"),
+                (1.0, "1"))  # fmt: skip
+
+
+def by_difficulty(
+    rows: list[tuple[int, str, int, int]], rates: dict[str, list[int]], low: float, high: float
+) -> tuple[list[tuple[int, str, int, int]], dict[str, Any]]:
+    """The kept traces of prompts whose pass rate (correct / verified samples) lies in [low, high], and the
+    counts: prompts too easy, too hard, without a rate, and every prompt's rate by bucket."""
+    histogram = dict.fromkeys([label for _, label in RATE_BUCKETS] + ["no rate"], 0)
+    outside: dict[str, str] = {}
+    for pid, (verified, correct) in rates.items():
+        if not verified:
+            histogram["no rate"] += 1
+            continue
+        rate = correct / verified
+        histogram[next(label for edge, label in RATE_BUCKETS if rate <= edge)] += 1
+        if rate < low:
+            outside[pid] = "too_hard"
+        elif rate > high:
+            outside[pid] = "too_easy"
+    counts = {"too_hard": 0, "too_easy": 0}
+    for why in outside.values():
+        counts[why] += 1
+    kept = [r for r in rows if r[1] not in outside]
+    return kept, {"min": low, "max": high, **counts, "no_rate": histogram["no rate"], "histogram": histogram}
 
 
 def choose(rows: list[tuple[int, str, int, int]], per_prompt: int, seed: int) -> tuple[set[int], dict[str, int]]:
@@ -78,19 +111,26 @@ class WriteTask:
     chosen: frozenset[int]
 
 
-def _keys(task: KeysTask) -> tuple[int, list[tuple[int, str, int, int]]]:
+def _keys(task: KeysTask) -> tuple[int, list[tuple[int, str, int, int]], dict[str, list[int]]]:
     # Hashing every kept trace's whole text is the stage's real work (R1 traces: ~20 KB each), so it
-    # runs in the workers, one chunk each; the driver only sees a few dozen bytes per trace.
+    # runs in the workers, one chunk each; the driver only sees a few dozen bytes per trace, and per
+    # prompt its verified and correct samples (all of them, kept or not: the pass rate).
     rows, found = 0, []
+    rates: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for batch in inputs.read_chunk(task.chunk, VERDICT, 4096):
         rows += batch.table.num_rows + len(batch.rejects)
+        for pid, correct in zip(batch.table.column("id").to_pylist(), batch.table.column("correct").to_pylist(),
+                                strict=True):  # fmt: skip
+            if correct is not None:
+                rates[pid][0] += 1
+                rates[pid][1] += bool(correct)
         idx = np.flatnonzero(pc.fill_null(batch.table.column("keep"), False).to_numpy(zero_copy_only=False))
         picked = batch.table.select(["id", "sample", "reasoning", "content"]).take(pa.array(idx, pa.int64()))
         found += [
             (task.base + batch.rows[k], r["id"], r["sample"], _text_key(r["reasoning"], r["content"]))
             for k, r in zip(idx, picked.to_pylist(), strict=True)
         ]
-    return rows, found
+    return rows, found, dict(rates)
 
 
 def _write(task: WriteTask) -> dict[str, Any]:
@@ -115,6 +155,8 @@ def run_select(
     *,
     per_prompt: int,
     seed: int = 0,
+    min_pass_rate: float = 0.0,
+    max_pass_rate: float = 1.0,
     overwrite: bool = False,
     show_progress: bool = True,
     workers: int | None = None,
@@ -129,8 +171,12 @@ def run_select(
     files = inputs.resolve(input_specs, rows_per_shard)
     inputs.check_columns(files, VERDICT)
     chunks = inputs.plan(files, rows_per_shard)
-    config = {"per_prompt": per_prompt, "seed": seed, "rule": "distinct, then xxh64(seed:id:sample) order",
-              "rows_per_shard": rows_per_shard}  # fmt: skip
+    if not 0 <= min_pass_rate <= max_pass_rate <= 1:
+        raise UserError(f"--min-pass-rate {min_pass_rate} / --max-pass-rate {max_pass_rate}: give 0 <= min <= max <= 1")
+    rule = "distinct, then xxh64(seed:id:sample) order"
+    config: dict[str, Any] = {"per_prompt": per_prompt, "seed": seed, "rule": rule, "rows_per_shard": rows_per_shard}
+    if (min_pass_rate, max_pass_rate) != (0.0, 1.0):  # absent at the defaults: earlier outputs keep their config
+        config["pass_rate"] = [min_pass_rate, max_pass_rate]
     described = [f.describe() for f in files]
     with StageOutput(out, stage="select", record=VERDICT, config=config, inputs=described, overwrite=overwrite) as o:
         if o.complete:
@@ -139,13 +185,18 @@ def run_select(
         base = np.cumsum([0] + [f.rows for f in files]).tolist()
         total = base[-1]
         kept: list[tuple[int, str, int, int]] = []
+        rates: dict[str, list[int]] = defaultdict(lambda: [0, 0])
         with StageProgress("select: keys", total, enabled=show_progress) as progress:
             tasks = [KeysTask(c, base[file_index[c.file.path]]) for c in chunks]
-            for rows, part in executor_map(_keys, tasks, workers, executor):
+            for rows, part, part_rates in executor_map(_keys, tasks, workers, executor):
                 kept.extend(part)
+                for pid, (verified, correct) in part_rates.items():
+                    rates[pid][0] += verified
+                    rates[pid][1] += correct
                 progress.advance(rows)
         kept.sort()  # tasks finish in any order; the choice must not depend on it
-        chosen, counts = choose(kept, per_prompt, seed)
+        in_range, difficulty = by_difficulty(kept, rates, min_pass_rate, max_pass_rate)
+        chosen, counts = choose(in_range, per_prompt, seed)
         o.writer.set_plan(len(chunks))
         by_file: list[set[int]] = [set() for _ in files]
         for position in chosen:
@@ -162,7 +213,8 @@ def run_select(
             for entry in executor_map(_write, todo, workers, executor):
                 o.writer.record_shard(entry)
                 progress.advance(entry["rows_in"])
-        return o.finish({"select": {**counts, "kept_in": len(kept), "selected": len(chosen)}})
+        stats = {**counts, "kept_in": len(kept), "selected": len(chosen), "pass_rate": difficulty}
+        return o.finish({"select": stats})
 
 
 class SelectOptions(StrictModel):
@@ -170,12 +222,26 @@ class SelectOptions(StrictModel):
 
     per_prompt: int = Field(ge=1, description="At most this many traces per prompt")
     seed: int = Field(default=0, description="Seed of the choice among a prompt's kept traces")
+    min_pass_rate: float = Field(
+        default=0.0, ge=0, le=1, description="Keep only prompts whose teacher samples are correct at least this often"
+    )
+    max_pass_rate: float = Field(
+        default=1.0, ge=0, le=1, description="Keep only prompts whose teacher samples are correct at most this often "
+        "(below 1: drop what the teacher always solves)",
+    )  # fmt: skip
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SelectOptions:
+        if self.min_pass_rate > self.max_pass_rate:
+            raise ValueError(f"min_pass_rate {self.min_pass_rate} is above max_pass_rate {self.max_pass_rate}")
+        return self
 
 
 def _stage_run(ctx: Context) -> StageResult:
-    return run_select(ctx.inputs, ctx.out, per_prompt=ctx.options.per_prompt, seed=ctx.options.seed,
-                      overwrite=ctx.overwrite, show_progress=ctx.show_progress, workers=ctx.workers,
-                      executor=ctx.executor, rows_per_shard=ctx.rows_per_shard)  # fmt: skip
+    o = ctx.options
+    return run_select(ctx.inputs, ctx.out, per_prompt=o.per_prompt, seed=o.seed, min_pass_rate=o.min_pass_rate,
+                      max_pass_rate=o.max_pass_rate, overwrite=ctx.overwrite, show_progress=ctx.show_progress,
+                      workers=ctx.workers, executor=ctx.executor, rows_per_shard=ctx.rows_per_shard)  # fmt: skip
 
 
 def _stage_plan(p: PlanContext) -> Flow:
@@ -185,7 +251,10 @@ def _stage_plan(p: PlanContext) -> Flow:
         samples = src.extra["samples"]
         with_one = src.extra["prompts"] * (1 - (1 - src.extra.get("keep_rate", p.assumptions.keep_rate)) ** samples)
         kept = min(kept, with_one * min(k, samples))
-    return Flow(kept, src.tokens_per_row if src else 0, f"~{kept:,.0f} traces (at most {k} per prompt)")
+    o = p.options
+    band = f", prompts with a teacher pass rate in [{o.min_pass_rate:g}, {o.max_pass_rate:g}]"
+    band = band if (o.min_pass_rate, o.max_pass_rate) != (0.0, 1.0) else ""
+    return Flow(kept, src.tokens_per_row if src else 0, f"~{kept:,.0f} traces (at most {k} per prompt{band})")
 
 
 def _stage_details(result: StageResult, ctx: Context) -> None:
@@ -195,6 +264,13 @@ def _stage_details(result: StageResult, ctx: Context) -> None:
         f"{s['over_k_dropped']:,} over --per-prompt",
         file=sys.stderr,
     )
+    rate = s["pass_rate"]
+    hist = ", ".join(f"{k} {v:,}" for k, v in rate["histogram"].items() if v)
+    line = f"  teacher pass rate per prompt: {hist}"
+    if (rate["min"], rate["max"]) != (0.0, 1.0):
+        line += (f"; kept prompts in [{rate['min']:g}, {rate['max']:g}]: dropped {rate['too_easy']:,} too easy, "
+                 f"{rate['too_hard']:,} too hard")  # fmt: skip
+    print(line, file=sys.stderr)
 
 
 STAGE = register(
@@ -205,6 +281,8 @@ STAGE = register(
     Example:
 
       distill select --input runs/demo/verdicts --out runs/kept-4 --per-prompt 4
+
+      distill select --input runs/demo/verdicts --out runs/kept-hard --per-prompt 2 --max-pass-rate 0.75
     """,
         options=SelectOptions,
         run=_stage_run,
