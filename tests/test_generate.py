@@ -268,7 +268,8 @@ def test_sigkill_mid_run_then_rerun_requests_only_what_is_missing(tmp_path: Path
         asked = server.stats.requests - asked_before
     finally:
         server.stop()
-    assert asked == 300 - done
+    # (once in CI, under load, the rerun asked 220 for 160 done: the rerun's own account of what it redid)
+    assert asked == 300 - done, (done, r.stderr[-2000:])
     assert_exactly_once(out, src, 2)
 
 
