@@ -18,7 +18,9 @@ from distill.teacher.prompting import Request
 class BackendStats(Protocol):
     errors: Counter[str]  # transient failures by kind, retried or not
     retries: int
-    rate_wait_s: float  # time sending was held back by the teacher's requests/tokens per minute
+
+    @property
+    def rate_wait_s(self) -> float: ...  # time sending was held back by the teacher's requests/tokens per minute
 
 
 class Backend(Protocol):

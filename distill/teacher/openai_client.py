@@ -82,7 +82,12 @@ class Endpoint:
 class ClientStats:
     errors: Counter[str] = field(default_factory=Counter)  # transient failures by kind, retried or not
     retries: int = 0
-    rate_wait_s: float = 0.0  # time sending was held back by requests_per_minute / tokens_per_minute
+    limiter: RateLimiter | None = None
+
+    @property
+    def rate_wait_s(self) -> float:
+        """Time sending was held back by requests_per_minute / tokens_per_minute."""
+        return self.limiter.waited_s if self.limiter is not None else 0.0
 
 
 class EndpointPool:
@@ -119,7 +124,6 @@ class OpenAIBackend:
         self.workers = cfg.concurrency
         self.batch_size = 1
         self.pool = EndpointPool(cfg.base_urls, cfg.endpoint_cooldown_s)
-        self.stats = ClientStats()
         self.headers = {"Content-Type": "application/json"}
         if cfg.api_key_env:
             key = os.environ.get(cfg.api_key_env)
@@ -132,6 +136,7 @@ class OpenAIBackend:
         if cfg.requests_per_minute is not None or cfg.tokens_per_minute is not None:
             log = work / LOG if work is not None else None
             self.limiter = RateLimiter(cfg.requests_per_minute, cfg.tokens_per_minute, log)
+        self.stats = ClientStats(limiter=self.limiter)
         # what an attempt counts against tokens_per_minute before its usage is back (see ratelimit.py)
         self.completion_estimate = cfg.expected_completion_tokens or cfg.max_tokens
 
@@ -171,8 +176,9 @@ class OpenAIBackend:
         cfg = self.cfg
         last = ""
         prompt_estimate = len(body) // 3 + 1
+        limiter = self.limiter
         for attempt in range(cfg.max_retries + 1):
-            ticket = await self._wait_for_quota(prompt_estimate + self.completion_estimate)
+            ticket = await limiter.acquire(prompt_estimate + self.completion_estimate) if limiter else None
             endpoint = await self.pool.pick()
             endpoint.in_flight += 1
             started = time.perf_counter()
@@ -197,20 +203,13 @@ class OpenAIBackend:
                 return {"error": f"request_rejected: {e}"}
             finally:
                 endpoint.in_flight -= 1
-                if ticket is not None:  # its usage, or its prompt alone when no completion came back
+                if limiter is not None and ticket is not None:  # its usage, or its prompt alone without one
                     used = (out.get("prompt_tokens") or 0) + (out.get("completion_tokens") or 0) if out else 0
-                    self.limiter.settle(ticket, used or prompt_estimate)  # type: ignore[union-attr]
+                    limiter.settle(ticket, used or prompt_estimate)
             endpoint.answered()
             out["latency_s"] = round(time.perf_counter() - started, 4)
             return out
         return {"error": f"request_failed: {last} (after {cfg.max_retries + 1} attempts)"}
-
-    async def _wait_for_quota(self, tokens: int) -> int | None:
-        if self.limiter is None:
-            return None
-        ticket = await self.limiter.acquire(tokens)
-        self.stats.rate_wait_s = self.limiter.waited_s
-        return ticket
 
     async def _post(self, endpoint: Endpoint, body: bytes) -> dict[str, Any]:
         assert self._session is not None, "start() the backend first"

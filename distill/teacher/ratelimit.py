@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+
+from distill.store import atomic_write_bytes
 
 # A minute, plus a second: the provider counts requests when they arrive, and a request sent in a burst can
 # take longer to arrive than one sent alone a minute later (measured: 3 over a quota of 50 without it).
@@ -72,9 +73,7 @@ class RateLimiter:
             self._add(now - (now_wall - at), int(tokens), ticket)
         self._next = max(sent, default=-1) + 1
         log.parent.mkdir(parents=True, exist_ok=True)
-        tmp = log.with_name(f".{log.name}.tmp-{os.getpid()}")
-        tmp.write_text("".join(f"{at:.3f} {ticket} {int(tokens)}\n" for at, ticket, tokens in kept), encoding="utf-8")
-        os.replace(tmp, log)
+        atomic_write_bytes(log, "".join(f"{at:.3f} {ticket} {int(tokens)}\n" for at, ticket, tokens in kept).encode())
 
     def _add(self, at: float, tokens: int, ticket: int) -> None:
         entry = _Sent(at, tokens, ticket)
