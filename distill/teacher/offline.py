@@ -9,6 +9,7 @@ finishes. Either way the stage's event loop keeps writing results and drawing pr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import queue
 import threading
@@ -197,6 +198,8 @@ class VLLMBackend:
             self._inbox.put((str(next(self._ids)), prompt, self.sampling_params(req), future))
             waits.append(future)
             texts.append(text)
+        if self._failed is not None:  # the engine died while these went in: the thread failed what it found
+            raise self._failed
         started = time.perf_counter()
         outputs = await asyncio.gather(*waits)
         latency = round(time.perf_counter() - started, 4)
@@ -232,9 +235,13 @@ class VLLMBackend:
                 for out in engine.step():
                     if out.finished and (future := waiting.pop(out.request_id, None)) is not None:
                         loop.call_soon_threadsafe(_resolve, future, out)
-        except BaseException as e:  # the engine died: every waiting request fails with it, loudly
-            self._failed = e
-            for future in waiting.values():
+        except BaseException as e:  # the engine died: every request in it or queued for it fails, loudly
+            self._failed = e  # set first: a request queued after the drain below sees it (generate)
+            queued = []
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    queued.append(self._inbox.get_nowait())
+            for future in [*waiting.values(), *(item[3] for item in queued if item is not None)]:
                 loop.call_soon_threadsafe(_fail, future, e)
 
 
