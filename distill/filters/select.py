@@ -119,11 +119,12 @@ def _keys(task: KeysTask) -> tuple[int, list[tuple[int, str, int, int]], dict[st
     rates: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for batch in inputs.read_chunk(task.chunk, VERDICT, 4096):
         rows += batch.table.num_rows + len(batch.rejects)
-        for pid, correct in zip(batch.table.column("id").to_pylist(), batch.table.column("correct").to_pylist(),
-                                strict=True):  # fmt: skip
-            if correct is not None:
-                rates[pid][0] += 1
-                rates[pid][1] += bool(correct)
+        # per prompt: samples with a verdict on correctness (count skips nulls) and the correct ones
+        by_id = batch.table.select(["id", "correct"]).group_by("id")
+        counts = by_id.aggregate([("correct", "count"), ("correct", "sum")]).to_pydict()
+        for pid, verified, correct in zip(counts["id"], counts["correct_count"], counts["correct_sum"], strict=True):
+            rates[pid][0] += verified
+            rates[pid][1] += correct or 0
         idx = np.flatnonzero(pc.fill_null(batch.table.column("keep"), False).to_numpy(zero_copy_only=False))
         picked = batch.table.select(["id", "sample", "reasoning", "content"]).take(pa.array(idx, pa.int64()))
         found += [
