@@ -263,7 +263,7 @@ def train(
         cfg = cfg.model_copy(update={"max_steps": max_steps})
     if dry_run:
         return _dry_run(cfg, data, processes)
-    kernels(cfg, gpu)  # a kernel the recipe requires and this machine lacks stops here, before any data is read
+    attention, liger = kernels(cfg, gpu)  # a kernel the recipe requires and this machine lacks stops here, first
     if not data:
         raise UserError(f"student {cfg.name!r}: no data; pass --data DIR or set `data` in the YAML")
     out = Path(out or cfg.output_dir or Path("runs") / "students" / cfg.name)
@@ -280,7 +280,6 @@ def train(
     from transformers import AutoModelForCausalLM, GenerationConfig
     from trl import SFTConfig, SFTTrainer
 
-    attention, liger = kernels(cfg, gpu)
     dtype = torch.bfloat16 if (cfg.bf16 and gpu) else torch.float32
     model_kwargs: dict[str, Any] = {"dtype": dtype}
     if attention is not None and attention != "sdpa":
