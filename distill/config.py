@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from distill.errors import UserError
-from distill.records import RECORDS
+from distill.records import DOMAINS, RECORDS
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -271,6 +271,70 @@ class CorrectnessConfig(StrictModel):
     )
 
 
+JUDGE_FIELDS = ("problem", "gold", "answer", "content")
+JUDGE_PROMPT = """You are checking a solution's final answer against the reference answer of a problem.
+Decide only whether the final answer is equivalent to the reference answer: ignore how it was reached,
+and accept equivalent forms (1/2 and 0.5, reordered lists, units written differently).
+
+Problem:
+{problem}
+
+Reference answer:
+{gold}
+
+Final answer to check:
+{answer}
+
+End your reply with one line, exactly "Verdict: correct" or "Verdict: incorrect"."""
+# "incorrect" must not match: the word after the colon has to be "correct" itself
+JUDGE_CORRECT = r"(?i)verdict\W{0,3}\s*[:\-]\s*\W{0,3}correct\b"
+
+
+class JudgeConfig(StrictModel):
+    """An LLM judge of answers the rule checks cannot decide (R1's "generative reward model")."""
+
+    teacher: str = Field(description="teacher YAML of the judge (backend openai), relative to the preset file")
+    prompt: str = Field(default=JUDGE_PROMPT, description="template with {problem}, {gold}, {answer}, {content}")
+    correct_pattern: str = Field(default=JUDGE_CORRECT, description="regex: the reply says correct when it matches")
+    domains: list[str] = Field(
+        default_factory=list, description="domains whose rows with a gold answer the judge decides (e.g. [general])"
+    )
+    on_unverifiable: bool = Field(
+        default=True, description="rows the rule checks call unverifiable or verify_timeout go to the judge"
+    )
+    cache: str | None = Field(
+        default=None, description="SQLite file of replies (relative to the preset); default $DISTILL_CACHE/judge.sqlite"
+    )
+
+    @field_validator("prompt")
+    @classmethod
+    def _names_the_answer(cls, v: str) -> str:
+        if "{answer}" not in v and "{content}" not in v:
+            raise ValueError("the template must hold {answer} or {content}: the judge has to see what it judges")
+        unknown = sorted(set(re.findall(r"\{(\w+)\}", v)) - set(JUDGE_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown placeholder {{{unknown[0]}}}; the template can use {{problem}}, {{gold}}, "
+                             "{answer}, {content}")  # fmt: skip
+        return v
+
+    @field_validator("correct_pattern")
+    @classmethod
+    def _compiles(cls, v: str) -> str:
+        try:
+            re.compile(v)
+        except re.error as e:
+            raise ValueError(f"not a regular expression: {e}") from None
+        return v
+
+    @field_validator("domains")
+    @classmethod
+    def _known_domains(cls, v: list[str]) -> list[str]:
+        for d in v:
+            if d not in DOMAINS:
+                raise ValueError(f"unknown domain {d!r}; the domains are {', '.join(DOMAINS)}")
+        return v
+
+
 class FilterPreset(StrictModel):
     """Which checks a trace must pass to be kept; every threshold lives here, not in the code."""
 
@@ -279,6 +343,7 @@ class FilterPreset(StrictModel):
     correctness: CorrectnessConfig = Field(default_factory=CorrectnessConfig)
     readability: ReadabilityConfig = Field(default_factory=ReadabilityConfig)
     language: LanguageCheckConfig = Field(default_factory=LanguageCheckConfig)
+    judge: JudgeConfig | None = Field(default=None, description="an LLM judge (off when absent)")
 
 
 # --- the SFT mix (`distill mix --config MIX.yaml`) ----------------------------------------------------

@@ -14,6 +14,7 @@ import contextlib
 import json
 import re
 import sys
+import time
 from collections import Counter
 from functools import cache
 from pathlib import Path
@@ -24,10 +25,12 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from distill import inputs, language
-from distill.config import FilterPreset, StrictModel, load_config
+from distill.config import FilterPreset, JudgeConfig, StrictModel, load_config
 from distill.executor import MapStage, check_executor, run_map_stage
+from distill.filters import judge as judge_mod
 from distill.filters import langcheck, readability, sandbox
 from distill.filters.answers import choice_letter, final_boxed
+from distill.filters.judge import JudgeItem
 from distill.filters.mathcheck import BAD_GOLD, CORRECT, TIMEOUT, MathChecker
 from distill.filters.sandbox import Limits, last_code_block, run_tests
 from distill.stages import Context, Flow, PlanContext, Stage, register
@@ -60,6 +63,9 @@ def verdicts(batch: pa.RecordBatch, preset: dict[str, Any]) -> pa.Table:
     sandboxed: list[str | None] = [None] * n  # code rows: the isolation their tests ran in
     reason: list[str | None] = [None] * n
     detail: list[str | None] = [None] * n
+    checker: list[str | None] = [None] * n  # what decided `correct`: math-verify, letter, tests, judge
+    judge = cfg.judge
+    to_judge: list[int] = []  # rows the LLM judge decides (its domains; with on_unverifiable, the undecided)
     reasonings = [r["reasoning"] for r in rows]
     contents = [r["content"] for r in rows]
     math_items: list[tuple[int, str, list[str]]] = []
@@ -86,22 +92,30 @@ def verdicts(batch: pa.RecordBatch, preset: dict[str, Any]) -> pa.Table:
             if lcode:
                 reason[i], detail[i] = lcode, f"expected {target}"
                 continue
-        if not cfg.correctness.enabled or r["domain"] == "general":
-            continue  # no verifier: the row stands on readability and language
+        if not cfg.correctness.enabled:
+            continue
         gold = r["tests"] if r["domain"] == "code" else r["answer"]
+        if judge and gold and r["domain"] in judge.domains:
+            to_judge.append(i)  # the judge decides this domain's rows: no rule check
+            continue
+        if r["domain"] == "general":
+            continue  # no verifier: the row stands on readability and language
         if not gold:
             if cfg.correctness.require_gold:
                 reason[i], detail[i] = "unverifiable", "no answer or tests to check against"
             continue
         if r["domain"] == "math":
             candidates = final_boxed(answer)
+            checker[i] = "math-verify"
             if not candidates:
                 correct[i], reason[i], detail[i] = False, "no_answer", "no \\boxed{} after </think>"
             else:
                 math_items.append((i, gold, candidates))
         elif r["domain"] == "science":
+            checker[i] = "letter"
             _check_choice(i, r, answer, gold, correct, reason, detail)
         elif r["domain"] == "code":
+            checker[i] = "tests"
             block = last_code_block(answer)
             if block is None:
                 correct[i], reason[i], detail[i] = False, "no_answer", "no fenced code block after </think>"
@@ -122,6 +136,11 @@ def verdicts(batch: pa.RecordBatch, preset: dict[str, Any]) -> pa.Table:
             elif result != CORRECT:
                 reason[i], detail[i] = "wrong_answer", f"answered {candidates[0][:80]!r}, expected {gold[:80]!r}"
 
+    if judge is not None:
+        if judge.on_unverifiable:
+            to_judge += [i for i in range(n) if reason[i] in ("unverifiable", "verify_timeout") and _gold(rows[i])]
+        _judge_rows(sorted(to_judge), rows, contents, judge, correct, reason, detail, checker)
+
     table = pa.Table.from_batches([batch])
     if any(r["reasoning"] is not reasonings[i] for i, r in enumerate(rows)):  # only inline <think> splits
         table = table.set_column(
@@ -138,11 +157,44 @@ def verdicts(batch: pa.RecordBatch, preset: dict[str, Any]) -> pa.Table:
         ("keep", [rr is None for rr in reason], pa.bool_()),
         ("reject_reason", reason, pa.string()),
         ("reject_detail", detail, pa.string()),
+        ("checker", checker, pa.string()),
     ):
         if name in table.column_names:
             table = table.drop_columns([name])
         table = table.append_column(name, pa.array(values, typ))
     return table
+
+
+def _gold(r: dict[str, Any]) -> str | None:
+    return r["tests"] if r["domain"] == "code" else r["answer"]
+
+
+def _final_answer(domain: str, content: str) -> str:
+    """The answer as the rule checks would take it out of the content; the content itself when there is none."""
+    if domain == "math":
+        found = final_boxed(content)
+        return found[0] if found else content
+    if domain == "science":
+        return choice_letter(content) or content
+    if domain == "code":
+        return last_code_block(content) or content
+    return content
+
+
+def _judge_rows(
+    idx: list[int], rows: list[dict[str, Any]], contents: list[str], cfg: JudgeConfig,
+    correct: list, reason: list, detail: list, checker: list,
+) -> None:  # fmt: skip
+    items = [JudgeItem(rows[i]["problem"], _gold(rows[i]) or "", _final_answer(rows[i]["domain"], contents[i]),
+                       contents[i]) for i in idx]  # fmt: skip
+    for i, j in zip(idx, judge_mod.decide(items, cfg) if items else [], strict=True):
+        checker[i] = "judge"
+        if j.correct is None:
+            correct[i], reason[i], detail[i] = None, "unverifiable", j.reply
+            continue
+        correct[i] = j.correct
+        reason[i] = None if j.correct else "wrong_answer"
+        detail[i] = f"judge: {j.reply[-judge_mod.REPLY_CHARS :]}"
 
 
 def _check_choice(i: int, r: dict[str, Any], answer: str, gold: str, correct: list, reason: list, detail: list) -> None:
@@ -182,6 +234,41 @@ def funnel(out: Path) -> dict[str, Any]:
     }
 
 
+def load_preset(path: Path) -> FilterPreset:
+    """The preset, its judge's teacher YAML found relative to it and checked before any trace is read."""
+    preset = load_config(path, FilterPreset)
+    if preset.judge is None:
+        return preset
+    here = Path(path).parent
+    teacher = (here / preset.judge.teacher).resolve()
+    judge_mod.check_teacher(str(teacher), f"{path}: judge.teacher ({teacher})")
+    update = {"teacher": str(teacher)}
+    if preset.judge.cache:
+        update["cache"] = str((here / Path(preset.judge.cache).expanduser()).resolve())
+    return preset.model_copy(update={"judge": preset.judge.model_copy(update=update)})
+
+
+def _judge_stats(out: Path, preset: FilterPreset, started: float) -> dict[str, Any]:
+    """Rows the judge decided in the output, and what this run asked of it (from the judge's cache file)."""
+    if preset.judge is None:
+        return {}
+    judged = correct = 0
+    for b in DatasetReader(out, allow_partial=True).iter_batches(columns=["checker", "correct"], batch_size=65_536):
+        mask = pc.equal(b.column(0), "judge")
+        judged += pc.sum(mask).as_py() or 0
+        correct += pc.sum(pc.and_(mask, pc.fill_null(b.column(1), False))).as_py() or 0
+    store = judge_mod.JudgeCache(judge_mod.cache_path(preset.judge))
+    try:
+        usage = store.usage_since(started)
+    finally:
+        store.close()
+    teacher = judge_mod.check_teacher(preset.judge.teacher, "judge.teacher")
+    stats = {"rows": judged, "correct": correct, "model": teacher.model, **usage}
+    if teacher.prices is not None:
+        stats["cost_usd"] = round(teacher.prices.cost(usage["prompt_tokens"], usage["completion_tokens"]), 4)
+    return {"judge": stats}
+
+
 def _isolation(input_specs: list[str], preset: FilterPreset, rows_per_shard: int) -> dict[str, Any]:
     """Before anything is read or written: where there are code answers to run, the isolation the preset asks
     for, or the one line that says why it cannot be had here and what to do (`SandboxUnavailable`, exit 2)."""
@@ -207,10 +294,14 @@ def run_filter(
 ) -> StageResult:
     check_executor(executor)  # a bad --executor is named before any input is read
     isolation = _isolation(input_specs, preset, rows_per_shard)
+    options = preset.model_dump()
+    if options["judge"] is None:
+        del options["judge"]  # a preset without a judge keeps the fingerprint it had before judges existed
+    started = time.time()
     stage = MapStage(
         name="filter",
         function="distill.filters.stage:verdicts",
-        options={"preset": preset.model_dump()},
+        options={"preset": options},
         input_record="trace",
         output_record="verdict",
         batch_size=256,
@@ -223,7 +314,12 @@ def run_filter(
         overwrite=overwrite,
         rows_per_shard=rows_per_shard,
         show_progress=show_progress,
-        extra_stats=lambda: {"funnel": funnel(Path(out)), "preset": preset.name, **isolation},
+        extra_stats=lambda: {
+            "funnel": funnel(Path(out)),
+            "preset": preset.name,
+            **isolation,
+            **_judge_stats(Path(out), preset, started),
+        },
         executor=executor,
     )
 
@@ -257,6 +353,21 @@ def _stage_details(result: StageResult, ctx: Context) -> None:
     for why, n in f["by_reason"].items():
         if why != "kept":
             print(f"  {why:<20} {n:>10,}", file=sys.stderr)
+    if "judge" in result.manifest.stats:
+        print(f"  {judge_line(result.manifest.stats['judge'])}", file=sys.stderr)
+
+
+def judge_line(j: dict[str, Any]) -> str:
+    """`judge: 40 rows judged (31 correct); this run sent 12 requests, 28 from the cache; tokens; cost; retries`."""
+    line = (f"judge {j['model']}: {j['rows']:,} rows judged ({j['correct']:,} correct); this run sent "
+            f"{j['requests_sent']:,} requests, {j['from_cache']:,} answers from the cache; "
+            f"{j['prompt_tokens']:,} prompt + {j['completion_tokens']:,} completion tokens")  # fmt: skip
+    if "cost_usd" in j:
+        line += f"; cost ${j['cost_usd']:,.2f}"
+    if j["retries"]:
+        errors = ", ".join(f"{k} {v}" for k, v in sorted(j["errors"].items()))
+        line += f"; {j['retries']} retries ({errors})"
+    return line
 
 
 def _stage_report(result: StageResult, out: Path) -> str:
@@ -289,7 +400,7 @@ STAGE = register(
       distill filter --input runs/demo/traces --preset filters/r1.yaml --out runs/verdicts
     """,
         options=FilterOptions,
-        load=lambda ctx: load_config(ctx.path(ctx.options.preset), FilterPreset),
+        load=lambda ctx: load_preset(ctx.path(ctx.options.preset)),
         run=_stage_run,
         plan=_stage_plan,
         details=_stage_details,

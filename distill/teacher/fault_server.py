@@ -21,6 +21,7 @@ import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +48,8 @@ class ServerConfig:
     api_key: str | None = None  # when set, a request without `Authorization: Bearer <key>` gets 401
     # Scripted answers: (user prompt, seed) -> (raw text, finish_reason), for tests whose scores are known by hand
     script: dict[tuple[str, int], tuple[str, str]] | None = None
+    # Or a function of the user prompt -> the reply (a scripted judge: its verdict read off the prompt)
+    responder: Callable[[str], str] | None = None
 
 
 @dataclass
@@ -160,7 +163,9 @@ class FaultServer:
 
     def _answer(self, prompt: str, req: dict[str, Any], chat: bool) -> tuple[bytes, int]:
         """The response and its usage's total tokens."""
-        if self.cfg.script is not None:
+        if self.cfg.responder is not None:
+            text, finish = self.cfg.responder(prompt), "stop"
+        elif self.cfg.script is not None:
             text, finish = self.cfg.script[(prompt, req.get("seed"))]
         else:
             problem = prompt.replace(R1_MATH_SUFFIX, "").strip()
