@@ -34,6 +34,7 @@ BUILTIN = {
     "prompts": "distill.prompts.stage",
     "generate": "distill.teacher.stage",
     "filter": "distill.filters.stage",
+    "difficulty": "distill.difficulty",
     "select": "distill.filters.select",
     "mix": "distill.mix",
     **dict.fromkeys(("card", "publish", "train", "eval", "compare"), "distill.downstream"),

@@ -28,12 +28,13 @@ from pydantic import Field, model_validator
 
 from distill import inputs
 from distill.config import StrictModel
+from distill.difficulty import histogram, read_rates
 from distill.errors import UserError
 from distill.executor import check_executor, executor_map
 from distill.progress import StageProgress
 from distill.records import RECORDS
 from distill.stages import Context, Flow, PlanContext, Stage, register
-from distill.store import ShardWriter, StageOutput, StageResult
+from distill.store import DatasetReader, ShardWriter, StageOutput, StageResult
 
 VERDICT = RECORDS["verdict"]
 
@@ -42,32 +43,32 @@ def _text_key(reasoning: str | None, content: str | None) -> int:
     return xxhash.xxh64_intdigest(" ".join(f"{reasoning or ''}\x1f{content or ''}".split()).encode())
 
 
-RATE_BUCKETS = ((0.0, "0"), (0.25, "(0, 0.25]"), (0.5, "(0.25, 0.5]"), (0.75, "(0.5, 0.75]"), (0.999999, "(0.75, 1)"),
-                (1.0, "1"))  # fmt: skip
-
-
 def by_difficulty(
-    rows: list[tuple[int, str, int, int]], rates: dict[str, list[int]], low: float, high: float
-) -> tuple[list[tuple[int, str, int, int]], dict[str, Any]]:
-    """The kept traces of prompts whose pass rate (correct / verified samples) lies in [low, high], and the
-    counts: prompts too easy, too hard, without a rate, and every prompt's rate by bucket."""
-    histogram = dict.fromkeys([label for _, label in RATE_BUCKETS] + ["no rate"], 0)
+    rows: list[tuple[int, str, int, int]], rates: dict[str, list[int]], low: float, high: float,
+    student: dict[str, float | None] | None = None, student_max: float = 1.0,
+) -> tuple[list[tuple[int, str, int, int]], dict[str, Any]]:  # fmt: skip
+    """The kept traces of prompts whose teacher pass rate (correct / verified samples) lies in [low, high] and,
+    given `student` rates (`distill difficulty`), whose student pass rate is at most `student_max`; and the
+    counts: prompts too easy, too hard, solved by the student, without a rate, and the rates by bucket."""
+    teacher = {pid: (correct / verified if verified else None) for pid, (verified, correct) in rates.items()}
     outside: dict[str, str] = {}
-    for pid, (verified, correct) in rates.items():
-        if not verified:
-            histogram["no rate"] += 1
-            continue
-        rate = correct / verified
-        histogram[next(label for edge, label in RATE_BUCKETS if rate <= edge)] += 1
-        if rate < low:
+    for pid, rate in teacher.items():
+        if rate is not None and rate < low:
             outside[pid] = "too_hard"
-        elif rate > high:
+        elif rate is not None and rate > high:
             outside[pid] = "too_easy"
+        elif student is not None and (s := student.get(pid)) is not None and s > student_max:
+            outside[pid] = "student_solves"
     counts = {"too_hard": 0, "too_easy": 0}
     for why in outside.values():
-        counts[why] += 1
+        counts[why] = counts.get(why, 0) + 1
     kept = [r for r in rows if r[1] not in outside]
-    return kept, {"min": low, "max": high, **counts, "no_rate": histogram["no rate"], "histogram": histogram}
+    hist = histogram(list(teacher.values()))
+    stats = {"min": low, "max": high, **counts, "no_rate": hist["no rate"], "histogram": hist}
+    if student is not None:
+        stats["student"] = {"max": student_max, "solved_dropped": counts.get("student_solves", 0),
+                            "histogram": histogram([student.get(pid) for pid in teacher])}  # fmt: skip
+    return kept, stats
 
 
 def choose(rows: list[tuple[int, str, int, int]], per_prompt: int, seed: int) -> tuple[set[int], dict[str, int]]:
@@ -158,6 +159,8 @@ def run_select(
     seed: int = 0,
     min_pass_rate: float = 0.0,
     max_pass_rate: float = 1.0,
+    student_rates: Path | None = None,
+    max_student_pass_rate: float = 1.0,
     overwrite: bool = False,
     show_progress: bool = True,
     workers: int | None = None,
@@ -178,6 +181,17 @@ def run_select(
     config: dict[str, Any] = {"per_prompt": per_prompt, "seed": seed, "rule": rule, "rows_per_shard": rows_per_shard}
     if (min_pass_rate, max_pass_rate) != (0.0, 1.0):  # absent at the defaults: earlier outputs keep their config
         config["pass_rate"] = [min_pass_rate, max_pass_rate]
+    student: dict[str, float | None] | None = None
+    if student_rates is not None:
+        reader = DatasetReader(Path(student_rates))  # one line when it is not a finished `distill difficulty` output
+        if reader.manifest.stage != "difficulty":
+            raise UserError(f"--student-rates {student_rates}: written by `distill {reader.manifest.stage}`; give the "
+                            "--out of `distill difficulty`")  # fmt: skip
+        student = read_rates(Path(student_rates))
+        config["student_rates"] = {"max": max_student_pass_rate, "config": reader.manifest.config_fingerprint,
+                                   "inputs": reader.manifest.input_fingerprint}  # fmt: skip
+    elif max_student_pass_rate != 1.0:
+        raise UserError("--max-student-pass-rate needs --student-rates (the --out of `distill difficulty`)")
     described = [f.describe() for f in files]
     with StageOutput(out, stage="select", record=VERDICT, config=config, inputs=described, overwrite=overwrite) as o:
         if o.complete:
@@ -196,7 +210,7 @@ def run_select(
                     rates[pid][1] += correct
                 progress.advance(rows)
         kept.sort()  # tasks finish in any order; the choice must not depend on it
-        in_range, difficulty = by_difficulty(kept, rates, min_pass_rate, max_pass_rate)
+        in_range, difficulty = by_difficulty(kept, rates, min_pass_rate, max_pass_rate, student, max_student_pass_rate)
         chosen, counts = choose(in_range, per_prompt, seed)
         o.writer.set_plan(len(chunks))
         by_file: list[set[int]] = [set() for _ in files]
@@ -230,6 +244,13 @@ class SelectOptions(StrictModel):
         default=1.0, ge=0, le=1, description="Keep only prompts whose teacher samples are correct at most this often "
         "(below 1: drop what the teacher always solves)",
     )  # fmt: skip
+    student_rates: str | None = Field(
+        default=None, description="The --out of `distill difficulty` (a pipeline: its step's name)"
+    )
+    max_student_pass_rate: float = Field(
+        default=1.0, ge=0, le=1, description="Keep only prompts the student solves at most this often (needs "
+        "--student-rates)",
+    )  # fmt: skip
 
     @model_validator(mode="after")
     def _ordered(self) -> SelectOptions:
@@ -240,9 +261,11 @@ class SelectOptions(StrictModel):
 
 def _stage_run(ctx: Context) -> StageResult:
     o = ctx.options
+    rates = ctx.path(o.student_rates) if o.student_rates else None
     return run_select(ctx.inputs, ctx.out, per_prompt=o.per_prompt, seed=o.seed, min_pass_rate=o.min_pass_rate,
-                      max_pass_rate=o.max_pass_rate, overwrite=ctx.overwrite, show_progress=ctx.show_progress,
-                      workers=ctx.workers, executor=ctx.executor, rows_per_shard=ctx.rows_per_shard)  # fmt: skip
+                      max_pass_rate=o.max_pass_rate, student_rates=rates, max_student_pass_rate=o.max_student_pass_rate,
+                      overwrite=ctx.overwrite, show_progress=ctx.show_progress, workers=ctx.workers,
+                      executor=ctx.executor, rows_per_shard=ctx.rows_per_shard)  # fmt: skip
 
 
 def _stage_plan(p: PlanContext) -> Flow:
@@ -272,6 +295,11 @@ def _stage_details(result: StageResult, ctx: Context) -> None:
         line += (f"; kept prompts in [{rate['min']:g}, {rate['max']:g}]: dropped {rate['too_easy']:,} too easy, "
                  f"{rate['too_hard']:,} too hard")  # fmt: skip
     print(line, file=sys.stderr)
+    if "student" in rate:
+        st = rate["student"]
+        hist = ", ".join(f"{k} {v:,}" for k, v in st["histogram"].items() if v)
+        print(f"  student pass rate per prompt: {hist}; dropped {st['solved_dropped']:,} the student solves more "
+              f"often than {st['max']:g}", file=sys.stderr)  # fmt: skip
 
 
 STAGE = register(
@@ -287,6 +315,7 @@ STAGE = register(
     """,
         options=SelectOptions,
         run=_stage_run,
+        reads=lambda o: [o.student_rates] if o.student_rates else [],
         plan=_stage_plan,
         details=_stage_details,
         input_help="Verdicts: the --out of `distill filter`, or verdict rows in any input format.",

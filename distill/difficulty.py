@@ -1,0 +1,188 @@
+"""`distill difficulty`: each prompt's pass rate for a *student*, so a set can drop what it already solves.
+
+Teams that distill today (s1, Light-R1, OpenThoughts, Sky-T1) spend teacher tokens where the student is
+weak: the base student is run on the prompts k times, through the same generation and verifiers as
+`distill eval` (the R1 evaluation prompts, the filters' correctness checks), and each prompt gets
+
+    pass_rate = correct / verified samples        (null when no sample could be verified)
+
+`distill select --student-rates DIR --max-student-pass-rate X` then keeps the prompts the student solves at
+most X of the time; with `--min-pass-rate` on the teacher's own verdicts, a set keeps what the teacher
+solves and the student does not. The output is a dataset directory with one row per prompt; the student's
+samples and their verdicts stay beside it in `_samples/` and `_scored/` (resumable, and there to read).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow as pa
+from pydantic import Field
+
+from distill import inputs
+from distill.config import StrictModel
+from distill.records import RECORDS
+from distill.stages import Context, Flow, PlanContext, Stage, register
+from distill.store import DatasetReader, ShardWriter, StageOutput, StageResult
+from distill.train.config import TINY
+
+RATE_BUCKETS = ((0.0, "0"), (0.25, "(0, 0.25]"), (0.5, "(0.25, 0.5]"), (0.75, "(0.5, 0.75]"), (0.999999, "(0.75, 1)"),
+                (1.0, "1"))  # fmt: skip
+RATES_SCHEMA = pa.schema([
+    ("id", pa.string()), ("source", pa.string()), ("domain", pa.string()), ("problem", pa.large_string()),
+    ("answer", pa.large_string()), ("student", pa.string()), ("samples", pa.int32()), ("verified", pa.int32()),
+    ("correct", pa.int32()), ("pass_rate", pa.float64()),
+])  # fmt: skip
+
+
+def histogram(rates: list[float | None]) -> dict[str, int]:
+    """Prompts per pass-rate bucket (0, (0, 0.25], ..., 1) and those without a rate."""
+    out = dict.fromkeys([label for _, label in RATE_BUCKETS] + ["no rate"], 0)
+    for rate in rates:
+        out["no rate" if rate is None else next(label for edge, label in RATE_BUCKETS if rate <= edge)] += 1
+    return out
+
+
+def pass_rates(verdicts: Path) -> dict[str, tuple[int, int, int]]:
+    """id -> (samples, verified, correct) over a verdict directory (correct = null: not verified)."""
+    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    for batch in DatasetReader(verdicts).iter_batches(columns=["id", "correct"], batch_size=65_536):
+        agg = pa.Table.from_batches([batch]).group_by("id").aggregate(
+            [([], "count_all"), ("correct", "count"), ("correct", "sum")]
+        ).to_pydict()  # fmt: skip
+        for pid, n, verified, correct in zip(agg["id"], agg["count_all"], agg["correct_count"],
+                                             agg["correct_sum"], strict=True):  # fmt: skip
+            c = counts[pid]
+            c[0], c[1], c[2] = c[0] + n, c[1] + verified, c[2] + (correct or 0)
+    return {pid: (n, v, c) for pid, (n, v, c) in counts.items()}
+
+
+def read_rates(path: Path) -> dict[str, float | None]:
+    """id -> pass_rate of a `distill difficulty` output."""
+    out: dict[str, float | None] = {}
+    for batch in DatasetReader(path).iter_batches(columns=["id", "pass_rate"]):
+        out.update(zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True))
+    return out
+
+
+class DifficultyOptions(StrictModel):
+    """The options of `distill difficulty` and of a pipeline step with `stage: difficulty`."""
+
+    model: str = Field(
+        description=f"The student before training: a checkpoint folder, a server URL, or {TINY} (the demo's)"
+    )
+    samples: int = Field(default=4, ge=1, description="Samples per prompt (k)")
+    seed: int = Field(default=0, description="Seed of the per-sample sampling seeds")
+    max_tokens: int = Field(default=4096, ge=1, description="Longest response")
+    temperature: float | None = Field(default=None, ge=0, description="Default: the checkpoint's, else 0.6")
+    top_p: float | None = Field(default=None, gt=0, le=1, description="Default: the checkpoint's, else 0.95")
+    backend: Literal["transformers", "vllm"] = Field(default="transformers", description="For a checkpoint folder")
+    served_model_name: str | None = Field(default=None, description="For a server URL: the model it serves")
+
+
+def run_difficulty(
+    input_specs: list[str],
+    out: Path,
+    opts: DifficultyOptions,
+    *,
+    overwrite: bool = False,
+    show_progress: bool = True,
+    workers: int | None = None,
+    rows_per_shard: int = 256,
+) -> StageResult:
+    from distill.eval.run import EVAL_PRESET, model_fingerprint, teacher_for
+    from distill.filters.stage import run_filter
+    from distill.teacher.stage import run_generate
+
+    out = Path(out)
+    if opts.model == TINY:  # the tests' and the demo's tiny base student, built on this machine
+        from distill.train.tiny import tiny_model_path
+
+        opts = opts.model_copy(update={"model": str(tiny_model_path())})
+    cfg = teacher_for(opts.model, opts.samples, backend=opts.backend, max_tokens=opts.max_tokens,
+                      temperature=opts.temperature, top_p=opts.top_p, seed=opts.seed,
+                      served_model_name=opts.served_model_name, concurrency=64, batch_size=16)  # fmt: skip
+    files = inputs.resolve(input_specs, rows_per_shard)
+    inputs.check_columns(files, RECORDS["prompt"])
+    config = {"student": cfg.fingerprint_fields(), "model_fingerprint": model_fingerprint(opts.model)}
+    described = [f.describe() for f in files]
+    with StageOutput(out, stage="difficulty", record=None, config=config, inputs=described,
+                     overwrite=overwrite) as o:  # fmt: skip
+        if o.complete:
+            return o.skipped()
+        common = {"overwrite": overwrite, "show_progress": show_progress}
+        run_generate(
+            input_specs, out / "_samples", cfg, rows_per_shard=max(1, rows_per_shard // opts.samples), **common
+        )
+        run_filter([str(out / "_samples")], out / "_scored", EVAL_PRESET, workers=workers, **common)
+        counts = pass_rates(out / "_scored")
+        prompts: dict[str, dict[str, Any]] = {}
+        for chunk in inputs.plan(files, 1 << 62):  # the prompts in input order, each once
+            for batch in inputs.read_chunk(chunk, RECORDS["prompt"], 65_536):
+                for r in batch.table.select(["id", "source", "domain", "problem", "answer"]).to_pylist():
+                    prompts.setdefault(r["id"], r)
+        rows = []
+        for pid, r in prompts.items():
+            n, verified, correct = counts.get(pid, (0, 0, 0))
+            rate = correct / verified if verified else None
+            rows.append({**r, "student": cfg.teacher_name, "samples": n, "verified": verified, "correct": correct,
+                         "pass_rate": rate})  # fmt: skip
+        o.writer.set_plan(1)
+        shard = ShardWriter(out, 0, RATES_SCHEMA)
+        shard.write(pa.Table.from_pylist(rows, schema=RATES_SCHEMA))
+        o.writer.record_shard(shard.commit(rows_in=len(prompts), input="prompts"))
+        rates = [r["pass_rate"] for r in rows]
+        known = [x for x in rates if x is not None]
+        stats = {"student": cfg.teacher_name, "samples_per_prompt": opts.samples, "seed": opts.seed,
+                 "prompts": len(rows), "mean_pass_rate": round(sum(known) / len(known), 4) if known else None,
+                 "histogram": histogram(rates)}  # fmt: skip
+        return o.finish({"difficulty": stats})
+
+
+def _stage_run(ctx: Context) -> StageResult:
+    return run_difficulty(ctx.inputs, ctx.out, ctx.options, overwrite=ctx.overwrite,
+                          show_progress=ctx.show_progress, workers=ctx.workers,
+                          rows_per_shard=ctx.rows_per_shard)  # fmt: skip
+
+
+def _stage_plan(p: PlanContext) -> Flow:
+    src, k = p.upstream, p.options.samples
+    rows = src.rows if src else 0
+    return Flow(rows, 0, f"the student's pass rate on {rows:,.0f} prompts ({k} samples each)")
+
+
+def rate_line(s: dict[str, Any]) -> str:
+    hist = ", ".join(f"{k} {v:,}" for k, v in s["histogram"].items() if v)
+    mean = f"{s['mean_pass_rate']:.3f}" if s["mean_pass_rate"] is not None else "none"
+    k = s["samples_per_prompt"]
+    return f"student {s['student']}: mean pass rate {mean} over {s['prompts']:,} prompts x {k}; {hist}"
+
+
+def _stage_details(result: StageResult, ctx: Context) -> None:
+    print(f"  {rate_line(result.manifest.stats['difficulty'])}", file=sys.stderr)
+
+
+STAGE = register(
+    Stage(
+        name="difficulty",
+        help="""Each prompt's pass rate for a student: k samples through the eval's generation and verifiers.
+
+    `distill select --student-rates DIR --max-student-pass-rate X` then drops what the student already solves.
+
+    Example:
+
+      distill difficulty --input data/demo/heldout.jsonl --model distill:tiny-qwen2 --max-tokens 32 --out runs/rates
+    """,
+        options=DifficultyOptions,
+        run=_stage_run,
+        plan=_stage_plan,
+        details=_stage_details,
+        rows_per_shard=256,
+        rows_help="Student samples per shard of _samples/ (the unit of resume).",
+        input_help="Prompts: a dataset directory, .parquet or .jsonl file, a folder of them, a glob.",
+        out_help="Output dataset directory: one row per prompt with the student's pass rate.",
+    )
+)
