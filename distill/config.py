@@ -99,6 +99,9 @@ class PlanAssumptions(StrictModel):
     keep_rate: float = Field(default=0.6, gt=0, le=1, description="share of traces the filter keeps")
     bytes_per_token: float = Field(default=4.0, gt=0, description="UTF-8 bytes per token of text")
     compression: float = Field(default=3.0, ge=1, description="text bytes / zstd Parquet bytes")
+    shares: dict[str, float] = Field(
+        default_factory=dict, description="function steps by name: the share of their input rows they keep (1.0)"
+    )
 
 
 class PipelineConfig(StrictModel):
@@ -225,7 +228,10 @@ class PromptsConfig(StrictModel):
 
 class ReadabilityConfig(StrictModel):
     enabled: bool = True
-    require_think: bool = Field(default=True, description="exactly one closed <think> block with reasoning in it")
+    require_think: bool = Field(
+        default=True, description="exactly one closed <think> block with reasoning in it (false: none is needed, "
+        "but one that is opened must close)",
+    )  # fmt: skip
     min_answer_chars: int = Field(default=1, ge=0, description="the answer after </think> (`empty` below this)")
     max_tokens: int | None = Field(default=32_768, ge=1, description="completion tokens (`too_long`)")
     max_paragraph_chars: int | None = Field(default=5_000, ge=1, description="`long_paragraph` above this")

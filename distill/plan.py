@@ -32,29 +32,60 @@ def local_rows(specs: list[str]) -> int | None:
         return None
 
 
+def _together(upstream: list[Flow]) -> Flow | None:
+    """The flows of a step's several inputs as one: rows added, tokens per row weighted by rows."""
+    if len(upstream) <= 1:
+        return upstream[0] if upstream else None
+    rows = sum(f.rows for f in upstream)
+    tokens = sum(f.rows * f.tokens_per_row for f in upstream) / rows if rows else 0.0
+    extra = dict(upstream[0].extra)
+    if all("prompts" in f.extra for f in upstream):
+        extra["prompts"] = sum(f.extra["prompts"] for f in upstream)
+    return Flow(rows, tokens, extra=extra)
+
+
+def _function_flow(name: str, src: Flow | None, specs: list[str], a: PlanAssumptions) -> Flow:
+    """A batch function's output: its input's rows times `plan.shares[name]` (all of them when not given)."""
+    if src is None:
+        rows = local_rows([s for s in specs]) if specs else None
+        if rows is None:
+            return Flow(0, 0, "output size not estimated")
+        return Flow(rows, a.mean_prompt_tokens, f"{rows:,} rows of its local input")
+    share = a.shares.get(name)
+    if share is None:
+        note = f"~{src.rows:,.0f} rows (all its input: plan.shares.{name} not given)"
+        return Flow(src.rows, src.tokens_per_row, note, dict(src.extra))
+    rows = src.rows * share
+    extra = {**src.extra, **({"prompts": src.extra["prompts"] * share} if "prompts" in src.extra else {})}
+    return Flow(rows, src.tokens_per_row, f"~{rows:,.0f} rows (plan.shares.{name} {share:.0%})", extra)
+
+
 def plan_pipeline(pipeline: Any, contexts: list[Context]) -> list[str]:
     a: PlanAssumptions = pipeline.config.plan
     flows: dict[str, Flow] = {}
     lines = [f"plan {pipeline.config.name} (dry run: nothing is read beyond row counts, nothing is written)"]
-    totals = {"teacher_gpu_h": 0.0, "train_gpu_h": 0.0, "disk_gb": 0.0}
+    totals = {"teacher_gpu_h": 0.0, "teacher_usd": 0.0, "train_gpu_h": 0.0, "disk_gb": 0.0}
     width = max(10, *(len(step.name) for step in pipeline.config.steps))
     for step, ctx in zip(pipeline.config.steps, contexts, strict=True):
         stage = pipeline.stage(step)
         upstream = [flows[i] for i in step.input if i in flows]
-        src = upstream[0] if upstream else None
+        src = _together(upstream)
         if stage.plan is not None:
             flow = stage.plan(PlanContext(a, ctx.options, ctx.inputs, src, flows, ctx))
         else:
-            flow = Flow(src.rows if src else 0, src.tokens_per_row if src else 0, "output size not estimated")
+            flow = _function_flow(step.name, src, ctx.inputs, a)
         disk = _gb(flow.rows * flow.tokens_per_row, a) if stage.writes_dataset else 0.0
         totals["teacher_gpu_h"] += flow.teacher_gpu_h
+        totals["teacher_usd"] += flow.teacher_usd
         totals["train_gpu_h"] += flow.train_gpu_h
         totals["disk_gb"] += disk
         flows[step.name] = flow
         where = f", ~{disk:,.1f} GB" if disk else ""
         lines.append(f"  {step.name:<{width}} {step.stage or 'function':<9} {flow.note or '-'}{where}")
+    api = f" + ~${totals['teacher_usd']:,.0f} of hosted API" if totals["teacher_usd"] else ""
     lines.append(
-        f"  total: teacher {totals['teacher_gpu_h']:,.0f} GPU-hours, training {totals['train_gpu_h']:,.0f} GPU-hours, "
+        f"  total: teacher {totals['teacher_gpu_h']:,.0f} GPU-hours{api}, "
+        f"training {totals['train_gpu_h']:,.0f} GPU-hours, "
         f"disk ~{totals['disk_gb']:,.0f} GB ({a.bytes_per_token:g} bytes/token, {a.compression:g}x zstd)"
     )
     return lines

@@ -75,6 +75,7 @@ class Flow:
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
     teacher_gpu_h: float = 0.0
+    teacher_usd: float = 0.0  # a hosted API's bill, at the teacher YAML's prices
     train_gpu_h: float = 0.0
 
 

@@ -68,7 +68,7 @@ def check(
     if finish_reason == "length":
         return "truncated", reasoning, content
     reasoning, answer, closed = split_think(reasoning, content)
-    if cfg.require_think and not closed:
+    if not closed:  # a block opened and never closed (or a second one) is broken even where none is required
         return "unclosed_think", reasoning, answer
     if (cfg.require_think and not (reasoning or "").strip()) or len(answer.strip()) < cfg.min_answer_chars:
         return "empty", reasoning, answer

@@ -50,4 +50,5 @@ def make_backend(cfg: TeacherConfig, work: Path | None = None) -> Backend:
         "synthetic": offline.SyntheticBackend,
         "transformers": offline.TransformersBackend,
         "vllm": offline.VLLMBackend,
+        "replay": offline.ReplayBackend,
     }[cfg.backend](cfg)

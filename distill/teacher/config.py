@@ -72,8 +72,11 @@ class TransformersConfig(StrictModel):
 
 
 class TeacherConfig(StrictModel):
-    backend: Literal["openai", "vllm", "transformers", "synthetic"]
-    model: str = Field(description="served model name (openai), a model path or Hub name (vllm, transformers)")
+    backend: Literal["openai", "vllm", "transformers", "synthetic", "replay"]
+    model: str = Field(
+        description="served model name (openai), a model path or Hub name (vllm, transformers); replay: a file of "
+        "answers already written (problem, content, optional reasoning), relative to the teacher YAML",
+    )  # fmt: skip
     name: str | None = Field(default=None, description="the `teacher` column; default: model")
     # --- where (openai) -----------------------------------------------------------------------------
     base_urls: list[str] = Field(default_factory=list, description="OpenAI-compatible servers, http://host:port/v1")
@@ -110,6 +113,9 @@ class TeacherConfig(StrictModel):
     top_p: float = Field(default=0.95, gt=0, le=1)
     max_tokens: int = Field(default=32768, ge=1)
     seed: int | None = Field(default=0, description="per-request seeds derive from it, the prompt id and sample")
+    system_prompt: str | None = Field(
+        default=None, description="a system message for the teacher (not part of the user turn the student sees)"
+    )
     math_suffix: str = Field(default=R1_MATH_SUFFIX, description="appended to math problems ('' for none)")
     science_suffix: str = Field(default="", description="appended to multiple-choice problems (eval sets one)")
     code_suffix: str = Field(default="", description="appended to code problems (eval sets one)")
@@ -162,6 +168,8 @@ class TeacherConfig(StrictModel):
         out["params"] = self.params()
         if self.backend == "synthetic":
             out["synthetic"] = self.synthetic.model_dump()
+        if self.system_prompt is not None:  # absent otherwise: earlier outputs keep their fingerprint
+            out["system_prompt"] = self.system_prompt
         return out
 
     def request_seed(self, prompt_id: str, sample: int) -> int | None:

@@ -64,6 +64,49 @@ class SyntheticBackend(_Offline):
         return [{**synthetic.generate(r, self.cfg, self._count), "latency_s": 0.0} for r in batch]
 
 
+class ReplayBackend(_Offline):
+    """Answers already written: R1 reused DeepSeek-V3's SFT data for most non-reasoning rows. `model` names a
+    file (any input format) of `problem`, `content` and optional `reasoning`; each request gets the answer
+    to its problem (matched as prompt ids are: normalized text). A problem the file does not answer fails
+    as a request would, and is retried on the next run."""
+
+    def load(self) -> None:
+        from distill import inputs
+        from distill.records import stable_id
+
+        files = inputs.resolve([self.cfg.model], 1 << 30)
+        self.answers: dict[str, tuple[str | None, str]] = {}
+        for chunk in inputs.plan(files, 1 << 62):
+            for batch in inputs.read_chunk(chunk, None, 65_536):
+                cols = batch.table.column_names
+                if "problem" not in cols or "content" not in cols:
+                    raise UserError(f"teacher replay file {chunk.file.path}: needs `problem` and `content` columns "
+                                    f"(it has {', '.join(cols)})")  # fmt: skip
+                reasoning = batch.table.column("reasoning").to_pylist() if "reasoning" in cols else None
+                for k, (problem, content) in enumerate(
+                    zip(
+                        batch.table.column("problem").to_pylist(),
+                        batch.table.column("content").to_pylist(),
+                        strict=True,
+                    )
+                ):
+                    self.answers.setdefault(stable_id(problem), (reasoning[k] if reasoning else None, content))
+
+    def generate_sync(self, batch: list[Request]) -> list[dict[str, Any]]:
+        from distill.records import stable_id
+
+        out = []
+        for r in batch:
+            found = self.answers.get(stable_id(r.problem))
+            if found is None:
+                out.append({"error": f"request_failed: {self.cfg.model} has no answer to this problem (replay)"})
+                continue
+            reasoning, content = found
+            out.append({"reasoning": reasoning or None, "content": content, "finish_reason": "stop",
+                        "prompt_tokens": None, "completion_tokens": None, "latency_s": 0.0})  # fmt: skip
+        return out
+
+
 def _prompt_text(req: Request, cfg: TeacherConfig, tokenizer: Any) -> str:
     if cfg.api == "completion":
         return completion_prompt(req, cfg)

@@ -43,7 +43,8 @@ def user_turn(problem: str, domain: str, cfg: TeacherConfig) -> str:
 
 
 def messages(req: Request, cfg: TeacherConfig) -> list[dict[str, str]]:
-    return [{"role": "user", "content": user_turn(req.problem, req.domain, cfg)}]
+    system = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []
+    return [*system, {"role": "user", "content": user_turn(req.problem, req.domain, cfg)}]
 
 
 def completion_prompt(req: Request, cfg: TeacherConfig) -> str:

@@ -324,7 +324,13 @@ class GenerateOptions(StrictModel):
 
 def _stage_load(ctx: Context) -> TeacherConfig:
     opts: GenerateOptions = ctx.options
-    cfg = load_config(ctx.path(opts.teacher), TeacherConfig)
+    path = ctx.path(opts.teacher)
+    cfg = load_config(path, TeacherConfig)
+    if cfg.backend == "replay":  # its answers file is named relative to the teacher YAML
+        answers = path.parent / Path(cfg.model).expanduser()
+        if not answers.exists():
+            raise UserError(f"{path}: model: the replay file {answers} does not exist")
+        cfg = cfg.model_copy(update={"model": str(answers.resolve())})
     if opts.shard is not None:
         parse_shard(opts.shard)  # a bad --shard is named before anything is read
     return cfg.model_copy(update={"base_urls": opts.base_url}) if opts.base_url else cfg
@@ -344,8 +350,12 @@ def _stage_plan(p: PlanContext) -> Flow:
     serving = (
         f"{gpu_h:,.0f} GPU-hours at {a.teacher_tokens_per_s:,.0f} tok/s per {a.gpus_per_teacher_replica}-GPU replica"
     )
-    if cfg.backend == "synthetic":  # the offline arithmetic teacher needs no GPU
-        gpu_h, serving = 0.0, "synthetic teacher: no GPU"
+    usd = 0.0
+    if cfg.backend in ("synthetic", "replay"):  # the offline arithmetic teacher, answers already written: no GPU
+        gpu_h, serving = 0.0, f"{cfg.backend} teacher: no GPU"
+    elif cfg.prices is not None:  # a hosted API bills tokens, not GPU-hours
+        usd = cfg.prices.cost(int(requests * a.mean_prompt_tokens), int(tokens))
+        gpu_h, serving = 0.0, f"~${usd:,.0f} at the teacher's prices (hosted: no GPU-hours of yours)"
     return Flow(
         requests,
         a.mean_prompt_tokens + a.mean_completion_tokens,
@@ -353,6 +363,7 @@ def _stage_plan(p: PlanContext) -> Flow:
         note=f"{requests:,.0f} requests ({cfg.samples} samples), {tokens / 1e9:,.2f}B teacher tokens "
         f"(plan.mean_completion_tokens {a.mean_completion_tokens:,.0f}); {serving}",
         teacher_gpu_h=gpu_h,
+        teacher_usd=usd,
     )
 
 
