@@ -6,14 +6,25 @@ paired with seed i of the others (same rows, steps and seed; only the data diffe
 metric the table gives the mean, the sample standard deviation and the range over seeds; with
 `expect_better`, it also says whether that arm leads every other arm on the mean and in how many of
 the paired seeds.
+
+Three seeds say little on their own, so the accuracy gap is also measured paired over seeds *and*
+problems: every eval scores the same problems, so for seed i and problem j the difference of the two
+arms' shares of correct samples is one paired observation. The gap is their mean (= the difference of
+pass@1); its 95% interval comes from a two-level bootstrap (seeds resampled, then problems: both vary
+between runs), and a sign test over problems (each problem's mean over seeds: which arm did better,
+ties dropped) gives an exact two-sided p-value. An interval that excludes 0 says the gap is real at
+this many seeds and problems.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from distill.errors import UserError
 from distill.store import atomic_write_bytes
@@ -36,6 +47,54 @@ def spread(values: list[float]) -> dict[str, Any]:
         "min": min(values),
         "max": max(values),
         "values": values,
+    }
+
+
+BOOTSTRAP = 10_000
+
+
+def per_problem(results: dict[str, Any]) -> dict[str, float]:
+    """Problem id -> share of its samples judged correct, from an eval's scored samples."""
+    from distill.store import DatasetReader
+
+    counts: dict[str, list[int]] = {}
+    for batch in DatasetReader(Path(results["samples_dir"])).iter_batches(columns=["id", "correct"]):
+        for pid, ok in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True):
+            c = counts.setdefault(pid, [0, 0])
+            c[0] += 1
+            c[1] += bool(ok)
+    return {pid: correct / n for pid, (n, correct) in counts.items()}
+
+
+def sign_test(better: int, worse: int) -> float:
+    """Exact two-sided binomial p-value of `better` against `worse` (ties already dropped)."""
+    n = better + worse
+    if n == 0:
+        return 1.0
+    k = min(better, worse)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def paired_gap(ours: list[dict[str, float]], theirs: list[dict[str, float]], seed: int = 0) -> dict[str, Any]:
+    """Our pass@1 minus theirs (points), paired by seed and problem, with its bootstrap interval and sign test."""
+    problems = sorted(set.intersection(*(set(r) for r in ours + theirs)))
+    if not problems:
+        raise UserError("compare: the arms' evaluations share no problem; evaluate them on the same benchmark")
+    d = np.array([[o[p] - t[p] for p in problems] for o, t in zip(ours, theirs, strict=True)]) * 100  # seeds x problems
+    rng = np.random.default_rng(seed)
+    s, n = d.shape
+    rows = rng.integers(0, s, size=(BOOTSTRAP, s))
+    cols = rng.integers(0, n, size=(BOOTSTRAP, n))
+    means = np.array([d[r][:, c].mean() for r, c in zip(rows, cols, strict=True)])
+    by_problem = d.mean(axis=0)
+    better, worse = int((by_problem > 0).sum()), int((by_problem < 0).sum())
+    return {
+        "gap": round(float(d.mean()), 2),
+        "ci95": [round(float(np.percentile(means, 2.5)), 2), round(float(np.percentile(means, 97.5)), 2)],
+        "seeds": s,
+        "problems": n,
+        "sign_test": {"better": better, "worse": worse, "ties": n - better - worse, "p": sign_test(better, worse)},
     }
 
 
@@ -68,6 +127,12 @@ def compare(
             seeds_won = sum(all(sign * (v - o["values"][i]) > 0 for o in others) for i, v in enumerate(ours))
             doc["leads"][metric] = {"on_mean": on_mean, "seeds_won": seeds_won}
         doc["holds"] = all(v["on_mean"] for v in doc["leads"].values())
+    if "pass@1" in metrics and all("samples_dir" in r for runs in arms.values() for r in runs):
+        first = expect_better or next(iter(arms))
+        ours = [per_problem(r) for r in arms[first]]
+        against = {other: paired_gap(ours, [per_problem(r) for r in runs]) for other, runs in arms.items()
+                   if other != first}  # fmt: skip
+        doc["paired"] = {"arm": first, "metric": "pass@1", "against": against}
     return doc
 
 
@@ -87,6 +152,15 @@ def render(doc: dict[str, Any]) -> list[str]:
             for m, v in doc["leads"].items()
         ]
         lines.append(f"{doc['expect_better']} leads on the mean: " + ", ".join(parts))
+    if "paired" in doc:
+        p = doc["paired"]
+        for other, g in p["against"].items():
+            t = g["sign_test"]
+            lines.append(
+                f"{p['arm']} - {other} pass@1: {g['gap']:+.1f} points, 95% interval {g['ci95'][0]:+.1f} to "
+                f"{g['ci95'][1]:+.1f} (paired bootstrap over {g['seeds']} seeds x {g['problems']} problems); "
+                f"sign test over problems: {t['better']} better, {t['worse']} worse, {t['ties']} tied, p = {t['p']:.2g}"
+            )
     return lines
 
 

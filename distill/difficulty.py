@@ -93,15 +93,12 @@ def run_difficulty(
     workers: int | None = None,
     rows_per_shard: int = 256,
 ) -> StageResult:
-    from distill.eval.run import EVAL_PRESET, model_fingerprint, teacher_for
+    from distill.eval.run import EVAL_PRESET, model_fingerprint, resolve_model, teacher_for
     from distill.filters.stage import run_filter
     from distill.teacher.stage import run_generate
 
     out = Path(out)
-    if opts.model == TINY:  # the tests' and the demo's tiny base student, built on this machine
-        from distill.train.tiny import tiny_model_path
-
-        opts = opts.model_copy(update={"model": str(tiny_model_path())})
+    opts = opts.model_copy(update={"model": resolve_model(opts.model)})
     cfg = teacher_for(opts.model, opts.samples, backend=opts.backend, max_tokens=opts.max_tokens,
                       temperature=opts.temperature, top_p=opts.top_p, seed=opts.seed,
                       served_model_name=opts.served_model_name, concurrency=64, batch_size=16)  # fmt: skip

@@ -60,9 +60,13 @@ class TrainOptions(StrictModel):
 
 
 class EvalOptions(StrictModel):
-    """`options` of `stage: eval`: the input is a `stage: train` step (its checkpoint)."""
+    """`options` of `stage: eval`: the input is a `stage: train` step (its checkpoint), or `model` names one."""
 
     benchmark: str = Field(description="benchmark file, relative to the pipeline file")
+    model: str | None = Field(
+        default=None, description="instead of an input: a checkpoint folder (relative to the pipeline file) or "
+        "distill:tiny-qwen2, e.g. the untrained student to compare with",
+    )  # fmt: skip
     samples: int = Field(default=4, ge=1)
     max_tokens: int = Field(default=32_768, ge=1)
     seed: int = 0
@@ -214,7 +218,10 @@ def _eval(ctx: Context) -> Done:
     from distill.eval.run import run_eval
 
     o, started = ctx.options, time.perf_counter()
-    results = run_eval(str(_source(ctx)), ctx.path(o.benchmark), o.samples, ctx.out, max_tokens=o.max_tokens,
+    if (o.model is None) == (not ctx.inputs):
+        raise UserError(f"step {ctx.out.name!r}: give either an input (a train step) or options.model, not both")
+    model = _source(ctx) if o.model is None else (o.model if o.model.startswith("distill:") else ctx.path(o.model))
+    results = run_eval(str(model), ctx.path(o.benchmark), o.samples, ctx.out, max_tokens=o.max_tokens,
                        seed=o.seed, batch_size=o.batch_size, show_progress=ctx.show_progress)  # fmt: skip
     m = results["metrics"]
     k = m["samples_per_problem"]
@@ -232,6 +239,7 @@ _step(
     help="Evaluate the input checkpoint on a benchmark with the filters' verifiers.",
     options=EvalOptions,
     run=_eval,
+    input_optional=True,
     plan=lambda p: Flow(0, 0, f"{p.options.samples} samples per problem of {p.options.benchmark}"),
 )
 

@@ -74,7 +74,7 @@ class PipelineRun:
         step = self.config.steps[i]
         stage = self.stage(step)
         where = f"{where}: steps[{i}]"
-        if stage.takes_input and not step.input:
+        if stage.takes_input and not step.input and not stage.input_optional:
             raise UserError(f"{where}.input: step {step.name!r} ({stage.name}) reads an input; name a step or a path")
         if not stage.takes_input and step.input:
             raise UserError(f"{where}.input: stage {stage.name} names its sources in its options; remove `input`")

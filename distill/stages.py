@@ -114,6 +114,7 @@ class Stage:
     rows_per_shard: int | None = 10_000  # the default of the step's knob; None: writes no dataset directory
     rows_help: str = "Rows per output shard: the unit of work, of parallelism and of resume."
     takes_input: bool = True  # False: its sources are in its options (mix)
+    input_optional: bool = False  # True: its options can name what it reads instead (eval's `model`)
     reads: Callable[[Any], list[str]] | None = None  # names in the options that may be earlier steps' outputs
     config_flag: bool = False  # `--config YAML` gives the options (relative paths in it: from its folder)
     config_help: str = "YAML of the options (paths in it are relative to it); flags override it."

@@ -34,6 +34,8 @@ def small_demo(tmp_path: Path) -> Path:
             step["options"] = {"student": str(REPO / "students" / "tiny.yaml"), "max_steps": 6}
         if step["name"] == "eval":
             step["options"] = {"benchmark": str(data / "heldout.jsonl"), "samples": 2, "max_tokens": 24}
+        if step["name"] == "eval-untrained":
+            step["options"].update(benchmark=str(data / "heldout.jsonl"), max_tokens=24)
     path = tmp_path / "demo.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
@@ -48,7 +50,7 @@ def test_demo_chain_end_to_end_then_a_rerun_does_no_work(tmp_path: Path) -> None
     stats = json.loads((run / "prompts" / "_manifest.json").read_text())["stats"]
     assert stats["rejected"] == 5 and stats["report"]["removed"] == {"contaminated": 1, "exact_duplicate": 1,
                                                                       "near_duplicate": 1}  # fmt: skip
-    assert len(read_rows(run / "prompts")) == 300
+    assert len(read_rows(run / "prompts")) == 600
     traces = read_rows(run / "traces")
     assert len(traces) == 4 * len(read_rows(run / "prompts"))
     verdicts = read_rows(run / "verdicts")
@@ -68,14 +70,19 @@ def test_demo_chain_end_to_end_then_a_rerun_does_no_work(tmp_path: Path) -> None
     assert results["metrics"]["problems"] == 5 and results["metrics"]["samples_per_problem"] == 2
     # the closing report names every step and where its output lives
     report = r.stderr[r.stderr.index("report demo:") :]
-    for name in ("prompts", "traces", "verdicts", "kept", "sft", "card", "publish", "student", "eval"):
+    for name in ("prompts", "traces", "verdicts", "kept", "sft", "card", "publish", "student", "eval",
+                 "eval-untrained", "learned"):  # fmt: skip
         assert f"  {name} " in report, name
+    untrained = json.loads((run / "eval-untrained" / "results.json").read_text())
+    assert untrained["model"]["path"].endswith("tiny-qwen2-v3") and untrained["metrics"]["problems"] == 5
+    learned = json.loads((run / "learned" / "comparison.json").read_text())
+    assert set(learned["table"]) == {"trained", "untrained"} and "untrained" in learned["paired"]["against"]
     assert "kept " in report and "pass@1" in report and "final loss" in report and str(run / "eval") in report
 
     trained_at = (run / "student" / "distill_train.json").stat().st_mtime_ns
     again = run_cli("run", str(pipe), "--no-progress", timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "9 done (7 skipped as already done)" in again.stderr  # card and publish are redone: seconds
+    assert "11 done (8 skipped as already done)" in again.stderr  # card, publish, compare are redone: seconds
     assert (run / "student" / "distill_train.json").stat().st_mtime_ns == trained_at
     assert json.loads((run / "eval" / "results.json").read_text())["reused"] is True
 
@@ -95,4 +102,4 @@ def test_r1_800k_dry_run_prints_the_plan_and_writes_nothing(tmp_path: Path) -> N
 
 def test_dry_run_counts_local_inputs(tmp_path: Path) -> None:
     r = run_cli("run", "pipelines/demo.yaml", "--dry-run", "--out", str(tmp_path / "d"))
-    assert r.returncode == 0 and "308 prompts (rows of the local inputs" in r.stdout and "1,232 requests" in r.stdout
+    assert r.returncode == 0 and "608 prompts (rows of the local inputs" in r.stdout and "2,432 requests" in r.stdout

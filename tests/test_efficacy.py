@@ -15,13 +15,13 @@ from distill.errors import UserError
 from tests.conftest import REPO, read_rows, run_cli
 
 
-def small_efficacy(tmp_path: Path) -> Path:
+def small_efficacy(tmp_path: Path, out: str = "run") -> Path:
     prompts = (REPO / "data" / "efficacy" / "prompts.jsonl").read_text().splitlines()[:120]
     heldout = (REPO / "data" / "efficacy" / "heldout.jsonl").read_text().splitlines()[:4]
     (tmp_path / "prompts.jsonl").write_text("\n".join(prompts) + "\n")
     (tmp_path / "heldout.jsonl").write_text("\n".join(heldout) + "\n")
     doc = yaml.safe_load((REPO / "pipelines" / "efficacy.yaml").read_text())
-    doc["out"] = str(tmp_path / "run")
+    doc["out"] = str(tmp_path / out)
     keep = {"s0", "s1"}  # two seeds are enough to pair them
     doc["steps"] = [s for s in doc["steps"] if not s["name"].endswith("-s2")]
     for step in doc["steps"]:
@@ -36,13 +36,13 @@ def small_efficacy(tmp_path: Path) -> Path:
         if step["stage"] == "mix":
             opts["sources"][0]["quota"] = 80
         if step["stage"] == "train":
-            opts.update(student=str(REPO / "students" / "tiny.yaml"), max_steps=3)
+            opts.update(student=str(REPO / "students" / "tiny.yaml"), max_steps=8)
         if step["stage"] == "eval":
             opts.update(benchmark=str(tmp_path / "heldout.jsonl"), samples=2, max_tokens=16)
         if step["stage"] == "compare":
             step["input"] = [i for i in step["input"] if i.rsplit("-", 1)[1] in keep]
             opts["arms"] = {arm: [n for n in ns if n.rsplit("-", 1)[1] in keep] for arm, ns in opts["arms"].items()}
-    path = tmp_path / "efficacy.yaml"
+    path = tmp_path / f"efficacy-{out}.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
 
@@ -69,8 +69,22 @@ def test_efficacy_arms_differ_only_in_the_filter_and_are_compared(tmp_path: Path
             values = [r["metrics"][metric] for r in results]
             assert doc["table"][arm][metric]["values"] == values
             assert doc["table"][arm][metric]["mean"] == round(sum(values) / 2, 2)
-    assert (run / "compare" / "comparison.md").read_text().startswith("| arm (2 seeds) |")
-    assert "filtered leads on the mean:" in r.stderr
+    md = (run / "compare" / "comparison.md").read_text()
+    assert md.startswith("| arm (2 seeds) |") and "filtered leads on the mean:" in r.stderr
+    gap = doc["paired"]["against"]["unfiltered"]
+    assert "filtered - unfiltered pass@1:" in md and (gap["seeds"], gap["problems"]) == (2, 4)
+    means = [doc["table"][arm]["pass@1"]["mean"] for arm in ("filtered", "unfiltered")]
+    assert abs(gap["gap"] - (means[0] - means[1])) < 0.02  # the paired mean is the difference of pass@1
+
+    # The same pipeline again, from scratch: the same weights, samples and numbers (deterministic training,
+    # fixed threads, seeded sampling).
+    again = run_cli("run", str(small_efficacy(tmp_path, "again")), "--no-progress", timeout=900)
+    assert again.returncode == 0, again.stderr[-4000:]
+    for step in ("filtered-s0", "unfiltered-s1"):
+        assert (run / step / "model.safetensors").read_bytes() == (tmp_path / "again" / step /
+                                                                  "model.safetensors").read_bytes()  # fmt: skip
+    doc2 = json.loads((tmp_path / "again" / "compare" / "comparison.json").read_text())
+    assert doc2["table"] == doc["table"] and doc2["paired"] == doc["paired"]
 
 
 def _results(**metrics: float) -> dict:
@@ -105,3 +119,19 @@ def test_unpaired_arms_are_refused_in_one_line(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     r = run_cli("run", str(path), "--dry-run")
     assert r.returncode == 2 and "same number of eval steps" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_paired_gap_by_hand() -> None:
+    from distill.compare import paired_gap, sign_test
+
+    # 2 seeds x 3 problems. Differences (points): seed 0: +100, 0, -50; seed 1: +50, 0, -50 -> mean +8.33.
+    ours = [{"a": 1.0, "b": 0.5, "c": 0.0}, {"a": 1.0, "b": 1.0, "c": 0.5}]
+    theirs = [{"a": 0.0, "b": 0.5, "c": 0.5}, {"a": 0.5, "b": 1.0, "c": 1.0}]
+    g = paired_gap(ours, theirs)
+    assert g["gap"] == 8.33 and (g["seeds"], g["problems"]) == (2, 3)
+    assert g["sign_test"] == {"better": 1, "worse": 1, "ties": 1, "p": 1.0}
+    assert g["ci95"][0] < g["gap"] < g["ci95"][1] and g["ci95"] == paired_gap(ours, theirs)["ci95"]  # seeded
+    # the exact binomial: 9 of 10 problems better -> p = 2 * 11 / 1024
+    assert sign_test(9, 1) == 2 * 11 / 1024 and sign_test(0, 0) == 1.0
+    # every problem better on every seed: the interval excludes 0
+    assert paired_gap([{"a": 1.0, "b": 1.0}], [{"a": 0.0, "b": 0.5}])["ci95"][0] > 0

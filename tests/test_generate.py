@@ -112,7 +112,7 @@ def test_synthetic_teacher_faults_reach_every_filter(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     rows = read_rows(tmp_path / "traces")
     assert all(r["prompt"] == f"{r['problem']}\n{R1_MATH_SUFFIX}" for r in rows if r["domain"] == "math")
-    assert max(keys(rows).values()) == 1 and len(rows) == 302 * 4  # 308 lines: 5 malformed, 1 repeated prompt
+    assert max(keys(rows).values()) == 1 and len(rows) == 602 * 4  # 608 lines: 5 malformed, 1 repeated prompt
     assert {"duplicate_id", "malformed_json"} <= {x["error"].split(":")[0] for x in read_rejects(tmp_path / "traces")}
     r = run_cli(
         "filter",

@@ -3,6 +3,7 @@ first one (`distill run pipelines/demo.yaml --out runs/demo`) has made the demo'
 
 from __future__ import annotations
 
+import json
 import shlex
 import shutil
 from pathlib import Path
@@ -39,6 +40,10 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
         shutil.copytree(REPO / folder, ws / folder)
     r = run_cli(*shlex.split(FIRST)[1:], "--no-progress", cwd=ws, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
+    # The demo's student learns: above zero on its held-out problems, and above itself untrained.
+    learned = json.loads((ws / "runs" / "demo" / "learned" / "comparison.json").read_text())["table"]
+    trained, untrained = learned["trained"]["pass@1"]["mean"], learned["untrained"]["pass@1"]["mean"]
+    assert trained >= 10 and trained > untrained, learned
     return ws
 
 

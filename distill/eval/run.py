@@ -42,6 +42,17 @@ EVAL_PRESET = FilterPreset(
 )
 
 
+def resolve_model(model: str) -> str:
+    """`distill:tiny-qwen2` (the demo's and the tests' base student, built on this machine) as its folder."""
+    from distill.train.config import TINY
+
+    if model == TINY:
+        from distill.train.tiny import tiny_model_path
+
+        return str(tiny_model_path())
+    return model
+
+
 def model_fingerprint(model: str) -> str:
     """SHA-256 over a checkpoint folder's files (names and bytes; checkpoint-* subfolders left out), or
     of the URL and served name for a server (which cannot vouch for its weights)."""
@@ -134,6 +145,7 @@ def run_eval(
     from distill.teacher.stage import run_generate
 
     out = Path(out)
+    model = resolve_model(model)
     layout, prompts = to_prompts(Path(benchmark), layout)
     if teacher is not None:
         cfg = teacher.model_copy(

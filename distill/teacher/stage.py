@@ -98,9 +98,12 @@ async def _generate(
             item = await queue.get()
             if item is None:
                 return
+            # A full batch, waiting for the producer if need be: what a batch holds must not depend on timing,
+            # because a batched sampler (transformers: one seed per batch, rows padded together) gives other
+            # samples for other batches; so the same run samples the same tokens every time.
             batch = [item]
-            while len(batch) < backend.batch_size and not queue.empty():
-                nxt = queue.get_nowait()
+            while len(batch) < backend.batch_size:
+                nxt = await queue.get()
                 if nxt is None:
                     queue.put_nowait(None)  # leave the stop signal for the next worker
                     break
