@@ -367,6 +367,8 @@ def test_shipped_teacher_configs_load_and_serving_scripts_parse() -> None:
     assert len(yamls) >= 5
     for path in yamls:
         cfg = load_config(path, TeacherConfig)
+        if path.stem.startswith(("judge-", "v3", "replay-")):  # a judge, DeepSeek-V3 for the non-reasoning rows
+            continue
         assert cfg.temperature == 0.6 and cfg.top_p == 0.95, path  # the R1 recipe
     scripts = sorted((REPO / "configs" / "teacher" / "serve").glob("*.sh")) + sorted(
         (REPO / "configs" / "slurm").glob("*.sbatch")

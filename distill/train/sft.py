@@ -14,6 +14,7 @@ no extra flags; `distill_train.json` records the config, the plan, the data and 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import sys
@@ -176,6 +177,18 @@ def kernels(cfg: StudentConfig, gpu: bool) -> tuple[str | None, bool]:
                         + "; install it or set use_liger_kernel: false")  # fmt: skip
     liger = cfg.use_liger_kernel if cfg.use_liger_kernel is not None else gpu and iu.is_liger_kernel_available()
     return attention, liger
+
+
+def _sft_args(cfg: StudentConfig, steps: int) -> dict[str, Any]:
+    """The recipe's `sft_args`, with a warmup_stable_decay decay no longer than the run: transformers takes the
+    decay in steps, and a shorter run (a test's max_steps, a small data set) would otherwise start decayed."""
+    args = dict(cfg.sft_args)
+    if cfg.lr_scheduler == "warmup_stable_decay":
+        kwargs = dict(args.get("lr_scheduler_kwargs") or {})
+        room = max(1, steps - math.ceil(cfg.warmup_ratio * steps))
+        kwargs["num_decay_steps"] = min(kwargs.get("num_decay_steps", room), room)
+        args["lr_scheduler_kwargs"] = kwargs
+    return args
 
 
 def check_sft_args(cfg: StudentConfig) -> None:
@@ -341,7 +354,7 @@ def train(
         logging_steps=cfg.logging_steps,
         report_to=[r for r in cfg.report_to if r != "none"],
         dataset_num_proc=None,
-        **cfg.sft_args,
+        **_sft_args(cfg, plan.steps),
     )
     peft_config = None
     if cfg.lora:
