@@ -55,15 +55,9 @@ BOOTSTRAP = 10_000
 
 def per_problem(results: dict[str, Any]) -> dict[str, float]:
     """Problem id -> share of its samples judged correct, from an eval's scored samples."""
-    from distill.store import DatasetReader
+    from distill.difficulty import pass_rates
 
-    counts: dict[str, list[int]] = {}
-    for batch in DatasetReader(Path(results["samples_dir"])).iter_batches(columns=["id", "correct"]):
-        for pid, ok in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True):
-            c = counts.setdefault(pid, [0, 0])
-            c[0] += 1
-            c[1] += bool(ok)
-    return {pid: correct / n for pid, (n, correct) in counts.items()}
+    return {pid: correct / n for pid, (n, _, correct) in pass_rates(Path(results["samples_dir"])).items()}
 
 
 def sign_test(better: int, worse: int) -> float:

@@ -46,17 +46,26 @@ def histogram(rates: list[float | None]) -> dict[str, int]:
     return out
 
 
+def histogram_line(hist: dict[str, int]) -> str:
+    """`0 7, (0, 0.25] 4, ..., 1 316`: the buckets that hold prompts."""
+    return ", ".join(f"{k} {v:,}" for k, v in hist.items() if v)
+
+
+def prompt_counts(table: pa.Table) -> dict[str, tuple[int, int, int]]:
+    """id -> (samples, verified, correct) of verdict rows with `id` and `correct` (null: not verified)."""
+    agg = table.select(["id", "correct"]).group_by("id").aggregate(
+        [([], "count_all"), ("correct", "count"), ("correct", "sum")]
+    ).to_pydict()  # fmt: skip
+    return {pid: (n, verified, correct or 0) for pid, n, verified, correct in zip(
+        agg["id"], agg["count_all"], agg["correct_count"], agg["correct_sum"], strict=True)}  # fmt: skip
+
+
 def pass_rates(verdicts: Path) -> dict[str, tuple[int, int, int]]:
-    """id -> (samples, verified, correct) over a verdict directory (correct = null: not verified)."""
+    """id -> (samples, verified, correct) over a verdict directory."""
     counts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
     for batch in DatasetReader(verdicts).iter_batches(columns=["id", "correct"], batch_size=65_536):
-        agg = pa.Table.from_batches([batch]).group_by("id").aggregate(
-            [([], "count_all"), ("correct", "count"), ("correct", "sum")]
-        ).to_pydict()  # fmt: skip
-        for pid, n, verified, correct in zip(agg["id"], agg["count_all"], agg["correct_count"],
-                                             agg["correct_sum"], strict=True):  # fmt: skip
-            c = counts[pid]
-            c[0], c[1], c[2] = c[0] + n, c[1] + verified, c[2] + (correct or 0)
+        for pid, part in prompt_counts(pa.Table.from_batches([batch])).items():
+            counts[pid] = [x + y for x, y in zip(counts[pid], part, strict=True)]
     return {pid: (n, v, c) for pid, (n, v, c) in counts.items()}
 
 
@@ -152,7 +161,7 @@ def _stage_plan(p: PlanContext) -> Flow:
 
 
 def rate_line(s: dict[str, Any]) -> str:
-    hist = ", ".join(f"{k} {v:,}" for k, v in s["histogram"].items() if v)
+    hist = histogram_line(s["histogram"])
     mean = f"{s['mean_pass_rate']:.3f}" if s["mean_pass_rate"] is not None else "none"
     k = s["samples_per_prompt"]
     return f"student {s['student']}: mean pass rate {mean} over {s['prompts']:,} prompts x {k}; {hist}"

@@ -47,7 +47,7 @@ def _together(upstream: list[Flow]) -> Flow | None:
 def _function_flow(name: str, src: Flow | None, specs: list[str], a: PlanAssumptions) -> Flow:
     """A batch function's output: its input's rows times `plan.shares[name]` (all of them when not given)."""
     if src is None:
-        rows = local_rows([s for s in specs]) if specs else None
+        rows = local_rows(specs) if specs else None
         if rows is None:
             return Flow(0, 0, "output size not estimated")
         return Flow(rows, a.mean_prompt_tokens, f"{rows:,} rows of its local input")

@@ -28,7 +28,7 @@ from pydantic import Field, model_validator
 
 from distill import inputs
 from distill.config import StrictModel
-from distill.difficulty import histogram, read_rates
+from distill.difficulty import histogram, histogram_line, prompt_counts, read_rates
 from distill.errors import UserError
 from distill.executor import check_executor, executor_map
 from distill.progress import StageProgress
@@ -120,12 +120,9 @@ def _keys(task: KeysTask) -> tuple[int, list[tuple[int, str, int, int]], dict[st
     rates: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for batch in inputs.read_chunk(task.chunk, VERDICT, 4096):
         rows += batch.table.num_rows + len(batch.rejects)
-        # per prompt: samples with a verdict on correctness (count skips nulls) and the correct ones
-        by_id = batch.table.select(["id", "correct"]).group_by("id")
-        counts = by_id.aggregate([("correct", "count"), ("correct", "sum")]).to_pydict()
-        for pid, verified, correct in zip(counts["id"], counts["correct_count"], counts["correct_sum"], strict=True):
+        for pid, (_, verified, correct) in prompt_counts(batch.table).items():
             rates[pid][0] += verified
-            rates[pid][1] += correct or 0
+            rates[pid][1] += correct
         idx = np.flatnonzero(pc.fill_null(batch.table.column("keep"), False).to_numpy(zero_copy_only=False))
         picked = batch.table.select(["id", "sample", "reasoning", "content"]).take(pa.array(idx, pa.int64()))
         found += [
@@ -289,17 +286,15 @@ def _stage_details(result: StageResult, ctx: Context) -> None:
         file=sys.stderr,
     )
     rate = s["pass_rate"]
-    hist = ", ".join(f"{k} {v:,}" for k, v in rate["histogram"].items() if v)
-    line = f"  teacher pass rate per prompt: {hist}"
+    line = f"  teacher pass rate per prompt: {histogram_line(rate['histogram'])}"
     if (rate["min"], rate["max"]) != (0.0, 1.0):
         line += (f"; kept prompts in [{rate['min']:g}, {rate['max']:g}]: dropped {rate['too_easy']:,} too easy, "
                  f"{rate['too_hard']:,} too hard")  # fmt: skip
     print(line, file=sys.stderr)
     if "student" in rate:
         st = rate["student"]
-        hist = ", ".join(f"{k} {v:,}" for k, v in st["histogram"].items() if v)
-        print(f"  student pass rate per prompt: {hist}; dropped {st['solved_dropped']:,} the student solves more "
-              f"often than {st['max']:g}", file=sys.stderr)  # fmt: skip
+        print(f"  student pass rate per prompt: {histogram_line(st['histogram'])}; dropped {st['solved_dropped']:,} "
+              f"the student solves more often than {st['max']:g}", file=sys.stderr)  # fmt: skip
 
 
 STAGE = register(

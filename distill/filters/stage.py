@@ -94,7 +94,7 @@ def verdicts(batch: pa.RecordBatch, preset: dict[str, Any]) -> pa.Table:
                 continue
         if not cfg.correctness.enabled:
             continue
-        gold = r["tests"] if r["domain"] == "code" else r["answer"]
+        gold = _gold(r)
         if judge and gold and r["domain"] in judge.domains:
             to_judge.append(i)  # the judge decides this domain's rows: no rule check
             continue
