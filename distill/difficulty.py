@@ -128,8 +128,12 @@ def run_difficulty(
         prompts: dict[str, dict[str, Any]] = {}
         for chunk in inputs.plan(files, 1 << 62):  # the prompts in input order, each once
             for batch in inputs.read_chunk(chunk, RECORDS["prompt"], 65_536):
-                for r in batch.table.select(["id", "source", "domain", "problem", "answer"]).to_pylist():
+                for r in batch.table.select(["id", "source", "domain", "problem", "answer", "tests"]).to_pylist():
                     prompts.setdefault(r["id"], r)
+        # No verifier: a general prompt, or one without its answer (tests for code); a raw file whose rows name
+        # no domain reads as general: `distill prompts` detects math, code and multiple-choice layouts.
+        unverifiable = sum(r["domain"] == "general" or not (r.pop("tests") if r["domain"] == "code" else r["answer"])
+                           for r in prompts.values())  # fmt: skip
         rows = []
         for pid, r in prompts.items():
             n, verified, correct = counts.get(pid, (0, 0, 0))
@@ -144,7 +148,7 @@ def run_difficulty(
         known = [x for x in rates if x is not None]
         stats = {"student": cfg.teacher_name, "samples_per_prompt": opts.samples, "seed": opts.seed,
                  "prompts": len(rows), "mean_pass_rate": round(sum(known) / len(known), 4) if known else None,
-                 "histogram": histogram(rates)}  # fmt: skip
+                 "histogram": histogram(rates), "no_verifier": unverifiable}  # fmt: skip
         return o.finish({"difficulty": stats})
 
 
@@ -168,7 +172,12 @@ def rate_line(s: dict[str, Any]) -> str:
 
 
 def _stage_details(result: StageResult, ctx: Context) -> None:
-    print(f"  {rate_line(result.manifest.stats['difficulty'])}", file=sys.stderr)
+    stats = result.manifest.stats["difficulty"]
+    print(f"  {rate_line(stats)}", file=sys.stderr)
+    if stats.get("no_verifier"):
+        print(f"  {stats['no_verifier']:,} prompts have no verifier (domain general, or no answer / tests): no rate; "
+              "run `distill prompts` on a raw file first, it detects math, code and multiple-choice layouts",
+              file=sys.stderr)  # fmt: skip
 
 
 STAGE = register(

@@ -106,3 +106,18 @@ def test_the_tiny_student_is_reproducible_with_a_seed_in_a_pipeline(tmp_path: Pa
     # the untrained student solves none of them: every prompt stays
     assert len(read_rows(a / "kept")) == len(prompts)
     assert all(x["pass_rate"] == 0.0 for x in read_rows(a / "rates"))
+
+
+def test_real_math500_rows_need_the_prompts_stage_first_and_the_command_says_so(tmp_path: Path, real: Path) -> None:
+    raw = tmp_path / "math500.jsonl"
+    raw.write_text("".join((real / "bench_math500.jsonl").read_text().splitlines(keepends=True)[:4]))
+    args = ("--model", "distill:tiny-qwen2", "--samples", "1", "--max-tokens", "16", "--no-progress")
+    r = run_cli("difficulty", "--input", str(raw), "--out", str(tmp_path / "raw-rates"), *args)
+    assert r.returncode == 0, r.stderr
+    assert "4 prompts have no verifier" in r.stderr and "run `distill prompts`" in r.stderr
+    assert all(x["pass_rate"] is None for x in read_rows(tmp_path / "raw-rates"))
+    p = run_cli("prompts", "--input", str(raw), "--out", str(tmp_path / "prompts"), "--no-progress")
+    assert p.returncode == 0, p.stderr
+    r = run_cli("difficulty", "--input", str(tmp_path / "prompts"), "--out", str(tmp_path / "rates"), *args)
+    assert r.returncode == 0 and "no verifier" not in r.stderr, r.stderr
+    assert all(x["verified"] == 1 and x["pass_rate"] is not None for x in read_rows(tmp_path / "rates"))
