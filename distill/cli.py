@@ -407,6 +407,47 @@ def inspect(
 
 @app.command()
 @user_errors
+def view(
+    directories: Annotated[
+        list[Path], typer.Argument(help="Dataset directories, or run folders above them (all found inside).")
+    ],
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port; 0 takes a free one.")] = 8765,
+    host: Annotated[
+        str, typer.Option("--host", help="Address to listen on. Anything but loopback shows the data to the network.")
+    ] = "127.0.0.1",
+) -> None:
+    """Look at the data: a read-only local web page over dataset directories (the funnel, the rows filtered
+    by reject reason, domain or source, each row with its LaTeX rendered and its verdict beside the text, all
+    samples of a prompt side by side). Ctrl-C stops it. Over SSH: `ssh -L 8765:localhost:8765 host`.
+
+    Example:
+
+      distill view runs/demo
+    """
+    from distill.view.server import make_server
+
+    try:
+        server = make_server(directories, host=host, port=port)
+    except OSError as e:
+        raise UserError(f"cannot listen on {host}:{port} ({e.strerror}); pick another with --port") from None
+    bound_host, bound_port = server.server_address[:2]
+    shown = f"[{bound_host}]" if ":" in str(bound_host) else bound_host
+    count = len(server.RequestHandlerClass.viewer.tables)  # type: ignore[attr-defined]
+    print(f"view: {count} dataset{'s' * (count != 1)} at http://{shown}:{bound_port}/  (Ctrl-C stops)",
+          file=sys.stderr, flush=True)  # fmt: skip
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"view: warning: listening on {host}: anyone who can reach this machine can read the data",
+              file=sys.stderr, flush=True)  # fmt: skip
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+@app.command()
+@user_errors
 def doctor() -> None:
     """Say what this machine gives distill, before a long run: above all, which isolation code checks get.
 

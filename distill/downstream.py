@@ -222,7 +222,8 @@ def _eval(ctx: Context) -> Done:
         raise UserError(f"step {ctx.out.name!r}: give either an input (a train step) or options.model, not both")
     model = _source(ctx) if o.model is None else (o.model if o.model.startswith("distill:") else ctx.path(o.model))
     results = run_eval(str(model), ctx.path(o.benchmark), o.samples, ctx.out, max_tokens=o.max_tokens,
-                       seed=o.seed, batch_size=o.batch_size, show_progress=ctx.show_progress)  # fmt: skip
+                       seed=o.seed, batch_size=o.batch_size, overwrite=ctx.overwrite,
+                       show_progress=ctx.show_progress)  # fmt: skip
     m = results["metrics"]
     k = m["samples_per_problem"]
     return Done(

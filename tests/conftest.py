@@ -107,3 +107,49 @@ def wrong_return(batch):
 '''
     )
     return path
+
+
+# --- `distill view`: the demo's datasets, and a running viewer over them ------------------------------
+
+
+@pytest.fixture(scope="session")
+def view_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo pipeline through prompts, traces, verdicts, kept and the SFT mix (no training), plus a
+    verdicts directory of real R1-distill traces (MATH problems, LaTeX throughout) when ../shared/real is here."""
+    import yaml
+
+    ws = tmp_path_factory.mktemp("view")
+    for folder in ("data", "pipelines", "configs", "filters"):
+        subprocess.run(["cp", "-r", str(REPO / folder), str(ws / folder)], check=True)
+    recipe = yaml.safe_load((REPO / "pipelines" / "demo.yaml").read_text())
+    recipe["steps"] = [s for s in recipe["steps"] if s["name"] in ("prompts", "traces", "verdicts", "kept", "sft")]
+    (ws / "pipelines" / "view-demo.yaml").write_text(yaml.safe_dump(recipe))
+    r = run_cli("run", "pipelines/view-demo.yaml", "--out", "runs/demo", "--no-progress", cwd=ws, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    if REAL is not None:
+        rows, seen = [], {}
+        for line in (REAL / "traces_r1distill_math_thought_anchors.jsonl").read_text().splitlines():
+            t = json.loads(line)
+            k = seen[t["problem"]] = seen.get(t["problem"], -1) + 1
+            rows.append({"problem": t["problem"], "answer": t["gold_answer"], "domain": "math", "language": "en",
+                         "sample": k, "content": t["response"], "source": "thought-anchors"})  # fmt: skip
+        write_jsonl(ws / "real.jsonl", rows)
+        r = run_cli("filter", "--input", str(ws / "real.jsonl"), "--out", "runs/demo/real-verdicts",
+                    "--preset", str(REPO / "filters" / "r1.yaml"), "--no-progress", cwd=ws)  # fmt: skip
+        assert r.returncode == 0, r.stderr[-3000:]
+    return ws / "runs" / "demo"
+
+
+@pytest.fixture(scope="session")
+def viewer(view_runs: Path):
+    """`distill view` over the demo's run folder, in this process (a thread), on a free port."""
+    import threading
+
+    from distill.view.server import make_server
+
+    server = make_server([view_runs], port=0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()

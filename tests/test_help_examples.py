@@ -4,14 +4,18 @@ first one (`distill run pipelines/demo.yaml --out runs/demo`) has made the demo'
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import shutil
+import signal
+import subprocess
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from distill.cli import app
-from tests.conftest import REPO, run_cli
+from tests.conftest import DISTILL, REPO, run_cli
 
 FIRST = "distill run pipelines/demo.yaml --out runs/demo"
 
@@ -52,6 +56,21 @@ def test_every_help_example_runs(workspace: Path, example: str) -> None:
     from distill.filters.sandbox import probe
 
     args = shlex.split(example)[1:]
+    if args[0] == "view":  # a server: it runs until Ctrl-C; the example must serve its directory
+        return _serves(args, workspace)
     r = run_cli(*args, cwd=workspace, timeout=900)
     expected = 1 if args[0] == "doctor" and not probe("bwrap").ok else 0  # doctor's verdict on this machine
     assert r.returncode == expected, f"{example}\n{r.stderr[-3000:]}"
+
+
+def _serves(args: list[str], workspace: Path) -> None:
+    proc = subprocess.Popen([*DISTILL, *args, "--port", "0"], cwd=workspace, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()
+        url = re.search(r"http://\S+/", line)
+        assert url, line + proc.stderr.read() if proc.poll() is not None else line
+        with urllib.request.urlopen(url.group() + "api/datasets", timeout=60) as r:
+            assert json.loads(r.read())["datasets"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0

@@ -16,8 +16,8 @@ _PAREN_LETTER = re.compile(r"\(([A-Z])\)")
 MAX_SCAN = 20_000  # answers live at the end; a pathological 1 MB content must not cost a full scan
 
 
-def boxed(text: str) -> list[tuple[int, str]]:
-    """(position, content) of every `\\boxed{...}`, braces balanced; an unclosed box is skipped."""
+def box_spans(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, content) of every `\\boxed{...}`, braces balanced; an unclosed box is skipped."""
     out = []
     for m in _BOX.finditer(text):
         depth, start = 1, m.end()
@@ -28,9 +28,14 @@ def boxed(text: str) -> list[tuple[int, str]]:
             elif ch == "}":
                 depth -= 1
                 if depth == 0:
-                    out.append((m.start(), text[start:j].strip()))
+                    out.append((m.start(), j + 1, text[start:j].strip()))
                     break
     return out
+
+
+def boxed(text: str) -> list[tuple[int, str]]:
+    """(position, content) of every `\\boxed{...}`."""
+    return [(start, content) for start, _, content in box_spans(text)]
 
 
 def final_boxed(content: str) -> list[str]:

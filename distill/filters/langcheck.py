@@ -17,7 +17,7 @@ from collections import Counter
 from distill import language
 from distill.config import LanguageCheckConfig
 
-_SCRIPTS = {
+SCRIPTS = {
     "cjk": re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff]"),
     "hangul": re.compile(r"[\uac00-\ud7af\u1100-\u11ff]"),
     "cyrillic": re.compile(r"[\u0400-\u04ff]"),
@@ -39,7 +39,7 @@ def script_of(lang: str) -> str:
 
 
 def foreign_script_share(text: str, target: str) -> float:
-    counts = {name: len(p.findall(text)) for name, p in _SCRIPTS.items()}
+    counts = {name: len(p.findall(text)) for name, p in SCRIPTS.items()}
     total = sum(counts.values())
     if not total:
         return 0.0
@@ -49,12 +49,17 @@ def foreign_script_share(text: str, target: str) -> float:
     return (total - mine) / total
 
 
+def window_spans(length: int, size: int, count: int) -> list[tuple[int, int]]:
+    """(start, end) of up to `count` windows of `size` characters spread evenly over a text."""
+    if length <= size:
+        return [(0, length)]
+    step = (length - size) / max(count - 1, 1)
+    return [(int(k * step), int(k * step) + size) for k in range(count)]
+
+
 def windows(text: str, size: int, count: int) -> list[str]:
     """Up to `count` windows of `size` characters spread evenly over the text."""
-    if len(text) <= size:
-        return [text]
-    step = (len(text) - size) / max(count - 1, 1)
-    return [text[int(k * step) : int(k * step) + size] for k in range(count)]
+    return [text[a:b] for a, b in window_spans(len(text), size, count)]
 
 
 def check(reasoning: str | None, answer: str, target: str | None, cfg: LanguageCheckConfig) -> str | None:

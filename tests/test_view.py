@@ -1,0 +1,335 @@
+"""`distill view`'s server, through HTTP: what it counts, filters, finds and marks, checked against the rows read
+straight from the Parquet shards; and what it refuses (paths out of the given directories, any write).
+
+The page itself, in a real browser, is tested in tests/test_view_browser.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from distill.view import table as table_mod
+from distill.view.server import make_server
+from tests.conftest import DISTILL, REPO, read_rows, read_side, run_cli
+
+
+def get(base: str, path: str, headers: dict[str, str] | None = None, method: str = "GET", **params) -> tuple[int, dict]:
+    url = f"{base}{path}" + (f"?{urllib.parse.urlencode(params)}" if params else "")
+    req = urllib.request.Request(url, headers=headers or {}, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            body = r.read()
+            return r.status, json.loads(body) if body and r.headers.get_content_type() == "application/json" else {}
+    except urllib.error.HTTPError as e:
+        body = e.read()
+        return e.code, json.loads(body) if body else {}
+
+
+def every_page(base: str, ds: str, **params) -> list[dict]:
+    rows, offset = [], 0
+    while True:
+        status, page = get(base, "/api/rows", ds=ds, offset=offset, limit=200, **params)
+        assert status == 200, page
+        if not page["done"] and len(page["rows"]) < 200:
+            continue  # a search still going: the same page again, as the page does
+        rows += page["rows"]
+        offset += 200
+        if page["done"] and offset >= page["total"]:
+            return rows
+
+
+# --- what it shows --------------------------------------------------------------------------------------
+
+
+def test_the_datasets_are_found_in_pipeline_order_and_linked(viewer: str) -> None:
+    _, cat = get(viewer, "/api/datasets")
+    keys = [d["key"] for d in cat["datasets"]]
+    demo = [k for k in keys if k in ("demo/prompts", "demo/traces", "demo/verdicts", "demo/kept", "demo/sft")]
+    assert demo == ["demo/prompts", "demo/traces", "demo/verdicts", "demo/kept", "demo/sft"]
+    by_key = {d["key"]: d for d in cat["datasets"]}
+    assert by_key["demo/verdicts"]["inputs"] == ["demo/traces"] and "demo/kept" in by_key["demo/verdicts"]["readers"]
+    assert by_key["demo/sft"]["inputs"] == ["demo/kept"]
+
+
+def test_the_funnel_counts_what_the_filter_and_prompts_stages_recorded(viewer: str, view_runs: Path) -> None:
+    _, stats = get(viewer, "/api/stats", ds="demo/verdicts")
+    manifest = json.loads((view_runs / "verdicts" / "_manifest.json").read_text())
+    assert stats["funnel"] == manifest["stats"]["funnel"]["by_reason"]
+    assert stats["by_domain"] == manifest["stats"]["funnel"]["by_domain"]
+    # prompts: kept rows, the removed by reason (_removed/), the unreadable input rows by code (_rejects/)
+    _, stats = get(viewer, "/api/stats", ds="demo/prompts")
+    report = json.loads((view_runs / "prompts" / "_manifest.json").read_text())["stats"]
+    expected = {"kept": report["rows_out"], **report["report"]["removed"], **report["rejects_by_code"]}
+    assert stats["funnel"] == {k: v for k, v in expected.items() if v}
+    assert stats["by_part"] == {"data": report["rows_out"], "removed": sum(report["report"]["removed"].values()),
+                                "rejects": report["rejected"]}  # fmt: skip
+    lengths = stats["lengths"]
+    assert sum(lengths["kept"]) + sum(lengths["other"]) == sum(stats["by_part"].values())
+
+
+@pytest.mark.parametrize("reason", ["repetition", "language_mix", "wrong_answer", "kept"])
+def test_filtering_by_a_reason_lists_exactly_those_rows(viewer: str, view_runs: Path, reason: str) -> None:
+    rows = read_rows(view_runs / "verdicts")
+    expected = [i for i, r in enumerate(rows) if (r["reject_reason"] or "kept") == reason]
+    shown = every_page(viewer, "demo/verdicts", reason=reason)
+    assert [r["i"] for r in shown] == expected and expected
+    assert {r["reason"] for r in shown} == {reason}
+    assert [r["id"] for r in shown] == [rows[i]["id"] for i in expected]
+
+
+def test_filters_combine_and_removed_rows_are_rows(viewer: str, view_runs: Path) -> None:
+    rows = read_rows(view_runs / "verdicts")
+    expected = [i for i, r in enumerate(rows) if not r["keep"] and r["sample"] == 0] or None
+    got = every_page(viewer, "demo/verdicts", keep="0")
+    assert [r["i"] for r in got] == [i for i, r in enumerate(rows) if not r["keep"]]
+    assert expected
+    removed = read_side(view_runs / "prompts", "removed")
+    dup = every_page(viewer, "demo/prompts", reason="exact_duplicate")
+    assert [r["id"] for r in dup] == [r["id"] for r in removed if r["reason"] == "exact_duplicate"]
+    assert {r["part"] for r in dup} == {"removed"} and "matches" in dup[0]["detail"]
+    bad = every_page(viewer, "demo/prompts", part="rejects")
+    assert len(bad) == len(read_side(view_runs / "prompts", "rejects")) and all(r["where"] for r in bad)
+
+
+def test_search_finds_every_row_with_the_text_and_answers_a_page_at_a_time(
+    viewer: str, view_runs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = read_rows(view_runs / "verdicts")
+    word = "让我们"  # the synthetic teacher's Chinese passages
+    expected = [i for i, r in enumerate(rows) if any(word in (r[c] or "") for c in ("problem", "reasoning", "content"))]
+    assert expected
+    assert [r["i"] for r in every_page(viewer, "demo/verdicts", q=word)] == expected
+    # a search over a large directory answers with what it found within its time budget, and goes on
+    monkeypatch.setattr(table_mod, "SEARCH_BUDGET_S", 0.0)
+    status, first = get(viewer, "/api/rows", ds="demo/verdicts", q="WAIT, LET ME", limit=5)
+    assert status == 200 and not first["done"] and first["searched"] < 1
+    found = every_page(viewer, "demo/verdicts", q="WAIT, LET ME")  # case-insensitive
+    assert [r["i"] for r in found] == [i for i, r in enumerate(rows) if "wait, let me" in (r["reasoning"] or "").lower()
+                                       or "wait, let me" in (r["content"] or "").lower()]  # fmt: skip
+
+
+def test_sorting_by_length(viewer: str, view_runs: Path) -> None:
+    rows = read_rows(view_runs / "verdicts")
+    longest = every_page(viewer, "demo/verdicts", sort="length", order="desc", reason="kept")
+    lengths = [r["length"] for r in longest]
+    assert lengths == sorted((r["completion_tokens"] for r in rows if r["keep"]), reverse=True)
+    _, page = get(viewer, "/api/rows", ds="demo/verdicts", sort="length", limit=1)
+    assert page["rows"][0]["length"] == min(r["completion_tokens"] for r in rows)
+
+
+def _first(viewer: str, ds: str, reason: str) -> dict:
+    _, page = get(viewer, "/api/rows", ds=ds, reason=reason, limit=1)
+    _, row = get(viewer, "/api/row", ds=ds, i=page["rows"][0]["i"])
+    return row
+
+
+def _marked(row: dict, kind: str) -> list[str]:
+    fields = row["view"]["fields"]
+    return [fields[m["field"]][m["start"] : m["end"]] for m in row["view"]["marks"] if m["kind"] == kind]
+
+
+def test_a_row_shows_its_parts_apart_and_marks_what_its_verdict_is_about(viewer: str) -> None:
+    row = _first(viewer, "demo/verdicts", "repetition")
+    repeated = _marked(row, "repeat")
+    reasoning = row["view"]["fields"]["reasoning"]
+    assert len(repeated) > 5 and all(reasoning.count(line) > 5 for line in repeated)  # preset: max_line_repeats 5
+    assert "</think>" not in reasoning and row["view"]["notes"]["reasoning"] == ["repetition"]
+
+    row = _first(viewer, "demo/verdicts", "language_mix")
+    foreign = _marked(row, "foreign")
+    assert foreign and all(re.search(r"[\u4e00-\u9fff]", f) for f in foreign)
+    assert not re.search(
+        r"[\u4e00-\u9fff]", re.sub("|".join(map(re.escape, foreign)), "", row["view"]["fields"]["reasoning"])
+    )
+
+    row = _first(viewer, "demo/verdicts", "wrong_answer")
+    (answer,) = _marked(row, "answer")
+    assert answer.startswith("\\boxed{") and row["row"]["reject_detail"] in row["view"]["notes"]["answer"][0]
+
+    row = _first(viewer, "demo/verdicts", "code_block")
+    assert all(c.startswith("```") for c in _marked(row, "code")) and _marked(row, "code")
+
+    row = _first(viewer, "demo/verdicts", "unclosed_think")
+    assert row["view"]["fields"]["reasoning"] and not row["view"]["fields"]["answer"]
+    assert _marked(row, "cut")
+
+    row = _first(viewer, "demo/prompts", "contaminated")
+    in_prompt, in_benchmark = sorted(row["view"]["marks"], key=lambda m: m["field"] != "problem")
+    shown = row["view"]["fields"]
+    assert in_prompt["field"] == "problem" and in_benchmark["field"] == "matched_text"
+    for mark in (in_prompt, in_benchmark):  # the words of the shared span, found in each original text
+        text = shown[mark["field"]][mark["start"] : mark["end"]]
+        assert re.findall(r"[^\W_]+", text.lower()) == row["row"]["matched_span"].split(), text
+    assert shown["problem"][in_prompt["start"] :].startswith("Find the number of ordered pairs")
+
+
+def test_a_row_links_to_the_same_prompt_and_sample_in_the_other_stages(viewer: str, view_runs: Path) -> None:
+    row = _first(viewer, "demo/verdicts", "kept")
+    rid, sample = row["row"]["id"], row["row"]["sample"]
+    where = {(link["ds"], link["i"]) for link in row["links"]}
+    traces, prompts = read_rows(view_runs / "traces"), read_rows(view_runs / "prompts")
+    t = next(i for i, r in enumerate(traces) if r["id"] == rid and r["sample"] == sample)
+    p = next(i for i, r in enumerate(prompts) if r["id"] == rid)
+    assert ("demo/traces", t) in where and ("demo/prompts", p) in where
+    for ds, i in where:  # every link leads to the same prompt and, where there are samples, the same one
+        _, linked = get(viewer, "/api/row", ds=ds, i=i)
+        assert linked["row"]["id"] in (rid, f"{rid}:{sample}")
+        assert linked["row"].get("sample", sample) == sample
+
+
+def test_the_prompt_view_holds_all_k_samples_with_their_verdicts(viewer: str, view_runs: Path) -> None:
+    rows = read_rows(view_runs / "verdicts")
+    rid = next(r["id"] for r in rows if r["reject_reason"] == "language_mix")
+    _, p = get(viewer, "/api/prompt", id=rid)
+    group = next(g for g in p["groups"] if g["ds"] == "demo/verdicts")
+    mine = [r for r in rows if r["id"] == rid]
+    assert [it["sample"] for it in group["items"]] == [r["sample"] for r in mine] and len(mine) == 4
+    assert [it["reason"] for it in group["items"]] == [r["reject_reason"] for r in mine]
+    assert [g["ds"] for g in p["groups"]][:3] == ["demo/prompts", "demo/traces", "demo/verdicts"]
+    assert get(viewer, "/api/prompt", id="no-such-id")[0] == 404
+
+
+def test_real_r1_traces_split_and_mark_their_answers(viewer: str, real: Path) -> None:
+    _, page = get(viewer, "/api/rows", ds="demo/real-verdicts", limit=40)
+    assert page["total"] == 40
+    for preview in page["rows"][:6]:
+        _, row = get(viewer, "/api/row", ds="demo/real-verdicts", i=preview["i"])
+        fields = row["view"]["fields"]
+        assert "\\frac" in fields["reasoning"] + fields["answer"] or "\\" in fields["reasoning"]
+        (answer,) = _marked(row, "answer")
+        assert answer.startswith("\\boxed") and preview["answer"] in answer
+
+
+# --- what it refuses ------------------------------------------------------------------------------------
+
+
+def _tree(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))
+            if p.is_file()}  # fmt: skip
+
+
+@pytest.fixture
+def fenced(tmp_path: Path, view_runs: Path):
+    """A served folder with a dataset, a symlink to a dataset outside it, a shard that is a symlink out, and
+    a manifest whose shard names climb out; plus a secret next to it."""
+    served = tmp_path / "served"
+    served.mkdir()
+    shutil.copytree(view_runs / "kept", served / "kept")
+    outside = tmp_path / "outside"
+    shutil.copytree(view_runs / "verdicts", outside / "verdicts")
+    (tmp_path / "secret.txt").write_text("the-secret-content")
+    os.symlink(outside / "verdicts", served / "linked")
+    sneaky = served / "sneaky"
+    shutil.copytree(view_runs / "kept", sneaky)
+    first = json.loads((sneaky / "_manifest.json").read_text())["shards"][0]["file"]
+    (sneaky / first).unlink()
+    os.symlink(outside / "verdicts" / first, sneaky / first)
+    climbing = served / "climbing"
+    shutil.copytree(view_runs / "kept", climbing)
+    m = json.loads((climbing / "_manifest.json").read_text())
+    m["shards"][0]["file"] = "../../outside/verdicts/" + m["shards"][0]["file"]
+    (climbing / "_manifest.json").write_text(json.dumps(m))
+    server = make_server([served], port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", served
+    server.shutdown()
+    server.server_close()
+
+
+def test_paths_outside_the_given_directories_are_refused(fenced) -> None:
+    base, _ = fenced
+    _, cat = get(base, "/api/datasets")
+    assert {d["key"] for d in cat["datasets"]} == {"served/kept", "served/sneaky", "served/climbing"}  # no link out
+    assert get(base, "/api/rows", ds="served/kept")[0] == 200
+    for ds in ("served/../outside/verdicts", "served/linked", "/etc", "served//etc", "outside/verdicts",
+               "served/kept/../../outside/verdicts", "served/kept/_rejects"):  # fmt: skip
+        status, body = get(base, "/api/rows", ds=ds)
+        assert status == 403 and body["error"].startswith("refused"), (ds, status, body)
+    for ds in ("served/sneaky", "served/climbing"):  # shards that lead out are never opened
+        status, body = get(base, "/api/rows", ds=ds)
+        assert status == 403 and ("outside" in body["error"] or "not a path" in body["error"]), (ds, body)
+    for path in ("/static/../server.py", "/static/%2e%2e/server.py", "/static/..%2f..%2fsecret.txt",
+                 "/static//etc/passwd", "/static/vendor/../../catalog.py"):  # fmt: skip
+        raw = socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1])))
+        raw.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+        answer = b""
+        while chunk := raw.recv(65536):
+            answer += chunk
+        raw.close()
+        assert (
+            answer.split(b" ")[1] in (b"403", b"404")
+            and b"the-secret-content" not in answer
+            and b"import" not in answer
+        ), path
+
+
+def test_nothing_can_be_written_through_the_server(fenced, view_runs: Path) -> None:
+    base, served = fenced
+    before = _tree(served)
+    for method in ("POST", "PUT", "DELETE", "PATCH"):
+        for path in ("/api/rows", "/api/row", "/static/app.js", "/"):
+            status, _ = get(base, path, method=method, ds="served/kept", i=0)
+            assert status == 405, (method, path)
+    for path in ("/api/rows", "/api/stats", "/api/row", "/api/prompt", "/api/overview"):  # every reader, once
+        get(base, path, ds="served/kept", i=0, id="x", q="a", sort="length")
+    assert _tree(served) == before  # not a byte changed, no lock or cache file left
+
+
+def test_requests_for_another_host_name_are_refused(viewer: str) -> None:
+    assert get(viewer, "/api/datasets", headers={"Host": "attacker.example:80"})[0] == 403  # DNS rebinding
+    assert get(viewer, "/api/datasets", headers={"Host": "localhost:1"})[0] == 200
+
+
+def test_a_script_in_a_trace_is_text_and_the_page_allows_no_inline_script(viewer: str) -> None:
+    with urllib.request.urlopen(viewer + "/") as r:
+        csp = r.headers["Content-Security-Policy"]
+        page = r.read().decode()
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp.split("script-src")[1].split(";")[0]
+    assert "<script>" not in page and "http" not in re.sub(r"<!doctype html>", "", page, flags=re.I)  # no CDN
+
+
+def test_bad_requests_get_one_clear_line(viewer: str) -> None:
+    for params, status in (({"ds": "demo/verdicts", "i": "x"}, 400), ({"ds": "demo/verdicts", "i": 10**9}, 404),
+                           ({}, 400), ({"ds": "nope"}, 403)):  # fmt: skip
+        code, body = get(viewer, "/api/row", **params)
+        assert code == status and "\n" not in body["error"], (params, body)
+    assert get(viewer, "/api/rows", ds="demo/verdicts", sort="size")[0] == 400
+    assert get(viewer, "/api/nothing")[0] == 404
+
+
+def test_the_command_says_what_is_wrong_in_one_line(tmp_path: Path, view_runs: Path) -> None:
+    r = run_cli("view", str(tmp_path / "nowhere"))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no such directory" in r.stderr
+    r = run_cli("view", str(tmp_path))
+    assert r.returncode == 2 and "no dataset directory" in r.stderr
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        r = run_cli("view", str(view_runs), "--port", str(busy.getsockname()[1]))
+    assert r.returncode == 2 and "--port" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_the_command_serves_until_interrupted(view_runs: Path) -> None:
+    proc = subprocess.Popen([*DISTILL, "view", str(view_runs), "--port", "0"], cwd=REPO, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    try:
+        line = proc.stderr.readline()
+        url = re.search(r"http://\S+/", line).group()
+        assert "datasets at" in line
+        assert get(url.rstrip("/"), "/api/datasets")[0] == 200
+    finally:
+        proc.send_signal(2)
+        assert proc.wait(timeout=20) == 0
