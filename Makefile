@@ -18,12 +18,12 @@ sandbox-deps:
 	  else echo "note: bubblewrap (bwrap) is not installed: code checks stop until it is (run: distill doctor)"; fi; }
 
 # `distill view`'s browser tests drive headless Chromium (tests/test_view_browser.py): Debian's chromium and its
-# matching chromedriver, installed where this user can (root with apt-get, as in CI); elsewhere those tests skip.
+# matching chromedriver (and CJK fonts, so screenshots of Chinese passages are readable), installed where this user can (root with apt-get, as in CI); elsewhere those tests skip.
 browser-deps:
 	@{ command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; } || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    export DEBIAN_FRONTEND=noninteractive; \
-	    apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null; }; \
+	    apt-get install -y -q chromium chromium-driver fonts-noto-cjk >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver fonts-noto-cjk >/dev/null; }; \
 	  else echo "note: chromium + chromium-driver are not installed: the browser tests of distill view skip"; fi; }
 
 # Rebuilt only when pyproject.toml changes. torch==2.13.0 is pinned in pyproject: on these machines

@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ SNIPPET = 240  # characters of a text shown in the table
 PAGE_MAX = 200
 SEARCH_BUDGET_S = 1.0  # a search answers with what it found so far after this long; the page asks again
 CACHE_BYTES = 512 << 20  # decoded row groups kept for the next page / the next row
+INDEX_THREADS = 8
 
 
 @dataclass
@@ -54,7 +56,8 @@ class RowGroupCache:
         self._items: OrderedDict[tuple, pa.Table] = OrderedDict()
         self._lock = threading.Lock()
 
-    def read(self, seg: Segment, columns: list[str] | None) -> pa.Table:
+    def read(self, seg: Segment, columns: list[str] | None, keep: bool = True) -> pa.Table:
+        """`keep=False`: a read that will not be asked for again (a search's pass) leaves the cache alone."""
         key = (seg.path, seg.row_group, tuple(columns) if columns is not None else None)
         with self._lock:
             if key in self._items:
@@ -62,6 +65,8 @@ class RowGroupCache:
                 return self._items[key]
         with pq.ParquetFile(seg.path, memory_map=False) as pf:
             table = pf.read_row_group(seg.row_group, columns=columns)
+        if not keep:
+            return table
         with self._lock:
             self._items[key] = table
             self.used += table.nbytes
@@ -186,8 +191,10 @@ class DatasetTable:
                                   "completion_tokens", "num_tokens", "raw_bytes") if c in names]  # fmt: skip
             if not {"completion_tokens", "num_tokens", "raw_bytes"} & names and "problem" in names:
                 wanted.append("problem")  # prompts: their length is the problem's
-            for path in files:
-                parts.append(_index_columns(part, pq.read_table(path, columns=wanted)))
+            # shard by shard, a few at once: a cold disk (or a network file system) answers reads in parallel
+            with ThreadPoolExecutor(INDEX_THREADS) as pool:
+                parts += pool.map(lambda path, w=wanted, p=part: _index_columns(p, pq.read_table(path, columns=w)),
+                                  files)  # fmt: skip
         if not parts:
             return pa.table({n: pa.array([], t) for n, t in _INDEX_SCHEMA.items()})
         return pa.concat_tables(parts).combine_chunks()
@@ -252,8 +259,10 @@ class DatasetTable:
 
     def _matches(self, seg: Segment, text: str, local: np.ndarray) -> np.ndarray:
         columns = [c for c in TEXT_COLUMNS if c in self.names(seg.path)]
-        table = self.cache.read(seg, columns).take(pa.array(local))
-        hit = np.zeros(len(local), dtype=bool)
+        table = self.cache.read(seg, columns, keep=False)
+        # every row of the row group is matched (fast, in C), then the candidates picked: cheaper than a `take`
+        # that copies the candidates' text first
+        hit = np.zeros(table.num_rows, dtype=bool)
         for name in columns:
             col = table[name]
             if pa.types.is_list(col.type):  # sft messages: any message's content
@@ -265,7 +274,7 @@ class DatasetTable:
                 hit |= pc.fill_null(pc.match_substring(col, text, ignore_case=True), False).to_numpy(
                     zero_copy_only=False
                 )
-        return local[hit]
+        return local[hit[local]]
 
     def page(self, query: Query, offset: int, limit: int) -> dict[str, Any]:
         limit = max(1, min(limit, PAGE_MAX))

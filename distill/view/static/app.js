@@ -24,6 +24,12 @@ function setCrumbs(parts) {
   document.getElementById("crumbs").innerHTML = parts.map(([text, href]) => (href ? `<a href="${href}">${esc(text)}</a>` : `<span>${esc(text)}</span>`)).join(" / ");
 }
 
+// A view is drawn: tests wait for body[data-painted]; the benchmark reads the performance mark's time.
+function painted(view) {
+  document.body.dataset.painted = view;
+  performance.mark(`painted-${view}`);
+}
+
 function status(text) { document.getElementById("status").textContent = text || ""; }
 
 function badge(reason, keep) {
@@ -50,7 +56,7 @@ async function home() {
       <td>${esc(d.record ?? "")}</td><td class="num">${fmt(d.rows)}</td><td>${d.shards}${d.complete ? "" : ` of ${d.planned_shards ?? "?"} (unfinished)`}</td>
       <td>${d.inputs.map((k) => `<a href="${dsLink(k)}">${esc(k)}</a>`).join(", ")}</td></tr>`).join("")}
     </tbody></table>`;
-  document.body.dataset.painted = "home";
+  painted("home");
 }
 
 // --- overview -----------------------------------------------------------------------------------------
@@ -107,13 +113,13 @@ async function overview(key) {
     <section><h2>By source</h2><div id="by-source"></div></section>
     <details><summary>config</summary><pre class="json">${esc(JSON.stringify(o.config, null, 2))}</pre></details>
     <details><summary>stats in the manifest</summary><pre class="json">${esc(JSON.stringify(o.stats, null, 2))}</pre></details>`;
-  document.body.dataset.painted = "overview";
+  painted("overview");
   const s = await api("stats", { ds: key });
   document.getElementById("funnel").innerHTML = bars(s.funnel, key);
   document.getElementById("lengths").innerHTML = histogram(s.lengths);
   document.getElementById("by-domain").innerHTML = crossTable(s.by_domain, key, "domain");
   document.getElementById("by-source").innerHTML = crossTable(s.by_source, key, "source");
-  document.body.dataset.painted = "stats";
+  painted("stats");
 }
 
 // --- rows ---------------------------------------------------------------------------------------------
@@ -158,7 +164,7 @@ async function rowsView(key, params) {
     drawRows(key, page, offset, limit, params);
     if (page.done || page.rows.length >= limit) break;
   }
-  document.body.dataset.painted = "rows";
+  painted("rows");
 }
 
 function drawRows(key, page, offset, limit, params) {
@@ -231,7 +237,7 @@ async function rowView(key, i) {
     if (text == null && name !== "answer") continue;
     fields.appendChild(fieldSection(name, text, v.marks, v.notes[name]));
   }
-  document.body.dataset.painted = "row";
+  painted("row");
 }
 
 // --- one prompt ---------------------------------------------------------------------------------------
@@ -266,7 +272,7 @@ async function promptView(id) {
     }
     groups.appendChild(sec);
   }
-  document.body.dataset.painted = "prompt";
+  painted("prompt");
 }
 
 // --- routing ------------------------------------------------------------------------------------------
@@ -286,7 +292,7 @@ async function route() {
     else await home();
   } catch (e) {
     $main().innerHTML = `<p class="error" id="error">${esc(e.message)}</p>`;
-    document.body.dataset.painted = "error";
+    painted("error");
   }
   window.scrollTo(0, 0);
 }
