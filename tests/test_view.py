@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -211,6 +212,46 @@ def test_real_r1_traces_split_and_mark_their_answers(viewer: str, real: Path) ->
         assert "\\frac" in fields["reasoning"] + fields["answer"] or "\\" in fields["reasoning"]
         (answer,) = _marked(row, "answer")
         assert answer.startswith("\\boxed") and preview["answer"] in answer
+
+
+def test_a_row_reached_from_a_list_steps_through_that_list(viewer: str, view_runs: Path) -> None:
+    rows = read_rows(view_runs / "verdicts")
+    loops = [i for i, r in enumerate(rows) if r["reject_reason"] == "repetition"]
+    _, row = get(viewer, "/api/row", ds="demo/verdicts", i=loops[1], reason="repetition")
+    assert row["among"] == {"position": 1, "total": len(loops), "done": True, "prev": loops[0], "next": loops[2]}
+    longest = sorted(loops, key=lambda i: -rows[i]["completion_tokens"])
+    _, row = get(viewer, "/api/row", ds="demo/verdicts", i=longest[0], reason="repetition", sort="length", order="desc")
+    assert row["among"]["prev"] is None and row["among"]["next"] == longest[1]
+    _, row = get(viewer, "/api/row", ds="demo/verdicts", i=loops[0], reason="kept")  # not in that list
+    assert row["among"] is None
+    _, row = get(viewer, "/api/row", ds="demo/verdicts", i=loops[0])  # no list: the directory's order
+    assert row["among"] is None
+
+
+def test_an_unfinished_directory_shows_its_finished_shards_and_follows_the_stage(tmp_path: Path, view_runs: Path):
+    served = tmp_path / "running"
+    shutil.copytree(view_runs / "verdicts", served / "verdicts")
+    manifest = served / "verdicts" / "_manifest.json"
+    whole = json.loads(manifest.read_text())
+    partial = {**whole, "complete": False, "shards": whole["shards"][:2]}
+    manifest.write_text(json.dumps(partial))
+    server = make_server([served], port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        _, cat = get(base, "/api/datasets")
+        assert cat["datasets"][0]["complete"] is False
+        _, page = get(base, "/api/rows", ds="running/verdicts", limit=1)
+        assert page["total"] == sum(s["rows"] for s in partial["shards"])
+        manifest.write_text(json.dumps(whole))  # the stage finished its other shards
+        os.utime(manifest, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
+        _, page = get(base, "/api/rows", ds="running/verdicts", limit=1)
+        assert page["total"] == whole["rows"]
+        _, stats = get(base, "/api/stats", ds="running/verdicts")
+        assert stats["funnel"] == whole["stats"]["funnel"]["by_reason"]
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 # --- what it refuses ------------------------------------------------------------------------------------

@@ -47,15 +47,21 @@ def browser():
     driver.quit()
 
 
-def show(driver, url: str, painted: str, shot: str | None = None, timeout: float = 30):
-    """Open a view and wait until the page says it has drawn it (body[data-painted])."""
-    driver.get(url)
+def wait(driver, painted: str, url_has: str = "", timeout: float = 30) -> None:
+    """Until the page says it has drawn the view (body[data-painted]) at a URL holding `url_has`."""
     deadline = time.monotonic() + timeout
-    while driver.execute_script("return document.body.dataset.painted") != painted:
+    drawn = "return document.body.dataset.painted === arguments[0] && document.body.dataset.route === location.hash"
+    while not driver.execute_script(drawn, painted) or url_has not in driver.current_url:
         error = driver.execute_script("return (document.getElementById('error') || {}).textContent")
         assert not error, error
-        assert time.monotonic() < deadline, f"{url}: not drawn ({painted})"
+        assert time.monotonic() < deadline, f"{driver.current_url}: not drawn ({painted})"
         time.sleep(0.05)
+
+
+def show(driver, url: str, painted: str, shot: str | None = None):
+    """Open a view and wait until it is drawn."""
+    driver.get(url)
+    wait(driver, painted)
     if shot:
         driver.save_screenshot(str(ARTIFACTS / f"{shot}.png"))
     severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
@@ -85,10 +91,7 @@ def test_the_demos_verdicts_load_with_the_funnel_the_stage_counted(browser, view
 def test_filtering_by_a_reason_lists_exactly_those_rows(browser, viewer: str, view_runs: Path) -> None:
     show(browser, f"{viewer}/#/ds/demo%2Fverdicts", "stats")
     browser.find_element("css selector", "#funnel .bar-row[data-reason='repetition']").click()  # a bar is a link
-    deadline = time.monotonic() + 30
-    while js(browser, "return document.body.dataset.painted") != "rows":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait(browser, "rows")
     assert "reason=repetition" in browser.current_url
     rows = read_rows(view_runs / "verdicts")
     expected = [i for i, r in enumerate(rows) if r["reject_reason"] == "repetition"]
@@ -98,16 +101,20 @@ def test_filtering_by_a_reason_lists_exactly_those_rows(browser, viewer: str, vi
     )
     assert [i for i, _ in listed] == expected and {why for _, why in listed} == {"repetition"}
     assert f"of {len(expected)} rows" in js(browser, "return document.getElementById('count').textContent")
+    # a row opened from the list steps through that list: the link beside it, or the → key
+    browser.find_element("css selector", "#rows tbody tr a").click()
+    wait(browser, "row")
+    assert js(browser, "return document.getElementById('position').textContent") == f"1 of {len(expected)} in this list"
+    from selenium.webdriver.common.keys import Keys
+
+    browser.find_element("css selector", "body").send_keys(Keys.ARROW_RIGHT)
+    wait(browser, "row", f"/row/{expected[1]}?")
+    assert js(browser, "return document.getElementById('position').textContent").startswith("2 of")
     # the filter form drives the same: choose another reason
     show(browser, f"{viewer}/#/ds/demo%2Fverdicts/rows?limit=200", "rows")
     js(browser, "const s = document.querySelector('select[name=reason]'); s.value = 'code_block';"
                 "s.dispatchEvent(new Event('change', {bubbles: true}))")  # fmt: skip
-    deadline = time.monotonic() + 30
-    while (
-        "reason=code_block" not in browser.current_url or js(browser, "return document.body.dataset.painted") != "rows"
-    ):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait(browser, "rows", "reason=code_block")
     reasons = js(browser, "return [...document.querySelectorAll('#rows tbody tr')].map(r => r.dataset.reason)")
     assert reasons == ["code_block"] * sum(r["reject_reason"] == "code_block" for r in rows)
 
@@ -150,10 +157,7 @@ def test_a_repetition_and_a_language_mix_are_marked_where_they_are(browser, view
     assert chinese and "".join(c for c in foreign if "\u4e00" <= c <= "\u9fff") == chinese
     # links between stages: the verdict's trace
     browser.find_element("css selector", "#links a[href*='demo%2Ftraces']").click()
-    deadline = time.monotonic() + 30
-    while js(browser, "return document.body.dataset.painted") != "row" or "traces" not in browser.current_url:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait(browser, "row", "traces")
     assert js(browser, "return document.querySelector('#verdict').innerText").count(rows[mixed]["id"]) >= 1
 
 
@@ -192,10 +196,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory):
 
 def test_a_script_inside_a_trace_is_shown_as_text_and_never_runs(browser, hostile: str) -> None:
     browser.get(f"{hostile}/#/ds/v/row/0")
-    deadline = time.monotonic() + 30
-    while js(browser, "return document.body.dataset.painted") != "row":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait(browser, "row")
     for link in browser.find_elements("css selector", "#fields a"):
         assert not (link.get_attribute("href") or "").startswith("javascript:")
     time.sleep(0.3)

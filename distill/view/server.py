@@ -38,6 +38,9 @@ mimetypes.add_type("font/woff2", ".woff2")  # not in every system's table
 mimetypes.add_type("text/javascript", ".js")
 
 
+FILTERS = ("reason", "domain", "source", "part", "keep", "q", "sort")
+
+
 class BadRequest(Exception):
     pass
 
@@ -67,7 +70,9 @@ class Viewer:
         if not key:
             raise BadRequest("ds= names the dataset (see /api/datasets)")
         d = self.catalog.get(key)
-        return d, self.tables[d.key]
+        table = self.tables[d.key]
+        table.refresh()
+        return d, table
 
     # --- answers -------------------------------------------------------------------------------------
 
@@ -106,8 +111,10 @@ class Viewer:
             raise LookupError(str(e)) from None
         view = describe(part, row, d.manifest.config)
         links = self.locate(row.get("id"), row.get("sample"), exclude=(d.key, i)) if row.get("id") else []
+        # reached from a filtered list: the previous and next rows of that list
+        among = table.neighbours(_query(params), i) if any(params.get(k) for k in FILTERS) else None
         return {"ds": d.key, "i": i, "part": part, "rows": table.num_rows, "row": _jsonable(row), "view": view,
-                "links": links, "stage": d.manifest.stage}  # fmt: skip
+                "links": links, "stage": d.manifest.stage, "among": among}  # fmt: skip
 
     def locate(self, row_id: str, sample: int | None, exclude: tuple[str, int] | None = None) -> list[dict]:
         """The same prompt (and sample) in the other datasets: a trace's verdict, a kept trace's prompt."""
@@ -116,6 +123,7 @@ class Viewer:
             sample = int(k)
         out = []
         for key, table in self.tables.items():
+            table.refresh()
             for i in table.locate(base, sample)[:20]:
                 if (key, i) != exclude:
                     out.append({"ds": key, "i": i, "stage": table.ds.manifest.stage})
@@ -128,6 +136,7 @@ class Viewer:
             raise BadRequest("id= names the prompt")
         base, problem, groups = row_id.split(":")[0], None, []
         for key, table in self.tables.items():
+            table.refresh()
             found = table.locate(base)
             items = []
             for i in found[:64]:

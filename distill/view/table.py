@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from distill.store import MANIFEST, read_manifest
 from distill.view.catalog import Dataset
 
 PARTS = ("data", "removed", "rejects")
@@ -115,6 +116,28 @@ class DatasetTable:
         self._found: OrderedDict[tuple, Found] = OrderedDict()
         self._names: dict[Path, list[str]] = {}
         self.index_seconds: float | None = None
+        self._seen = self._manifest_time()
+
+    def _manifest_time(self) -> int | None:
+        try:
+            return (self.ds.path / MANIFEST).stat().st_mtime_ns
+        except OSError:
+            return None
+
+    def refresh(self) -> None:
+        """A stage still writing the directory (or rerun into it): its manifest changed, so the next answer
+        shows the shards it lists now. One stat per request."""
+        seen = self._manifest_time()
+        if seen == self._seen:
+            return
+        manifest = read_manifest(self.ds.path)
+        if manifest is None:  # being replaced this instant: the next request will see it
+            return
+        with self._lock:
+            self._seen, self.ds.manifest = seen, manifest
+            self._segments = self._index = None
+            self._found.clear()
+            self._names.clear()
 
     # --- layout -------------------------------------------------------------------------------------
 
@@ -230,7 +253,7 @@ class DatasetTable:
         if not found.done:
             self._search(found, query.q or "", None if query.sort else want)
         if found.done and query.sort == "length" and found.order is None:
-            rows = np.concatenate(found.matches) if found.matches else np.array([], dtype=np.int64)
+            rows = _joined(found.matches)
             lengths = self.index["length"].to_numpy(zero_copy_only=False)[rows].astype(float)
             lengths = np.where(np.isnan(lengths), -1, lengths)
             order = np.argsort(-lengths if query.desc else lengths, kind="stable")
@@ -282,7 +305,7 @@ class DatasetTable:
         if found.order is not None:
             rows, total = found.order[offset : offset + limit], len(found.order)
         else:
-            every = np.concatenate(found.matches) if found.matches else np.array([], dtype=np.int64)
+            every = _joined(found.matches)
             rows, total = every[offset : offset + limit], len(every)
         return {
             "rows": self.previews(rows),
@@ -291,6 +314,23 @@ class DatasetTable:
             "done": found.done,  # False: a text search still going (total so far)
             "searched": round(found.scanned / max(len(self.segments), 1), 3) if query.q else 1.0,
         }
+
+    def neighbours(self, query: Query, i: int) -> dict[str, Any] | None:
+        """Row i's place among the query's rows and the rows before and after it (a reader going through
+        every `repetition` one by one); None when i is not one of them."""
+        found = self.find(query, 0)
+        for _ in range(2):
+            rows = found.order if found.order is not None else _joined(found.matches)
+            where = np.flatnonzero(rows == i)
+            if where.size and (where[0] + 1 < len(rows) or found.done):
+                break
+            found = self.find(query, len(rows) + 1)  # a search still going: far enough for the next one
+        if not where.size:
+            return None
+        k = int(where[0])
+        return {"position": k, "total": len(rows), "done": found.done,
+                "prev": int(rows[k - 1]) if k > 0 else None,
+                "next": int(rows[k + 1]) if k + 1 < len(rows) else None}  # fmt: skip
 
     # --- rows -----------------------------------------------------------------------------------------
 
@@ -394,6 +434,10 @@ _INDEX_SCHEMA = {
     "part": pa.string(), "id": pa.string(), "sample": pa.int32(), "domain": pa.string(), "source": pa.string(),
     "keep": pa.bool_(), "reason": pa.string(), "length": pa.float64(),
 }  # fmt: skip
+
+
+def _joined(matches: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(matches) if matches else np.array([], dtype=np.int64)
 
 
 def _index_columns(part: str, t: pa.Table) -> pa.Table:

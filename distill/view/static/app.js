@@ -27,6 +27,7 @@ function setCrumbs(parts) {
 // A view is drawn: tests wait for body[data-painted]; the benchmark reads the performance mark's time.
 function painted(view) {
   document.body.dataset.painted = view;
+  document.body.dataset.route = location.hash; // what was drawn: a test knows a newer URL is not drawn yet
   performance.mark(`painted-${view}`);
 }
 
@@ -171,7 +172,7 @@ function drawRows(key, page, offset, limit, params) {
   const searching = page.done ? "" : ` · searching, ${Math.round(100 * page.searched)}% read`;
   const what = page.done ? `${fmt(page.total)} rows` : `${fmt(page.total)}+ rows so far`;
   document.getElementById("count").textContent = page.total ? `rows ${fmt(offset + 1)}–${fmt(offset + page.rows.length)} of ${what}${searching}` : `no rows${searching}`;
-  const rowHref = (r) => dsLink(key, `/row/${r.i}`);
+  const rowHref = (r) => dsLink(key, `/row/${r.i}${listQuery(params)}`);
   document.getElementById("table").innerHTML = `<table class="grid rows" id="rows"><thead><tr><th>#</th><th>sample</th><th>domain</th><th>source</th><th>verdict</th><th class="num">length</th><th>problem</th><th>answer</th><th>detail</th></tr></thead><tbody>
     ${page.rows.map((r) => `<tr data-i="${r.i}" data-reason="${esc(r.reason ?? "")}" data-part="${esc(r.part)}">
       <td><a href="${rowHref(r)}">${r.i}</a></td><td>${r.sample ?? ""}</td><td>${esc(r.domain ?? "")}</td><td>${esc(r.source ?? "")}</td>
@@ -184,6 +185,16 @@ function drawRows(key, page, offset, limit, params) {
 }
 
 // --- one row ------------------------------------------------------------------------------------------
+
+const LIST_KEYS = ["reason", "domain", "source", "part", "keep", "q", "sort", "order"];
+
+// the list a row was reached from (its filters), so the row view steps through that list
+function listQuery(params) {
+  const p = new URLSearchParams();
+  for (const k of LIST_KEYS) if (params.get(k)) p.set(k, params.get(k));
+  const qs = p.toString();
+  return qs ? `?${qs}` : "";
+}
 
 const FIELD_LABEL = { problem: "problem", reasoning: "reasoning", answer: "answer", matched_text: "the benchmark item it matched", raw: "the input row as read" };
 const VERDICT_KEYS = ["keep", "reject_reason", "reject_detail", "correct", "readable", "language_ok", "checker", "sandbox", "finish_reason", "completion_tokens", "prompt_tokens", "num_tokens", "teacher", "latency_s", "error", "input", "row", "reason", "similarity", "matched_id", "matched_source"];
@@ -218,12 +229,17 @@ function fieldSection(name, text, marks, notes, prefix = "") {
   return sec;
 }
 
-async function rowView(key, i) {
-  const r = await api("row", { ds: key, i });
-  setCrumbs([[key, dsLink(key)], ["rows", dsLink(key, "/rows")], [`#${i}`, null]]);
+async function rowView(key, i, params) {
+  const list = listQuery(params);
+  const r = await api("row", { ds: key, i, ...Object.fromEntries(new URLSearchParams(list.slice(1))) });
+  setCrumbs([[key, dsLink(key)], ["rows", dsLink(key, `/rows${list}`)], [`#${i}`, null]]);
   const row = r.row, v = r.view;
   const kv = (keys) => keys.filter((k) => row[k] !== undefined && row[k] !== null).map((k) => `<dt>${esc(k)}</dt><dd>${esc(typeof row[k] === "number" && !Number.isInteger(row[k]) ? row[k].toFixed(3) : row[k])}</dd>`).join("");
-  const nav = `${i > 0 ? `<a href="${dsLink(key, `/row/${i - 1}`)}" id="prev">← #${i - 1}</a>` : ""} ${i + 1 < r.rows ? `<a href="${dsLink(key, `/row/${i + 1}`)}" id="next">#${i + 1} →</a>` : ""}`;
+  // in the list it was reached from (the filters in the URL), else in the directory's order
+  const a = r.among;
+  const [prev, next] = a ? [a.prev, a.next] : [i > 0 ? i - 1 : null, i + 1 < r.rows ? i + 1 : null];
+  const where = a ? `<span class="muted" id="position">${fmt(a.position + 1)} of ${fmt(a.total)}${a.done ? "" : "+"} in this list</span>` : "";
+  const nav = `${where} ${prev != null ? `<a href="${dsLink(key, `/row/${prev}${list}`)}" id="prev">← #${prev}</a>` : ""} ${next != null ? `<a href="${dsLink(key, `/row/${next}${list}`)}" id="next">#${next} →</a>` : ""}`;
   const elsewhere = r.links.map((l) => `<li><a href="${dsLink(l.ds, `/row/${l.i}`)}">${esc(l.ds)} #${l.i}</a> <span class="muted">${esc(l.stage)}</span></li>`).join("");
   $main().innerHTML = `<div class="row-head"><h1>${esc(key)} #${i} ${badge(row.reject_reason ?? row.reason ?? (r.part === "rejects" ? (row.error || "").split(":")[0] : null), row.keep ?? (r.part === "data" ? null : false))}
       ${r.part !== "data" ? `<span class="part">${esc(r.part)}</span>` : ""}</h1><span class="nav">${nav}</span></div>
@@ -287,7 +303,7 @@ async function route() {
   try {
     if (parts[0] === "ds" && parts.length === 2) await overview(parts[1]);
     else if (parts[0] === "ds" && parts[2] === "rows") await rowsView(parts[1], params);
-    else if (parts[0] === "ds" && parts[2] === "row") await rowView(parts[1], +parts[3]);
+    else if (parts[0] === "ds" && parts[2] === "row") await rowView(parts[1], +parts[3], params);
     else if (parts[0] === "prompt") await promptView(parts.slice(1).join("/"));
     else await home();
   } catch (e) {
@@ -296,6 +312,13 @@ async function route() {
   }
   window.scrollTo(0, 0);
 }
+
+// ← and → step through rows (and pages), as the links beside them do
+window.addEventListener("keydown", (e) => {
+  if (e.target.closest?.("input, select, textarea") || e.altKey || e.ctrlKey || e.metaKey) return;
+  const link = document.getElementById(e.key === "ArrowLeft" ? "prev" : e.key === "ArrowRight" ? "next" : "");
+  if (link) { e.preventDefault(); location.hash = link.getAttribute("href"); }
+});
 
 window.addEventListener("hashchange", route);
 window.addEventListener("DOMContentLoaded", route);
