@@ -48,3 +48,19 @@ def run_measured(cmd: list[str]) -> tuple[float, float, str]:
     if proc.returncode != 0:
         raise RuntimeError(err)
     return seconds, peak, err
+
+
+def headless_chromium():
+    """Debian's chromium driven through its own chromedriver (Selenium; no driver download), a desktop-sized
+    window: what `distill view`'s browser tests and benchmark read the page with."""
+    import shutil
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(arg)
+    options.add_argument("--window-size=1400,1000")
+    return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)

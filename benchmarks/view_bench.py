@@ -32,7 +32,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from benchmarks.common import PeakRSS
+from benchmarks.common import PeakRSS, headless_chromium
+from benchmarks.store_bench import _text
 from distill.records import RECORDS
 from distill.store import DatasetWriter
 
@@ -40,15 +41,6 @@ BATCH = 2_000  # rows per shard, as `distill filter` writes them
 POOL = 8  # distinct batches of text, reused with fresh ids: generating 10 GB of text would be the bottleneck
 REASONS = [(None, 0.66), ("wrong_answer", 0.12), ("repetition", 0.05), ("language_mix", 0.05), ("truncated", 0.04),
            ("no_answer", 0.04), ("code_block", 0.02), ("long_paragraph", 0.02)]  # fmt: skip
-
-
-def _text(rng: random.Random, vocab: list[str], chars: int) -> str:
-    out, n = [], 0
-    while n < chars:
-        w = rng.choice(vocab)
-        out.append(w)
-        n += len(w) + 1
-    return " ".join(out)
 
 
 def make_pool(seed: int = 0) -> list[pa.RecordBatch]:
@@ -134,20 +126,7 @@ def _timed(base: str, path: str, repeat: int = 5, **params) -> dict:
 
 
 def browser_paint(base: str, ds: str, row: int) -> dict:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--window-size=1400,1000",
-    ):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    driver = headless_chromium()
     out = {}
     try:
         key = urllib.parse.quote(ds, safe="")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.common import headless_chromium
 from tests.conftest import REPO, read_rows, run_cli, write_jsonl
 
 ARTIFACTS = REPO / "build" / "test-artifacts" / "view"
@@ -28,20 +29,7 @@ def browser():
         if os.geteuid() == 0 and shutil.which("apt-get"):
             pytest.fail("make test installs chromium and chromium-driver here (root, apt-get); they are missing")
         pytest.skip("no chromium + chromedriver on this machine (Debian: apt-get install chromium chromium-driver)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--window-size=1400,1000",
-    ):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    driver = headless_chromium()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     yield driver
     driver.quit()
