@@ -61,6 +61,7 @@ $(DISTILL_TARGETS): distill-%: setup
 demo: setup
 	$(BIN)/distill run pipelines/demo.yaml
 	$(BIN)/distill inspect runs/demo/verdicts --rows 1
+	@echo "to look at every row in a browser: $(BIN)/distill view runs/demo"
 
 # Filtered vs unfiltered teacher traces, the tiny student trained on each (3 seeds), ~15 minutes on 2 cores.
 efficacy: setup

@@ -134,9 +134,16 @@ def view_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
             rows.append({"problem": t["problem"], "answer": t["gold_answer"], "domain": "math", "language": "en",
                          "sample": k, "content": t["response"], "source": "thought-anchors"})  # fmt: skip
         write_jsonl(ws / "real.jsonl", rows)
-        r = run_cli("filter", "--input", str(ws / "real.jsonl"), "--out", "runs/demo/real-verdicts",
-                    "--preset", str(REPO / "filters" / "r1.yaml"), "--no-progress", cwd=ws)  # fmt: skip
-        assert r.returncode == 0, r.stderr[-3000:]
+        # and R1-distill answering MMLU questions by letter ("Therefore, the best answer is: (X).")
+        lines = (REAL / "traces_r1distill_qwen14b_mmlu_cued.jsonl").read_text().splitlines()[:20]
+        write_jsonl(ws / "real-mcq.jsonl", [{"problem": t["problem"], "answer": t["gold_answer"], "domain": "science",
+                                             "language": "en", "sample": k, "content": t["response"],
+                                             "source": "thought-branches"}
+                                            for k, t in enumerate(map(json.loads, lines))])  # fmt: skip
+        for name in ("real", "real-mcq"):
+            r = run_cli("filter", "--input", str(ws / f"{name}.jsonl"), "--out", f"runs/demo/{name}-verdicts",
+                        "--preset", str(REPO / "filters" / "r1.yaml"), "--no-progress", cwd=ws)  # fmt: skip
+            assert r.returncode == 0, r.stderr[-3000:]
     return ws / "runs" / "demo"
 
 

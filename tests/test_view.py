@@ -205,7 +205,7 @@ def test_the_prompt_view_holds_all_k_samples_with_their_verdicts(viewer: str, vi
 
 def test_real_r1_traces_split_and_mark_their_answers(viewer: str, real: Path) -> None:
     _, page = get(viewer, "/api/rows", ds="demo/real-verdicts", limit=40)
-    assert page["total"] == 40
+    assert page["total"] == 40 and {r["part"] for r in page["rows"]} == {"data"}
     for preview in page["rows"][:6]:
         _, row = get(viewer, "/api/row", ds="demo/real-verdicts", i=preview["i"])
         fields = row["view"]["fields"]
@@ -252,6 +252,20 @@ def test_an_unfinished_directory_shows_its_finished_shards_and_follows_the_stage
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_multiple_choice_answer_is_the_letter_the_checker_read(viewer: str, real: Path) -> None:
+    _, page = get(viewer, "/api/rows", ds="demo/real-mcq-verdicts", limit=20)
+    assert page["total"] == 20 and {r["part"] for r in page["rows"]} == {"data"}
+    for preview in page["rows"][:8]:
+        _, row = get(viewer, "/api/row", ds="demo/real-mcq-verdicts", i=preview["i"])
+        marked = _marked(row, "answer")
+        if preview["reason"] == "no_answer":
+            assert not marked and preview["answer"] is None
+            continue
+        (letter,) = marked
+        assert re.fullmatch(r"[A-Z]", preview["answer"]) and f"({preview['answer']})" in letter, (letter, preview)
+        assert (preview["reason"] == "kept") == (preview["answer"] == row["row"]["answer"])
 
 
 # --- what it refuses ------------------------------------------------------------------------------------

@@ -53,13 +53,21 @@ def final_boxed(content: str) -> list[str]:
     return candidates
 
 
-def choice_letter(content: str, options: int = 26) -> str | None:
-    """The chosen option: `\\boxed{C}`, then "Answer: C" / "the answer is (C)", then a last "(C)"."""
-    tail = content[-MAX_SCAN:]
+def choice_letter_span(content: str, options: int = 26) -> tuple[int, int, str] | None:
+    """(start, end, letter) of the chosen option: `\\boxed{C}`, then "Answer: C" / "the answer is (C)", then a
+    last "(C)"."""
+    offset = max(0, len(content) - MAX_SCAN)
+    tail = content[offset:]
     valid = {chr(ord("A") + k) for k in range(options)}
     for pattern in (_LETTER_BOX, _ANSWER_IS, _PAREN_LETTER):
-        found = [m.group(1).upper() for m in pattern.finditer(tail)]
-        found = [f for f in found if f in valid]
+        found = [m for m in pattern.finditer(tail) if m.group(1).upper() in valid]
         if found:
-            return found[-1]
+            m = found[-1]
+            return offset + m.start(), offset + m.end(), m.group(1).upper()
     return None
+
+
+def choice_letter(content: str, options: int = 26) -> str | None:
+    """The chosen option (see choice_letter_span)."""
+    found = choice_letter_span(content, options)
+    return found[2] if found else None

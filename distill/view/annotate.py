@@ -18,7 +18,7 @@ from typing import Any
 from distill import language
 from distill.config import FilterPreset, LanguageCheckConfig, ReadabilityConfig
 from distill.filters import langcheck
-from distill.filters.answers import box_spans, final_boxed
+from distill.filters.answers import box_spans, choice_letter_span, final_boxed
 from distill.filters.readability import split_think
 
 MAX_SCAN = 400_000  # characters of a field searched for marks; a runaway trace is marked in its first part
@@ -28,7 +28,11 @@ _WORD = re.compile(r"[^\W_]+")
 _GAP = r"[\s\d,.;:!?，。；：！？、（）()\"'“”‘’\-]{0,4}"  # what may sit inside one foreign passage
 
 
-def final_answer(content: str) -> str | None:
+def final_answer(content: str, domain: str | None = None) -> str | None:
+    """The answer a checker reads: the chosen letter of a multiple-choice row, else the last box."""
+    if domain == "science":
+        found = choice_letter_span(content)
+        return found[2] if found else None
     candidates = final_boxed(content)
     return candidates[0] if candidates else None
 
@@ -159,8 +163,10 @@ def _verdict_marks(row: dict[str, Any], fields: dict[str, Any], preset: FilterPr
                    marks: list[dict[str, Any]], notes: dict[str, list[str]]) -> None:  # fmt: skip
     reasoning, answer = fields["reasoning"] or "", fields["answer"] or ""
     boxes = box_spans(answer)
-    if boxes:
-        start, end, inside = boxes[-1]
+    # what the checker read: the last box; for a multiple-choice row, the chosen letter
+    found = choice_letter_span(answer) if row.get("domain") == "science" else (boxes[-1] if boxes else None)
+    if found:
+        start, end, inside = found
         gold = row.get("answer")
         note = f"final answer {inside!r}" + (f"; gold {gold!r}" if gold is not None else "")
         marks.append(_mark("answer", start, end, "answer", note))

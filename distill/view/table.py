@@ -426,7 +426,7 @@ class DatasetTable:
 
 TEXT_COLUMNS = ("problem", "reasoning", "content", "answer", "messages", "raw", "error", "matched_text")
 PREVIEW_COLUMNS = {
-    "data": ["problem", "content", "answer", "reject_detail", "messages"],
+    "data": ["domain", "problem", "content", "answer", "reject_detail", "messages"],
     "removed": ["problem", "matched_id", "matched_source", "similarity"],
     "rejects": ["input", "row", "error", "raw"],
 }
@@ -505,7 +505,7 @@ def _preview_text(part: str, row: dict[str, Any]) -> dict[str, Any]:
     content = row.get("content")
     return {
         "problem": _clip(row.get("problem")),
-        "answer": final_answer(content) if content else None,
+        "answer": final_answer(content, row.get("domain")) if content else None,
         "gold": _clip(row.get("answer"), 60),
         "detail": _clip(row.get("reject_detail"), 160),
     }
