@@ -114,7 +114,7 @@ def wrong_return(batch):
 
 @pytest.fixture(scope="session")
 def view_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo pipeline through prompts, traces, verdicts, kept and the SFT mix (no training), plus a
+    """The demo pipeline through prompts, traces, verdicts, kept, the SFT mix and its card (no training), plus a
     verdicts directory of real R1-distill traces (MATH problems, LaTeX throughout) when ../shared/real is here."""
     import yaml
 
@@ -122,7 +122,8 @@ def view_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for folder in ("data", "pipelines", "configs", "filters"):
         subprocess.run(["cp", "-r", str(REPO / folder), str(ws / folder)], check=True)
     recipe = yaml.safe_load((REPO / "pipelines" / "demo.yaml").read_text())
-    recipe["steps"] = [s for s in recipe["steps"] if s["name"] in ("prompts", "traces", "verdicts", "kept", "sft")]
+    steps = ("prompts", "traces", "verdicts", "kept", "sft", "card")
+    recipe["steps"] = [s for s in recipe["steps"] if s["name"] in steps]
     (ws / "pipelines" / "view-demo.yaml").write_text(yaml.safe_dump(recipe))
     r = run_cli("run", "pipelines/view-demo.yaml", "--out", "runs/demo", "--no-progress", cwd=ws, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]

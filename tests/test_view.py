@@ -268,6 +268,33 @@ def test_a_multiple_choice_answer_is_the_letter_the_checker_read(viewer: str, re
         assert (preview["reason"] == "kept") == (preview["answer"] == row["row"]["answer"])
 
 
+def test_the_overview_carries_the_data_card_and_an_evals_metrics(viewer: str, view_runs: Path, tmp_path: Path) -> None:
+    _, o = get(viewer, "/api/overview", ds="demo/sft")
+    assert o["card"] == (view_runs / "sft" / "README.md").read_text() and o["eval"] is None
+    assert get(viewer, "/api/overview", ds="demo/verdicts")[1]["card"] is None
+    # eval's scored samples beside its results.json
+    run = tmp_path / "eval"
+    shutil.copytree(view_runs / "verdicts", run / "scored")
+    (run / "results.json").write_text(json.dumps({"metrics": {"pass@1": 22.5}, "model": {"name": "student"}}))
+    server = make_server([run], port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        _, o = get(f"http://127.0.0.1:{server.server_address[1]}", "/api/overview", ds="eval/scored")
+        assert o["eval"]["metrics"] == {"pass@1": 22.5} and o["eval"]["model"]["name"] == "student"
+    finally:
+        server.shutdown()
+        server.server_close()
+    # given the scored directory alone, its parent's results.json is outside what was given: not read
+    server = make_server([run / "scored"], port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        _, o = get(f"http://127.0.0.1:{server.server_address[1]}", "/api/overview", ds="scored")
+        assert o["eval"] is None
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 # --- what it refuses ------------------------------------------------------------------------------------
 
 

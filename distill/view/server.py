@@ -13,6 +13,7 @@ trace that contains `<script>` is text, never code.
 
 from __future__ import annotations
 
+import json
 import mimetypes
 import sys
 import threading
@@ -25,7 +26,7 @@ from typing import Any
 import orjson
 
 from distill.view.annotate import describe
-from distill.view.catalog import Catalog, Dataset, Refused, confine
+from distill.view.catalog import Catalog, Dataset, Refused, confine, inside
 from distill.view.table import DatasetTable, Query, RowGroupCache
 
 STATIC = Path(__file__).parent / "static"
@@ -33,6 +34,7 @@ CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; font-src 'self'; "
     "img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )  # KaTeX sizes its output with style attributes: inline styles, never inline scripts
+CARD_CHARS = 200_000
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 mimetypes.add_type("font/woff2", ".woff2")  # not in every system's table
 mimetypes.add_type("text/javascript", ".js")
@@ -92,7 +94,27 @@ class Viewer:
             "distill_version": m.distill_version,
             "bytes": sum(s.get("bytes", 0) for s in m.shards.values()),
             "files": d.files,
+            "card": self._card(d),
+            "eval": self._eval_results(d),
         }
+
+    def _card(self, d: Dataset) -> str | None:
+        """The data card `distill card` wrote into the directory (README.md), shown rendered."""
+        card = d.path / "README.md"
+        if not card.is_file() or not inside(card.resolve(), d.path):
+            return None
+        return card.read_text(encoding="utf-8", errors="replace")[:CARD_CHARS]
+
+    def _eval_results(self, d: Dataset) -> dict[str, Any] | None:
+        """For eval's scored samples (EVAL/scored): the metrics in EVAL/results.json, when EVAL was given too."""
+        results = d.path.parent / "results.json"
+        if d.path.name != "scored" or not any(inside(results, root) for root in self.catalog.roots.values()):
+            return None
+        try:
+            blob = json.loads(results.read_text())
+        except (OSError, ValueError):
+            return None
+        return {"metrics": blob.get("metrics"), "model": blob.get("model"), "benchmark": blob.get("benchmark")}
 
     def stats(self, params: dict[str, str]) -> Any:
         _, table = self.dataset(params)

@@ -409,9 +409,10 @@ class DatasetTable:
         known = ~np.isnan(length)
         if not known.any():
             return {"unit": self.length_unit(), "edges": [], "kept": [], "other": []}
-        top = float(np.percentile(length[known], 99.5)) or 1.0  # a few runaway traces must not flatten the rest
-        edges = np.linspace(0, top, bins + 1)
-        clipped = np.minimum(length, top)
+        top = float(np.percentile(length[known], 99.5))  # a few runaway traces must not flatten the rest
+        low = float(length[known].min())
+        edges = np.linspace(low, max(top, low + 1), bins + 1)
+        clipped = np.minimum(length, edges[-1])
         kept, _ = np.histogram(clipped[known & keep], edges)
         other, _ = np.histogram(clipped[known & ~keep], edges)
         return {

@@ -85,7 +85,7 @@ function histogram(h) {
   }
   return `<svg class="hist" viewBox="0 -4 ${W} ${H + 24}" role="img" aria-label="length histogram">${rects}
     <line x1="0" y1="${H}" x2="${W}" y2="${H}" class="axis"/>
-    <text x="0" y="${H + 16}">0</text><text x="${W}" y="${H + 16}" text-anchor="end">${fmt(h.edges[n])} ${esc(h.unit)}${h.max > h.edges[n] ? ` (max ${fmt(h.max)})` : ""}</text></svg>
+    <text x="0" y="${H + 16}">${fmt(h.edges[0])}</text><text x="${W}" y="${H + 16}" text-anchor="end">${fmt(h.edges[n])} ${esc(h.unit)}${h.max > h.edges[n] ? ` (max ${fmt(h.max)})` : ""}</text></svg>
     <p class="muted"><span class="swatch h-ok"></span> kept <span class="swatch h-bad"></span> not kept · median ${fmt(h.median)} ${esc(h.unit)}</p>`;
 }
 
@@ -108,12 +108,16 @@ async function overview(key) {
     ${o.inputs.length || o.files.length ? `<p>reads ${links(o.inputs)}${o.files.length ? ` ${o.files.slice(0, 3).map((f) => `<code>${esc(f)}</code>`).join(", ")}${o.files.length > 3 ? ` +${o.files.length - 3}` : ""}` : ""}</p>` : ""}
     ${o.readers.length ? `<p>read by ${links(o.readers)}</p>` : ""}
     ${o.command ? `<p class="muted">made by <code>${esc(o.command)}</code></p>` : ""}
+    ${o.eval ? `<section id="eval"><h2>Evaluation</h2><p>${esc(o.eval.model?.name ?? "")} on ${esc(o.eval.benchmark?.path ?? "")}:
+      ${Object.entries(o.eval.metrics || {}).filter(([, v]) => typeof v === "number").map(([k, v]) => `<b>${esc(k)}</b> ${fmt(Math.round(v * 100) / 100)}`).join(" · ")}</p></section>` : ""}
     <section><h2>Funnel</h2><div id="funnel"><p class="muted">counting…</p></div></section>
     <section><h2>Lengths</h2><div id="lengths"></div></section>
     <section><h2>By domain</h2><div id="by-domain"></div></section>
     <section><h2>By source</h2><div id="by-source"></div></section>
+    ${o.card ? `<details id="card"><summary>data card (README.md)</summary><div class="md card-body"></div></details>` : ""}
     <details><summary>config</summary><pre class="json">${esc(JSON.stringify(o.config, null, 2))}</pre></details>
     <details><summary>stats in the manifest</summary><pre class="json">${esc(JSON.stringify(o.stats, null, 2))}</pre></details>`;
+  if (o.card) Render.into(document.querySelector("#card .card-body"), o.card.replace(/^---\n[\s\S]*?\n---\n/, "")); // YAML header off
   painted("overview");
   const s = await api("stats", { ds: key });
   document.getElementById("funnel").innerHTML = bars(s.funnel, key);
