@@ -295,6 +295,24 @@ def test_the_overview_carries_the_data_card_and_an_evals_metrics(viewer: str, vi
         server.server_close()
 
 
+def test_a_broken_shard_fails_its_answers_with_one_line_and_the_server_goes_on(tmp_path: Path, view_runs: Path):
+    served = tmp_path / "runs"
+    for name in ("prompts", "verdicts"):
+        shutil.copytree(view_runs / name, served / name)
+    first = json.loads((served / "verdicts" / "_manifest.json").read_text())["shards"][0]["file"]
+    (served / "verdicts" / first).write_bytes(b"not parquet at all")
+    server = make_server([served], port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        status, body = get(base, "/api/rows", ds="runs/verdicts")
+        assert status == 500 and body["error"].startswith("runs/verdicts: ") and "\n" not in body["error"]
+        assert get(base, "/api/rows", ds="runs/prompts")[0] == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 # --- what it refuses ------------------------------------------------------------------------------------
 
 

@@ -278,6 +278,10 @@ class Handler(BaseHTTPRequestHandler):
             return self._json(HTTPStatus.BAD_REQUEST, {"error": str(e)}, head)
         except LookupError as e:
             return self._json(HTTPStatus.NOT_FOUND, {"error": str(e).strip("'\"")}, head)
+        except Exception as e:  # a broken shard: this answer fails with one line, the server goes on
+            what = f"{params.get('ds', path)}: {type(e).__name__}: {' '.join(str(e).split())[:300]}"
+            print(f"view: {what}", file=sys.stderr)
+            return self._json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": what}, head)
 
     def do_HEAD(self) -> None:
         self.do_GET(head=True)

@@ -214,10 +214,14 @@ class DatasetTable:
                                   "completion_tokens", "num_tokens", "raw_bytes") if c in names]  # fmt: skip
             if not {"completion_tokens", "num_tokens", "raw_bytes"} & names and "problem" in names:
                 wanted.append("problem")  # prompts: their length is the problem's
+
             # shard by shard, a few at once: a cold disk (or a network file system) answers reads in parallel
+            def read(path: Path, part: str = part, wanted: list[str] = wanted) -> pa.Table:
+                mine = [c for c in wanted if c in self.names(path)]  # a later shard may lack a column
+                return _index_columns(part, pq.read_table(path, columns=mine))
+
             with ThreadPoolExecutor(INDEX_THREADS) as pool:
-                parts += pool.map(lambda path, w=wanted, p=part: _index_columns(p, pq.read_table(path, columns=w)),
-                                  files)  # fmt: skip
+                parts += pool.map(read, files)
         if not parts:
             return pa.table({n: pa.array([], t) for n, t in _INDEX_SCHEMA.items()})
         return pa.concat_tables(parts).combine_chunks()
