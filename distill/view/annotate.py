@@ -18,7 +18,7 @@ from typing import Any
 from distill import language
 from distill.config import FilterPreset, LanguageCheckConfig, ReadabilityConfig
 from distill.filters import langcheck
-from distill.filters.answers import box_spans, choice_letter_span, final_boxed
+from distill.filters.answers import box_spans, choice_letter_span
 from distill.filters.readability import split_think
 
 MAX_SCAN = 400_000  # characters of a field searched for marks; a runaway trace is marked in its first part
@@ -28,13 +28,18 @@ _WORD = re.compile(r"[^\W_]+")
 _GAP = r"[\s\d,.;:!?，。；：！？、（）()\"'“”‘’\-]{0,4}"  # what may sit inside one foreign passage
 
 
-def final_answer(content: str, domain: str | None = None) -> str | None:
-    """The answer a checker reads: the chosen letter of a multiple-choice row, else the last box."""
+def answer_span(content: str, domain: str | None) -> tuple[int, int, str] | None:
+    """(start, end, answer) of what a checker reads: the chosen letter of a multiple-choice row, else the
+    last box."""
     if domain == "science":
-        found = choice_letter_span(content)
-        return found[2] if found else None
-    candidates = final_boxed(content)
-    return candidates[0] if candidates else None
+        return choice_letter_span(content)
+    boxes = box_spans(content)
+    return boxes[-1] if boxes else None
+
+
+def final_answer(content: str, domain: str | None = None) -> str | None:
+    found = answer_span(content, domain)
+    return found[2] if found else None
 
 
 def _mark(field: str, start: int, end: int, kind: str, note: str) -> dict[str, Any]:
@@ -58,10 +63,11 @@ def repeat_spans(text: str, cfg: ReadabilityConfig) -> list[tuple[int, int]]:
         return sorted(spans)
     words = [(m.start(), m.end(), m.group()) for m in re.finditer(r"\S+", text)]
     n = cfg.repetition_ngram
-    grams = Counter(tuple(w for _, _, w in words[k : k + n]) for k in range(len(words) - n + 1))
+    grams = [tuple(w for _, _, w in words[k : k + n]) for k in range(len(words) - n + 1)]
+    seen = Counter(grams)
     covered = [False] * len(words)
-    for k in range(len(words) - n + 1):
-        if grams[tuple(w for _, _, w in words[k : k + n])] > 1:
+    for k, gram in enumerate(grams):
+        if seen[gram] > 1:
             covered[k : k + n] = [True] * n
     return _runs([(a, b) for (a, b, _), c in zip(words, covered, strict=True) if c], gap=1)
 
@@ -162,9 +168,7 @@ def describe(part: str, row: dict[str, Any], config: dict[str, Any]) -> dict[str
 def _verdict_marks(row: dict[str, Any], fields: dict[str, Any], preset: FilterPreset | None,
                    marks: list[dict[str, Any]], notes: dict[str, list[str]]) -> None:  # fmt: skip
     reasoning, answer = fields["reasoning"] or "", fields["answer"] or ""
-    boxes = box_spans(answer)
-    # what the checker read: the last box; for a multiple-choice row, the chosen letter
-    found = choice_letter_span(answer) if row.get("domain") == "science" else (boxes[-1] if boxes else None)
+    found = answer_span(answer, row.get("domain"))
     if found:
         start, end, inside = found
         gold = row.get("answer")

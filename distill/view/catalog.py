@@ -84,7 +84,7 @@ class Catalog:
                 rel = path.relative_to(root).as_posix()
                 key = label if rel == "." else f"{label}/{rel}"
                 self.datasets[key] = Dataset(key, path, manifest)
-            if not any(d.path == root or root in d.path.parents for d in self.datasets.values()):
+            if not any(inside(d.path, root) for d in self.datasets.values()):
                 raise UserError(
                     f"{given}: no dataset directory in it (none holds a {MANIFEST}); give the --out of a stage"
                 )
@@ -119,7 +119,7 @@ class Catalog:
         if root is None:
             raise Refused(f"{key!r} is not one of the directories given")
         path = confine(root, rel) if rel else root
-        for d in self.datasets.values():
-            if d.path == path and d.key == key:
-                return d
-        raise Refused(f"{key!r} is not a dataset directory under the directories given")
+        d = self.datasets.get(key)
+        if d is None or d.path != path:
+            raise Refused(f"{key!r} is not a dataset directory under the directories given")
+        return d

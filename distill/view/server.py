@@ -100,25 +100,27 @@ class Viewer:
 
     def _card(self, d: Dataset) -> str | None:
         """The data card `distill card` wrote into the directory (README.md), shown rendered."""
-        card = d.path / "README.md"
-        if not card.is_file() or not inside(card.resolve(), d.path):
+        try:
+            card = d.file("README.md")
+        except Refused:  # a README.md that is a symlink out of the directory is not read
             return None
-        return card.read_text(encoding="utf-8", errors="replace")[:CARD_CHARS]
+        return card.read_text(encoding="utf-8", errors="replace")[:CARD_CHARS] if card.is_file() else None
 
     def _eval_results(self, d: Dataset) -> dict[str, Any] | None:
         """For eval's scored samples (EVAL/scored): the metrics in EVAL/results.json, when EVAL was given too."""
-        results = d.path.parent / "results.json"
-        if d.path.name != "scored" or not any(inside(results, root) for root in self.catalog.roots.values()):
+        root = next((r for r in self.catalog.roots.values() if inside(d.path.parent, r)), None)
+        if d.path.name != "scored" or root is None:
             return None
         try:
+            results = confine(root, (d.path.parent / "results.json").relative_to(root).as_posix())
             blob = json.loads(results.read_text())
-        except (OSError, ValueError):
+        except (Refused, OSError, ValueError):
             return None
         return {"metrics": blob.get("metrics"), "model": blob.get("model"), "benchmark": blob.get("benchmark")}
 
     def stats(self, params: dict[str, str]) -> Any:
         _, table = self.dataset(params)
-        return {**table.stats(), "facets": table.facets()}
+        return table.stats()
 
     def rows(self, params: dict[str, str]) -> Any:
         _, table = self.dataset(params)

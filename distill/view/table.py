@@ -112,6 +112,7 @@ class DatasetTable:
         self.cache = cache
         self._lock = threading.Lock()
         self._segments: list[Segment] | None = None
+        self._starts: np.ndarray | None = None  # each segment's first row, for finding a row's segment
         self._index: pa.Table | None = None
         self._found: OrderedDict[tuple, Found] = OrderedDict()
         self._names: dict[Path, list[str]] = {}
@@ -135,7 +136,7 @@ class DatasetTable:
             return
         with self._lock:
             self._seen, self.ds.manifest = seen, manifest
-            self._segments = self._index = None
+            self._segments = self._starts = self._index = None
             self._found.clear()
             self._names.clear()
 
@@ -146,6 +147,7 @@ class DatasetTable:
         with self._lock:
             if self._segments is None:
                 self._segments = self._layout()
+                self._starts = np.array([seg.start for seg in self._segments], dtype=np.int64)
             return self._segments
 
     def files(self, part: str) -> list[Path]:
@@ -178,14 +180,9 @@ class DatasetTable:
             self._names[path] = pq.read_schema(path).names
         return self._names[path]
 
-    def schema(self, part: str) -> pa.Schema | None:
-        for seg in self.segments:
-            if seg.part == part:
-                return pq.read_schema(seg.path)
-        return None
-
     def length_unit(self) -> str:
-        names = set(self.schema("data").names) if self.schema("data") is not None else set()
+        files = self.files("data")
+        names = set(self.names(files[0])) if files else set()
         if "completion_tokens" in names:
             return "completion tokens"
         if "num_tokens" in names:
@@ -209,7 +206,7 @@ class DatasetTable:
             files = self.files(part)
             if not files:
                 continue
-            names = set(pq.read_schema(files[0]).names)
+            names = set(self.names(files[0]))
             wanted = [c for c in ("id", "sample", "domain", "source", "keep", "reject_reason", "reason", "error",
                                   "completion_tokens", "num_tokens", "raw_bytes") if c in names]  # fmt: skip
             if not {"completion_tokens", "num_tokens", "raw_bytes"} & names and "problem" in names:
@@ -342,8 +339,7 @@ class DatasetTable:
         segments = self.segments
         if not 0 <= i < self.num_rows:
             raise IndexError(f"row {i} is not in this directory (it has {self.num_rows})")
-        starts = [s.start for s in segments]
-        return segments[int(np.searchsorted(starts, i, side="right")) - 1]
+        return segments[int(np.searchsorted(self._starts, i, side="right")) - 1]
 
     def previews(self, rows: np.ndarray) -> list[dict[str, Any]]:
         ix = self.index
@@ -387,7 +383,9 @@ class DatasetTable:
         return out
 
     def stats(self) -> dict[str, Any]:
+        """The overview's figures, and each filter's values (`facets`)."""
         ix = self.index
+        facets = self.facets()
         by = {}
         for column in ("domain", "source"):
             grouped = ix.group_by([column, "reason"]).aggregate([([], "count_all")]).to_pylist()
@@ -397,12 +395,13 @@ class DatasetTable:
             by[column] = dict(sorted(table.items(), key=lambda kv: -sum(kv[1].values())))
         return {
             "rows": ix.num_rows,
-            "funnel": self.facets()["reason"],
-            "by_part": self.facets()["part"],
+            "funnel": facets["reason"],
+            "by_part": facets["part"],
             "by_domain": by["domain"],
             "by_source": by["source"],
             "lengths": self.histogram(),
             "index_seconds": round(self.index_seconds or 0.0, 3),
+            "facets": facets,
         }
 
     def histogram(self, bins: int = 30) -> dict[str, Any]:
