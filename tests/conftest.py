@@ -35,6 +35,18 @@ def real() -> Path:
     return REAL
 
 
+@pytest.fixture
+def scratch():
+    """A folder an ordinary user (nobody, when the tests run as root) can enter: pytest's are private."""
+    import shutil
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix="distill-test-"))
+    tmp.chmod(0o755)
+    yield tmp
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 300):
     """The real `distill` command in a subprocess."""
     full_env = {**os.environ, **(env or {})}

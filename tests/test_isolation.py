@@ -8,8 +8,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,15 +34,6 @@ def _traces(home: Path) -> list[dict]:
         _trace(2, "import os\nassert os.environ.get('HF_TOKEN')\n" + ANSWER),  # secrets in the environment
         _trace(3, "import os\nif os.fork() == 0:\n    os.setsid(); import time; time.sleep(600)\n" + ANSWER),
     ]
-
-
-@pytest.fixture
-def scratch() -> Iterator[Path]:
-    """A folder the sandbox's user (nobody, when the tests run as root) can read: pytest's are private."""
-    tmp = Path(tempfile.mkdtemp(prefix="distill-test-"))
-    tmp.chmod(0o755)
-    yield tmp
-    shutil.rmtree(tmp, ignore_errors=True)
 
 
 @needs_bwrap

@@ -13,6 +13,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -25,6 +26,7 @@ import pytest
 from distill.view import table as table_mod
 from distill.view.server import make_server
 from tests.conftest import DISTILL, REPO, read_rows, read_side, run_cli
+from tests.test_sandbox import as_unprivileged
 
 
 def get(base: str, path: str, headers: dict[str, str] | None = None, method: str = "GET", **params) -> tuple[int, dict]:
@@ -384,6 +386,48 @@ def test_nothing_can_be_written_through_the_server(fenced, view_runs: Path) -> N
     for path in ("/api/rows", "/api/stats", "/api/row", "/api/prompt", "/api/overview"):  # every reader, once
         get(base, path, ds="served/kept", i=0, id="x", q="a", sort="length")
     assert _tree(served) == before  # not a byte changed, no lock or cache file left
+
+
+_AS_READER = """
+import json, sys, threading, urllib.request
+from pathlib import Path
+from distill.view.server import make_server
+server = make_server([Path(sys.argv[1])], port=0)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+base = f"http://127.0.0.1:{server.server_address[1]}"
+out = {}
+for path in ("/api/stats?ds=shared/verdicts", "/api/rows?ds=shared/verdicts&q=wait&limit=5",
+             "/api/row?ds=shared/verdicts&i=3&reason=kept", "/api/prompt?id=" + sys.argv[2]):
+    with urllib.request.urlopen(base + path) as r:
+        out[path.split("?")[0]] = json.loads(r.read())
+print(json.dumps({"rows": out["/api/stats"]["rows"], "found": len(out["/api/rows"]["rows"]),
+                  "groups": len(out["/api/prompt"]["groups"])}))
+"""
+
+
+def test_an_ordinary_user_reads_a_dataset_they_cannot_write(scratch: Path, view_runs: Path) -> None:
+    """A cluster account looking at a teammate's run: the files are readable, the folders not writable (no lock,
+    no cache file is needed)."""
+    shared = scratch / "shared"
+    shutil.copytree(view_runs / "verdicts", shared / "verdicts")
+    home = scratch / "home"
+    home.mkdir()
+    if os.geteuid() == 0:
+        os.chown(home, 65534, 65534)
+    rid = read_rows(shared / "verdicts")[0]["id"]
+    everything = [shared, *shared.rglob("*")]
+    for p in everything:
+        os.chmod(p, 0o555 if p.is_dir() else 0o444)  # the reader owns none of it, and may write none of it
+    try:
+        before = _tree(shared)
+        r = as_unprivileged([sys.executable, "-c", _AS_READER, str(shared), rid], scratch, home=home)
+        assert r.returncode == 0, r.stderr[-2000:]
+        got = json.loads(r.stdout.strip().splitlines()[-1])
+        assert got == {"rows": len(read_rows(shared / "verdicts")), "found": 5, "groups": 1}
+        assert _tree(shared) == before
+    finally:
+        for p in everything:  # writable again, so the folder can be removed
+            os.chmod(p, 0o755)
 
 
 def test_requests_for_another_host_name_are_refused(viewer: str) -> None:
