@@ -175,6 +175,64 @@ class SourceMapping(StrictModel):
         return self
 
 
+class TraceMapping(StrictModel):
+    """How to read one kind of trace file whose columns differ from the trace record.
+
+    Either `layout` (a known trace layout by name, `distill/trace_layouts.py`; files in a known layout need
+    no mapping at all) or the column rules below. The reply comes from exactly one of: `generations` (a list,
+    one trace per element), `reasoning` + `content`, `response` (think block inline, or opened in the prompt),
+    or the last assistant turn of `messages`. Columns no rule names are kept in `meta`.
+    """
+
+    match: str = Field(default="*", description="glob on the input path or file name; the first match applies")
+    layout: str | None = Field(default=None, description="a known trace layout by name (e.g. openr1-math, s1k)")
+    name: str | None = Field(default=None, description="`source` of these rows; default: the file's name")
+    columns: dict[str, str] = Field(default_factory=dict, description="renames applied first: column -> column")
+    problem: str | None = Field(default=None, description="column of the problem (default: from `messages`)")
+    prompt: str | None = Field(default=None, description="column of the user turn exactly as the teacher got it")
+    response: str | None = Field(default=None, description="column of the whole reply, think block inline")
+    reasoning: str | None = Field(default=None, description="column of the thinking (a list is joined)")
+    content: str | None = Field(default=None, description="column of the answer after the thinking")
+    generations: str | None = Field(default=None, description="a list column: one trace per element")
+    messages: str | None = Field(
+        default=None,
+        description="chat turns ({role, content} or {from, value}): user -> problem, last assistant -> trace",
+    )
+    system: str | None = Field(default=None, description="column of a system prompt (kept in meta)")
+    answer: str | None = Field(default=None, description="column of the gold answer")
+    answer_from_solution: bool = Field(
+        default=False, description="`answer` is a worked solution: its last \\boxed{}, or the text when it is short"
+    )
+    answer_after: str | None = Field(default=None, description="`answer` is worked: the answer follows this marker")
+    tests: str | None = Field(default=None, description="column of code tests (JSON)")
+    labels: list[str] = Field(
+        default_factory=list, description="columns of the publisher's own verdict (bool, yes/no; lists per generation)"
+    )
+    finish_reason: str | None = Field(default=None, description="column of the finish reason (a list per generation)")
+    teacher: str | None = Field(default=None, description="column naming the model that wrote the trace")
+    sample: str | None = Field(default=None, description="column of the sample index (default: position, else 0)")
+    aligned: list[str] = Field(
+        default_factory=list, description="other list columns aligned with `generations`: element k goes to meta"
+    )
+    drop: list[str] = Field(default_factory=list, description="columns that only copy others (not kept in meta)")
+    domain: str | None = Field(default=None, description="domain of rows that have none")
+    language: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TraceMapping:
+        if self.layout is not None:
+            from distill.trace_layouts import TRACE_LAYOUTS  # late: layouts are TraceMappings themselves
+
+            if self.layout not in TRACE_LAYOUTS:
+                raise ValueError(f"unknown trace layout {self.layout!r}; use one of {', '.join(TRACE_LAYOUTS)}")
+            rules = set(self.model_fields_set) - {"match", "layout", "name", "domain", "language"}
+            if rules:
+                raise ValueError(f"`layout` already says how to read the columns; drop {', '.join(sorted(rules))}")
+        if self.answer_from_solution and self.answer_after is not None:
+            raise ValueError("give either answer_from_solution or answer_after, not both")
+        return self
+
+
 class DedupConfig(StrictModel):
     exact: bool = True
     near: bool = True

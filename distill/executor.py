@@ -37,11 +37,11 @@ from typing import Any
 import pyarrow as pa
 
 from distill import inputs as inputs_mod
-from distill.config import SourceMapping
+from distill.config import SourceMapping, TraceMapping
 from distill.errors import UserError
 from distill.progress import StageProgress, summary_line
 from distill.records import Record, conform_table, get_record
-from distill.store import ShardWriter, StageOutput, StageResult
+from distill.store import ShardWriter, StageOutput, StageResult, totals
 
 BatchFunction = Callable[..., pa.RecordBatch | pa.Table]
 
@@ -56,7 +56,8 @@ class MapStage:
     input_record: str | None = None  # rows are conformed to this record before the function sees them
     output_record: str | None = None  # the function's output is conformed to this record
     batch_size: int = 1024
-    mappings: tuple[SourceMapping, ...] = ()  # column mappings for inputs whose columns differ from the record
+    # column mappings (prompt or trace layouts) for inputs whose columns differ from the record
+    mappings: tuple[SourceMapping | TraceMapping, ...] = ()
 
     def config(self, rows_per_shard: int) -> dict[str, Any]:
         """What the output depends on, beside the inputs: its fingerprint decides resume vs refuse."""
@@ -233,6 +234,7 @@ def run_map_stage(
     files = inputs_mod.resolve(input_specs, rows_per_shard)
     in_record = get_record(stage.input_record) if stage.input_record else None
     inputs_mod.check_columns(files, in_record, list(stage.mappings))
+    inputs_mod.preflight(files, in_record, stage.mappings)  # a file the record refuses stops here, before writing
     chunks = inputs_mod.plan(files, rows_per_shard)
     out_record = get_record(stage.output_record) if stage.output_record else None
     described = [f.describe() for f in files]
@@ -250,7 +252,20 @@ def run_map_stage(
             for entry in executor_map(run_shard, todo, workers, executor):
                 o.writer.record_shard(entry)
                 progress.advance(entry["rows_in"], Counter(entry.get("rejects", {}).get("codes", {})))
+        nothing_out(stage.name, o.writer.manifest, out)
         return o.finish(extra_stats() if extra_stats else {})
+
+
+def nothing_out(name: str, manifest: Any, out: Path) -> None:
+    """A stage never fails silently: rows in and none out (every row rejected) is an error, and the directory is
+    left unfinished, so no later stage takes it for a result."""
+    t = totals(manifest)
+    if t["rows_in"] and not manifest.rows:
+        codes = ", ".join(f"{k} {v:,}" for k, v in t["rejects_by_code"].items()) or "none"
+        raise UserError(
+            f"{name}: {t['rows_in']:,} rows in, none out (rejects: {codes}); see {out}/_rejects/ for each row's "
+            "reason, fix the input, then rerun with --overwrite"
+        )
 
 
 EXECUTORS = ("local", "ray")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,11 +28,11 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from distill.config import SourceMapping
+from distill.config import SourceMapping, TraceMapping
 from distill.errors import RowError, UserError
 from distill.prompts.ingest import apply_mapping, mapping_for
 from distill.records import Record, coerce_row, conform_table, output_schema
-from distill.store import DatasetReader, is_dataset_dir
+from distill.store import DatasetReader, check_shard, is_dataset_dir
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 MAX_ROW_BYTES = 32 << 20  # a 32K-token R1 trace is ~150 KB; a row 200x that is a broken file, not data
@@ -98,6 +99,14 @@ def _resolve_one(spec: str, rows_per_shard: int, what: str) -> list[InputFile]:
 
 def _dataset_dir_files(path: Path) -> list[InputFile]:
     manifest = DatasetReader(path).manifest  # a UserError when the directory is unfinished or unreadable
+    for _, entry in sorted(manifest.shards.items()):
+        # A shard cut short (a copy that stopped, a full disk) fails here, at a stat per shard, not as an Arrow
+        # traceback in a worker; a damaged shard of the right size fails when it is read (`_parquet_error`).
+        if (problem := check_shard(path, entry, hash_files=False)) is not None:
+            raise UserError(
+                f"{path}: shard {problem}; the directory is damaged: run `distill inspect --verify {path}`, then "
+                "rerun the stage that wrote it (or restore the shard)"
+            )
     return [
         InputFile(
             path=str(path / s["file"]),
@@ -329,10 +338,10 @@ class Batch:
 
 
 def read_chunk(
-    chunk: Chunk, record: Record | None, batch_size: int, mappings: list[SourceMapping] | None = None
+    chunk: Chunk, record: Record | None, batch_size: int, mappings: Sequence[SourceMapping | TraceMapping] | None = None
 ) -> Iterator[Batch]:
     """The rows of `chunk` in batches, mapped and conformed to `record`, with the rows that could not be."""
-    mapping = mapping_for(chunk.file.path, mappings) if mappings else None
+    mapping = mapping_for(chunk.file.path, list(mappings)) if mappings else None
     if chunk.file.format == "jsonl":
         yield from _read_jsonl_chunk(chunk, record, batch_size, mapping)
         return
@@ -352,7 +361,10 @@ def _table_slices(chunk: Chunk, batch_size: int) -> Iterator[tuple[int, pa.Table
         batches: Iterator[pa.RecordBatch] = _csv_batches(f.path)
         row = 0
     else:
-        pf = pq.ParquetFile(f.path)
+        try:
+            pf = pq.ParquetFile(f.path)
+        except (pa.ArrowInvalid, OSError) as e:
+            raise _parquet_error(f.path, e) from None
         groups, row, seen = [], -1, 0
         for g in range(pf.metadata.num_row_groups):  # read only the row groups that hold the chunk
             n = pf.metadata.row_group(g).num_rows
@@ -360,7 +372,7 @@ def _table_slices(chunk: Chunk, batch_size: int) -> Iterator[tuple[int, pa.Table
                 row = seen if row < 0 else row
                 groups.append(g)
             seen += n
-        batches = pf.iter_batches(batch_size=batch_size, row_groups=groups)
+        batches = _guarded(pf.iter_batches(batch_size=batch_size, row_groups=groups), f.path)
     for batch in batches:
         lo, hi = max(chunk.start - row, 0), min(chunk.stop - row, batch.num_rows)
         if hi > lo:
@@ -370,15 +382,79 @@ def _table_slices(chunk: Chunk, batch_size: int) -> Iterator[tuple[int, pa.Table
             break
 
 
+def _parquet_error(path: str, e: Exception) -> UserError:
+    return UserError(
+        f"{path}: not a readable Parquet file ({str(e).splitlines()[0]}); if it is a shard of a dataset directory, "
+        f"run `distill inspect --verify {Path(path).parent}` and rerun the stage that wrote it"
+    )
+
+
+def _guarded(batches: Iterator[pa.RecordBatch], path: str) -> Iterator[pa.RecordBatch]:
+    """A Parquet file damaged inside (the right size, broken pages) is one line naming it, not a traceback."""
+    try:
+        yield from batches
+    except (pa.ArrowInvalid, OSError) as e:
+        raise _parquet_error(path, e) from None
+
+
+# Reject codes that say the file's rows do not have the record's shape (as opposed to one odd row).
+SCHEMA_CODES = ("missing_field", "wrong_type", "bad_value", "not_an_object")
+
+
+def preflight(
+    files: Sequence[InputFile], record: Record | None, mappings: Sequence[SourceMapping | TraceMapping] = (),
+    rows: int = 200, what: str = "--input",
+) -> None:  # fmt: skip
+    """Before any output is written: a file whose first rows mostly fail one schema check stops the run with one
+    line (the reason, the first offending row, the fix), instead of a run that writes nothing and exits 0."""
+    if record is None:
+        return
+    for f in files:
+        if f.format == "jsonl":
+            chunk = Chunk(f, 0, min(rows, f.rows), 0, f.line_offsets[1] if len(f.line_offsets) > 1 else 0)
+        else:
+            chunk = Chunk(f, 0, min(rows, f.rows))
+        seen: set[int] = set()
+        rejects: list[Reject] = []
+        for batch in read_chunk(chunk, record, rows, mappings):
+            seen.update(batch.rows)
+            rejects += batch.rejects
+            if len(seen) + len(rejects) >= rows:
+                break
+        codes = Counter(r.error.split(":", 1)[0] for r in rejects)
+        top = next(iter(codes.most_common(1)), None)
+        if top is None or top[0] not in SCHEMA_CODES or top[1] * 2 <= len(seen) + len(rejects):
+            continue
+        first = next(r for r in rejects if r.error.startswith(top[0]))
+        raise UserError(
+            f"{what} {f.path}: {top[1]} of its first {len(seen) + len(rejects)} rows fail the {record.name} record "
+            f"(row {first.row}: {first.error}); {_fix(record, first.error)}"
+        )
+
+
+def _fix(record: Record, error: str) -> str:
+    if record.name == "verdict":
+        return "give it the output of `distill filter` (a verdict directory, or its rows as .jsonl / .parquet)"
+    if record.name == "trace":
+        return (
+            "map the file's columns with `sources: [{match: FILE, problem: ..., response: ..., answer: ...}]` in "
+            "--config, or name its layout with --layout (README, 'Public trace sets')"
+        )
+    if record.name == "prompt":
+        return "map the file's columns in --config: `sources: [{match: FILE, columns: {YOUR_COLUMN: problem}}]`"
+    return f"convert the file to the {record.name} record's columns (docs/datasets.md)"
+
+
 def _table_batch(
-    table: pa.Table, first: int, record: Record | None, f: InputFile, mapping: SourceMapping | None
+    table: pa.Table, first: int, record: Record | None, f: InputFile, mapping: SourceMapping | TraceMapping | None
 ) -> Batch:
     if mapping is not None:  # the mapping works on rows: the same path as JSON lines
         rows, numbers, rejects = [], [], []
         for i, obj in enumerate(table.to_pylist()):
             try:
-                rows.append(_convert(obj, record, f.source, mapping))
-                numbers.append(first + i)
+                converted = _convert(obj, record, f.source, mapping)
+                rows.extend(converted)
+                numbers.extend([first + i] * len(converted))
             except RowError as e:
                 rejects.append(Reject(first + i, str(e), json.dumps(obj, ensure_ascii=False, default=str)))
         return Batch(_to_table(rows, record), numbers, rejects)
@@ -412,7 +488,7 @@ def take_columns(
         for lineno, raw in _lines(f.path, chunk.byte_start, chunk.byte_stop, chunk.start):
             if lineno in wanted and raw.strip():
                 try:
-                    found[lineno] = _convert(_parse_line(raw), None, f.source, None)
+                    found[lineno] = _convert(_parse_line(raw), None, f.source, None)[0]
                 except RowError as e:
                     found[lineno] = Reject(lineno, str(e), raw)
         for i, n in enumerate(rows.tolist()):
@@ -455,7 +531,7 @@ def _row_json(table: pa.Table, i: int) -> str:
 
 
 def _read_jsonl_chunk(
-    chunk: Chunk, record: Record | None, batch_size: int, mapping: SourceMapping | None
+    chunk: Chunk, record: Record | None, batch_size: int, mapping: SourceMapping | TraceMapping | None
 ) -> Iterator[Batch]:
     f = chunk.file
     rows: list[dict[str, Any]] = []
@@ -465,8 +541,9 @@ def _read_jsonl_chunk(
         if not raw.strip():
             continue  # blank lines are not rows
         try:
-            rows.append(_convert(_parse_line(raw), record, f.source, mapping))
-            numbers.append(lineno)
+            converted = _convert(_parse_line(raw), record, f.source, mapping)
+            rows.extend(converted)
+            numbers.extend([lineno] * len(converted))
         except RowError as e:
             rejects.append(Reject(lineno, str(e), raw))
         if len(rows) + len(rejects) >= batch_size:
@@ -510,12 +587,20 @@ def _parse_line(raw: bytes) -> Any:
         raise RowError("malformed_json", f"{e.msg} at column {e.colno}") from None
 
 
-def _convert(obj: Any, record: Record | None, source: str, mapping: SourceMapping | None) -> dict[str, Any]:
+def _convert(
+    obj: Any, record: Record | None, source: str, mapping: SourceMapping | TraceMapping | None
+) -> list[dict[str, Any]]:
+    """One input row -> its records: one for a prompt mapping, one per trace for a trace layout (a list of
+    generations is many)."""
     if not isinstance(obj, dict):
         raise RowError("not_an_object", "a row must be a JSON object")
-    if mapping is not None:
-        obj = apply_mapping(obj, mapping)
-    return coerce_row(obj, record, source) if record is not None else obj
+    if isinstance(mapping, TraceMapping):
+        from distill.trace_layouts import to_traces
+
+        found = to_traces(obj, mapping, source)
+    else:
+        found = [apply_mapping(obj, mapping) if mapping is not None else obj]
+    return [coerce_row(o, record, source) for o in found] if record is not None else found
 
 
 def _to_table(rows: list[dict[str, Any]], record: Record | None) -> pa.Table:

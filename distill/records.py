@@ -103,6 +103,10 @@ TRACE_COLUMNS = (
     Column("params", pa.string(), doc="JSON of the sampling parameters"),
     Column("latency_s", pa.float64(), doc="seconds the teacher took for this sample"),
     Column("prompt", pa.large_string(), doc="the user turn exactly as the teacher got it (problem + instruction)"),
+    # A public trace set's own verdict on the trace (its `correct`, `correctness_math_verify`, `deepseek_grade`, ...),
+    # kept beside ours so the two can be compared; null for traces this project generated.
+    Column("publisher_correct", pa.bool_(), doc="the publisher's own label: was the trace correct?"),
+    Column("publisher_label", pa.string(), doc="the column(s) that label came from"),
 )
 VERDICT_COLUMNS = (
     *TRACE_COLUMNS,
@@ -180,6 +184,10 @@ def _coerce_value(col: Column, value: Any) -> Any:
         if isinstance(value, bool):
             return value
         raise RowError("wrong_type", f"column '{col.name}' must be true or false, got {_type_name(value)}")
+    if pa.types.is_floating(t):
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise RowError("wrong_type", f"column '{col.name}' must be a number, got {_type_name(value)}")
     if col.name == "messages":
         return _coerce_messages(value)
     raise AssertionError(f"no JSON coercion for column type {t}")  # a bug in a record definition

@@ -17,25 +17,34 @@ from numpy.lib.stride_tricks import sliding_window_view
 from distill.config import ReadabilityConfig
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+# OpenThoughts / Bespoke-Stratos (Sky-T1's format) mark the thinking and the answer with their own tags
+THOUGHT_OPEN, THOUGHT_CLOSE = "<|begin_of_thought|>", "<|end_of_thought|>"
+SOLUTION_OPEN, SOLUTION_CLOSE = "<|begin_of_solution|>", "<|end_of_solution|>"
+_TAGS = (THINK_OPEN, THINK_CLOSE, THOUGHT_OPEN, THOUGHT_CLOSE)
 _POWERS = np.array([pow(1_000_003, k, 1 << 64) for k in range(256)], dtype=np.uint64)
 _PARAGRAPHS = re.compile(r"\n\s*\n")
 
 
 def split_think(reasoning: str | None, content: str) -> tuple[str | None, str, bool]:
-    """(reasoning, answer, closed): the server's split when it made one, else the inline tags.
+    """(reasoning, answer, closed): the server's split when it made one, else the inline tags (`<think>` or
+    `<|begin_of_thought|>`, the answer's `<|begin_of_solution|>` wrapper taken off).
 
     `closed` is False when a think block was opened and never closed, or when think tags remain
     after the split (more than one block).
     """
     if reasoning is None or not reasoning.strip():
         stripped = content.lstrip()
-        if stripped.startswith(THINK_OPEN) or THINK_CLOSE in content:
-            head, sep, tail = content.partition(THINK_CLOSE)
+        opening, closing = (THOUGHT_OPEN, THOUGHT_CLOSE) if THOUGHT_OPEN in content[:200] or (
+            THOUGHT_CLOSE in content and THINK_CLOSE not in content) else (THINK_OPEN, THINK_CLOSE)  # fmt: skip
+        if stripped.startswith(opening) or closing in content:
+            head, sep, tail = content.partition(closing)
             if not sep:
                 return None, content, False
-            reasoning = head.replace(THINK_OPEN, "", 1)
+            reasoning = head.replace(opening, "", 1)
             content = tail
-    closed = not any(tag in (reasoning or "") or tag in content for tag in (THINK_OPEN, THINK_CLOSE))
+    if SOLUTION_OPEN in content:
+        content = content.replace(SOLUTION_OPEN, "", 1).replace(SOLUTION_CLOSE, "", 1)
+    closed = not any(tag in (reasoning or "") or tag in content for tag in _TAGS)
     return reasoning, content, closed
 
 

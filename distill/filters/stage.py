@@ -22,10 +22,10 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from distill import inputs, language
-from distill.config import FilterPreset, JudgeConfig, StrictModel, load_config
+from distill import inputs, language, trace_layouts
+from distill.config import FilterPreset, JudgeConfig, StrictModel, TraceMapping, load_config
 from distill.executor import MapStage, check_executor, run_map_stage
 from distill.filters import judge as judge_mod
 from distill.filters import langcheck, readability, sandbox
@@ -269,16 +269,68 @@ def _judge_stats(out: Path, preset: FilterPreset, started: float) -> dict[str, A
     return {"judge": stats}
 
 
-def _isolation(input_specs: list[str], preset: FilterPreset, rows_per_shard: int) -> dict[str, Any]:
+def _isolation(files: list[inputs.InputFile], preset: FilterPreset, tests_mapped: bool) -> dict[str, Any]:
     """Before anything is read or written: where there are code answers to run, the isolation the preset asks
     for, or the one line that says why it cannot be had here and what to do (`SandboxUnavailable`, exit 2)."""
     if not preset.correctness.enabled:
         return {}
-    files = inputs.resolve(input_specs, rows_per_shard)
-    if not inputs.column_has(files, "domain", "code"):
+    if not tests_mapped and not inputs.column_has(files, "domain", "code"):
         return {}
     iso = sandbox.require(preset.correctness.code.sandbox)
     return {"sandbox": {"sandbox": iso.sandbox, "isolation": iso.why}}
+
+
+def agreement(out: Path) -> dict[str, Any] | None:
+    """Our `correct` against the publisher's own label, per domain (None when no row carries one): the counts of
+    (ours, theirs) with ours correct / incorrect / undecided (a check before correctness rejected the row, or
+    nothing could verify it) and theirs correct / incorrect."""
+    cells: dict[str, Counter[str]] = {}
+    columns: Counter[str] = Counter()
+    reader = DatasetReader(out, allow_partial=True)
+    if "publisher_correct" not in reader.schema.names:
+        return None
+    for b in reader.iter_batches(columns=["domain", "correct", "publisher_correct", "publisher_label"],
+                                 batch_size=65_536):  # fmt: skip
+        theirs = b.column(2)
+        if theirs.null_count == len(theirs):
+            continue
+        for d, ours, th, label in zip(*(b.column(k).to_pylist() for k in range(4)), strict=True):
+            if th is None:
+                continue
+            o = "undecided" if ours is None else ("correct" if ours else "incorrect")
+            cells.setdefault(d, Counter())[f"{o}/{'correct' if th else 'incorrect'}"] += 1
+            columns[label] += 1
+    if not cells:
+        return None
+    total = sum(sum(c.values()) for c in cells.values())
+    decided = sum(n for c in cells.values() for k, n in c.items() if not k.startswith("undecided"))
+    agree = sum(c["correct/correct"] + c["incorrect/incorrect"] for c in cells.values())
+    return {
+        "labelled": total,
+        "decided": decided,
+        "agree": agree,
+        "disagree": decided - agree,
+        "label_columns": dict(columns.most_common()),
+        "by_domain": {d: dict(sorted(c.items())) for d, c in sorted(cells.items())},
+    }
+
+
+def agreement_lines(a: dict[str, Any]) -> list[str]:
+    """The 2x2 table (ours x theirs, per domain) and the agreement rate, as `distill filter` prints it."""
+    share = f"{a['agree'] / a['decided']:.1%}" if a["decided"] else "n/a"
+    lines = [
+        f"publisher's labels ({', '.join(a['label_columns'])}): {a['labelled']:,} traces labelled; ours agrees on "
+        f"{a['agree']:,} of the {a['decided']:,} we decided ({share}), {a['disagree']:,} disagree "
+        "(distill inspect DIR --disagreements N)",
+        f"  {'domain':<10} {'ours / theirs':<14} {'correct':>9} {'incorrect':>10}",
+    ]
+    for d, c in a["by_domain"].items():
+        for k, ours in enumerate(("correct", "incorrect", "undecided")):
+            if ours == "undecided" and not (c.get("undecided/correct") or c.get("undecided/incorrect")):
+                continue
+            lines.append(f"  {d if k == 0 else '':<10} {ours:<14} {c.get(f'{ours}/correct', 0):>9,} "
+                         f"{c.get(f'{ours}/incorrect', 0):>10,}")  # fmt: skip
+    return lines
 
 
 def run_filter(
@@ -291,9 +343,14 @@ def run_filter(
     rows_per_shard: int = 2_000,
     show_progress: bool = True,
     executor: str = "local",
+    sources: list[TraceMapping] | tuple[TraceMapping, ...] = (),
+    layout: str | None = None,
 ) -> StageResult:
     check_executor(executor)  # a bad --executor is named before any input is read
-    isolation = _isolation(input_specs, preset, rows_per_shard)
+    files = inputs.resolve(input_specs, rows_per_shard)
+    found = trace_layouts.for_files(files, list(sources), layout=layout)  # an unknown layout: one line, exit 2
+    described = [{"path": f.path, "layout": name} for f, (name, _) in zip(files, found, strict=True)]
+    isolation = _isolation(files, preset, any(m is not None and m.tests for _, m in found))
     options = preset.model_dump()
     if options["judge"] is None:
         del options["judge"]  # a preset without a judge keeps the fingerprint it had before judges existed
@@ -305,7 +362,20 @@ def run_filter(
         input_record="trace",
         output_record="verdict",
         batch_size=256,
+        mappings=tuple(m for _, m in found if m is not None),
     )
+
+    def stats() -> dict[str, Any]:
+        agreed = agreement(Path(out))
+        return {
+            "funnel": funnel(Path(out)),
+            "preset": preset.name,
+            "layouts": described,
+            **({"agreement": agreed} if agreed else {}),
+            **isolation,
+            **_judge_stats(Path(out), preset, started),
+        }
+
     return run_map_stage(
         stage,
         input_specs,
@@ -314,12 +384,7 @@ def run_filter(
         overwrite=overwrite,
         rows_per_shard=rows_per_shard,
         show_progress=show_progress,
-        extra_stats=lambda: {
-            "funnel": funnel(Path(out)),
-            "preset": preset.name,
-            **isolation,
-            **_judge_stats(Path(out), preset, started),
-        },
+        extra_stats=stats,
         executor=executor,
     )
 
@@ -328,12 +393,27 @@ class FilterOptions(StrictModel):
     """The options of `distill filter` and of a pipeline step with `stage: filter`."""
 
     preset: str = Field(description="Filter preset YAML (filters/r1.yaml, ...)")
+    layout: str | None = Field(
+        default=None,
+        description="Read every input in this trace layout (openr1-math, s1k, plain, ...) instead of detecting it",
+    )
+    sources: list[TraceMapping] = Field(
+        default_factory=list,
+        description="column mappings for trace files in no known layout (README, 'Public trace sets')",
+    )
+
+    @field_validator("layout")
+    @classmethod
+    def _known_layout(cls, v: str | None) -> str | None:
+        if v is not None and v not in trace_layouts.TRACE_LAYOUTS:
+            raise ValueError(f"unknown trace layout {v!r}; use one of {', '.join(trace_layouts.TRACE_LAYOUTS)}")
+        return v
 
 
 def _stage_run(ctx: Context) -> StageResult:
     return run_filter(ctx.inputs, ctx.out, ctx.settings, workers=ctx.workers, overwrite=ctx.overwrite,
                       rows_per_shard=ctx.rows_per_shard, show_progress=ctx.show_progress,
-                      executor=ctx.executor)  # fmt: skip
+                      executor=ctx.executor, sources=ctx.options.sources, layout=ctx.options.layout)  # fmt: skip
 
 
 def _stage_plan(p: PlanContext) -> Flow:
@@ -347,7 +427,24 @@ def _stage_plan(p: PlanContext) -> Flow:
                 {**(src.extra if src else {}), "kept": kept, "keep_rate": rate})  # fmt: skip
 
 
+def layout_lines(found: list[dict[str, Any]]) -> list[str]:
+    """`layout  PATH: NAME (what it is)`, many files of one folder in one layout as one line."""
+    groups = Counter((str(Path(f["path"]).parent), f["layout"]) for f in found)
+    shown, lines = set(), []
+    for f in found:
+        key = folder, name = str(Path(f["path"]).parent), f["layout"]
+        if groups[key] > 3 and key in shown:
+            continue
+        shown.add(key)
+        where = f"{folder}/ ({groups[key]:,} files)" if groups[key] > 3 else f["path"]
+        known = trace_layouts.TRACE_LAYOUTS.get(name)
+        lines.append(f"layout  {where}: {name} ({known.what if known else 'a --config mapping'})")
+    return lines
+
+
 def _stage_details(result: StageResult, ctx: Context) -> None:
+    for line in layout_lines(result.manifest.stats.get("layouts", [])):
+        print(f"  {line}", file=sys.stderr)
     f = result.manifest.stats["funnel"]
     print(f"  kept {f['kept']:,} of {f['traces']:,} traces", file=sys.stderr)
     for why, n in f["by_reason"].items():
@@ -355,6 +452,9 @@ def _stage_details(result: StageResult, ctx: Context) -> None:
             print(f"  {why:<20} {n:>10,}", file=sys.stderr)
     if "judge" in result.manifest.stats:
         print(f"  {judge_line(result.manifest.stats['judge'])}", file=sys.stderr)
+    if "agreement" in result.manifest.stats:
+        for line in agreement_lines(result.manifest.stats["agreement"]):
+            print(f"  {line}", file=sys.stderr)
 
 
 def judge_line(j: dict[str, Any]) -> str:
@@ -401,6 +501,9 @@ STAGE = register(
     """,
         options=FilterOptions,
         load=lambda ctx: load_preset(ctx.path(ctx.options.preset)),
+        config_flag=True,
+        config_help="YAML of the options: `preset`, `layout`, and `sources` (trace mappings for files in no known "
+        "layout); flags override it.",
         run=_stage_run,
         plan=_stage_plan,
         details=_stage_details,
