@@ -383,7 +383,7 @@ def publish(
 @app.command()
 @user_errors
 def inspect(
-    directory: Annotated[Path, typer.Argument(help="A dataset directory (any stage's --out).")],
+    directory: Annotated[Path, typer.Argument(help="A dataset directory (any stage's --out), or one .parquet file.")],
     rows: Annotated[int, typer.Option("--rows", min=0, help="How many rows to show.")] = 3,
     verify: Annotated[
         bool, typer.Option("--verify", help="Check every shard's size and SHA-256 against the manifest.")
@@ -391,6 +391,14 @@ def inspect(
     matches: Annotated[
         int, typer.Option("--matches", min=0, help="Prompts datasets: benchmark items to list with their copies.")
     ] = 20,
+    disagreements: Annotated[
+        int,
+        typer.Option(
+            "--disagreements",
+            min=0,
+            help="Verdicts: show N traces where our `correct` and the publisher's label differ.",
+        ),
+    ] = 0,
 ) -> None:
     """Show a dataset directory: stage, schema, row count, rejects and the funnel by `reject_reason`;
     for prompts, each benchmark item with the prompts removed as its copies and the evidence.
@@ -399,9 +407,12 @@ def inspect(
 
       distill inspect runs/demo/verdicts --rows 5 --verify
     """
-    from distill.inspect import inspect_dir
+    from distill.inspect import inspect_dir, inspect_file
 
-    if inspect_dir(directory, rows=rows, verify=verify, matches=matches):
+    if directory.is_file():
+        inspect_file(directory, rows=rows, disagreements=disagreements)
+        return
+    if inspect_dir(directory, rows=rows, verify=verify, matches=matches, disagreements=disagreements):
         raise typer.Exit(1)
 
 

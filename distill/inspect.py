@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from rich.console import Console
 
 from distill import stages
+from distill.errors import UserError
 from distill.store import DatasetReader, input_path, totals
 
 
@@ -19,8 +23,9 @@ def clip(value: object, width: int) -> str:
 
 
 def inspect_dir(
-    root: Path, *, rows: int = 3, verify: bool = False, matches: int = 20, console: Console | None = None
-) -> int:
+    root: Path, *, rows: int = 3, verify: bool = False, matches: int = 20, disagreements: int = 0,
+    console: Console | None = None,
+) -> int:  # fmt: skip
     """Print the report; returns the number of problems `verify` found (0 when not verifying)."""
     console = console or Console(soft_wrap=True)  # piped output stays one line per fact, for grep
     reader = DatasetReader(root, allow_partial=True)
@@ -66,13 +71,9 @@ def inspect_dir(
             console.print(f"  {reason:<20} {n:>10,}  {n / max(m.rows, 1):6.1%}")
 
     if rows and m.rows:
-        console.print(f"[bold]first {rows} rows[/]")
-        for batch in reader.iter_batches(batch_size=rows):
-            for i, row in enumerate(batch.to_pylist()[:rows]):
-                console.print(f"[dim]row {i}[/]")
-                for name, value in row.items():
-                    console.print(f"  {name}: {clip(value, 100)}", highlight=False, markup=False)
-            break
+        _first_rows(reader.iter_batches(batch_size=rows), rows, console)
+    if disagreements:
+        _disagreements(reader.iter_batches(batch_size=4096), disagreements, console)
 
     if verify:
         problems = reader.verify()
@@ -81,3 +82,67 @@ def inspect_dir(
         console.print(f"verify: {len(m.shards)} shards checked, {len(problems)} problems")
         return len(problems)
     return 0
+
+
+def _first_rows(batches: Iterator[pa.RecordBatch], rows: int, console: Console) -> None:
+    console.print(f"[bold]first {rows} rows[/]")
+    for batch in batches:
+        for i, row in enumerate(batch.to_pylist()[:rows]):
+            console.print(f"[dim]row {i}[/]")
+            for name, value in row.items():
+                console.print(f"  {name}: {clip(value, 100)}", highlight=False, markup=False)
+        break
+
+
+def _disagreements(batches: Iterator[pa.RecordBatch], limit: int, console: Console) -> None:
+    """Traces where our `correct` and the publisher's own label differ: what each side said, and why ours."""
+    shown = 0
+    for batch in batches:
+        if not {"correct", "publisher_correct"} <= set(batch.schema.names):
+            console.print("no publisher's labels here: --disagreements needs verdicts of a labelled trace set")
+            return
+        differ = pc.fill_null(pc.not_equal(batch.column("correct"), batch.column("publisher_correct")), False)
+        for row in batch.filter(differ).to_pylist():
+            if shown == limit:
+                return
+            if shown == 0:
+                console.print(f"[bold]disagreements with the publisher's label[/] (at most {limit})")
+            shown += 1
+            console.print(
+                f"  {row['id']} sample {row['sample']} ({row['domain']}): ours {row['correct']} "
+                f"({row.get('reject_reason') or 'kept'}: {clip(row.get('reject_detail'), 80)}), theirs "
+                f"{row['publisher_correct']} ({row['publisher_label']}); gold {clip(row['answer'], 40)}",
+                highlight=False,
+                markup=False,
+            )
+    if shown == 0:
+        console.print("disagreements with the publisher's label: none")
+
+
+def inspect_file(path: Path, *, rows: int = 3, disagreements: int = 0, console: Console | None = None) -> None:
+    """One Parquet file (a shard, or a file from elsewhere): its rows, schema and, for verdicts, the funnel."""
+    console = console or Console(soft_wrap=True)
+    if path.suffix != ".parquet":
+        raise UserError(f"{path}: distill inspect reads a dataset directory or a .parquet file")
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise UserError(f"{path}: not a readable Parquet file ({str(e).splitlines()[0]})") from None
+    meta = pf.metadata
+    record = (pf.schema_arrow.metadata or {}).get(b"distill.record", b"").decode() or "no record type"
+    console.print(f"[bold]{path}[/]  one Parquet file, {record}")
+    console.print(f"rows {meta.num_rows:,} in {meta.num_row_groups} row groups ({path.stat().st_size / 1e6:,.1f} MB)")
+    console.print("[bold]schema[/]")
+    for f in pf.schema_arrow:
+        console.print(f"  {f.name}: {f.type}")
+    if "reject_reason" in pf.schema_arrow.names:
+        funnel: Counter[str] = Counter()
+        for batch in pf.iter_batches(columns=["reject_reason"], batch_size=65_536):
+            funnel.update(batch.column(0).to_pylist())
+        console.print("[bold]funnel by reject_reason[/]")
+        for reason, n in funnel.most_common():
+            console.print(f"  {reason or 'kept':<20} {n:>10,}  {n / max(meta.num_rows, 1):6.1%}")
+    if rows and meta.num_rows:
+        _first_rows(pf.iter_batches(batch_size=rows), rows, console)
+    if disagreements:
+        _disagreements(pf.iter_batches(batch_size=4096), disagreements, console)
