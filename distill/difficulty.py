@@ -113,6 +113,7 @@ def run_difficulty(
                       served_model_name=opts.served_model_name, concurrency=64, batch_size=16)  # fmt: skip
     files = inputs.resolve(input_specs, rows_per_shard)
     inputs.check_columns(files, RECORDS["prompt"])
+    inputs.preflight(files, RECORDS["prompt"])
     config = {"student": cfg.fingerprint_fields(), "model_fingerprint": model_fingerprint(opts.model)}
     described = [f.describe() for f in files]
     with StageOutput(out, stage="difficulty", record=None, config=config, inputs=described,

@@ -259,7 +259,10 @@ def check_columns(files: list[InputFile], record: Record | None, mappings: list[
         if mappings and mapping_for(f.path, mappings) is not None:
             continue
         if f.format == "parquet":
-            schema = pq.read_schema(f.path)
+            try:
+                schema = pq.read_schema(f.path)
+            except (pa.ArrowInvalid, OSError) as e:
+                raise _parquet_error(f.path, e) from None
         elif f.format == "arrow":
             schema = _read_arrow(f.path).schema
         elif f.format == "csv":
@@ -309,8 +312,11 @@ def column_has(files: list[InputFile], column: str, value: str) -> bool:
                         return True
             continue
         if f.format == "parquet":
-            if column not in pq.read_schema(f.path).names:
-                continue
+            try:
+                if column not in pq.read_schema(f.path).names:
+                    continue
+            except (pa.ArrowInvalid, OSError) as e:
+                raise _parquet_error(f.path, e) from None
             batches: Iterator[Any] = pq.ParquetFile(f.path).iter_batches(columns=[column], batch_size=65_536)
         else:
             batches = (t for _, t in _table_slices(Chunk(f, 0, f.rows), 65_536))

@@ -280,7 +280,7 @@ def command(stage: Stage) -> Callable[..., None]:
     for name, info in stage.options.model_fields.items():
         typ = _simple(info.annotation)
         if typ is None or name in stage.flags:
-            needs_config = needs_config or info.is_required()
+            needs_config = needs_config or (info.is_required() and name not in stage.flags)
             continue
         fields[name] = info
         required = info.is_required() and not stage.config_flag
@@ -313,10 +313,13 @@ def command(stage: Stage) -> Callable[..., None]:
 
         base = Path.cwd()
         data: dict[str, Any] = {}
+        where = f"distill {stage.name}"
         if kw.get("config") is not None:
-            knob = "pass --rows-per-shard N instead"
-            data = options(stage, load_yaml(kw["config"]), str(kw["config"]), knob).model_dump(exclude_unset=True)
-            base = kw["config"].resolve().parent
+            data = load_yaml(kw["config"])
+            if not isinstance(data, dict):
+                options(stage, data, str(kw["config"]), "")  # the one line for a file that is not a mapping
+            # checked once, with the flags given beside it (a required option may come from either)
+            where, base = f"{kw['config']} (with the command's flags)", kw["config"].resolve().parent
         for name in fields:
             value = kw.get(f"opt_{name}")
             if value is not None:
@@ -327,8 +330,9 @@ def command(stage: Stage) -> Callable[..., None]:
                 continue
             if flag.path:  # given here, so relative to here even when --config moved `base`
                 value = [str(Path(v).absolute()) for v in value] if isinstance(value, list) else Path(value).absolute()
+                value = str(value) if flag.type is str else value
             _set(data, flag.target, value, flag.append)
-        opts = options(stage, data, f"distill {stage.name}", "pass --rows-per-shard N instead")
+        opts = options(stage, data, where, "pass --rows-per-shard N instead")
         ctx = Context(kw.get("input") or [], kw["out"], opts, base, kw.get("rows_per_shard") or 0,
                       kw.get("workers"), kw.get("executor", "local"), kw["overwrite"], kw["progress"])  # fmt: skip
         execute(stage, loaded(stage, ctx))

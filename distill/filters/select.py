@@ -171,6 +171,7 @@ def run_select(
         raise UserError(f"--per-prompt is {per_prompt}; it must be at least 1")
     files = inputs.resolve(input_specs, rows_per_shard)
     inputs.check_columns(files, VERDICT)
+    inputs.preflight(files, VERDICT)
     chunks = inputs.plan(files, rows_per_shard)
     if not 0 <= min_pass_rate <= max_pass_rate <= 1:
         raise UserError(f"--min-pass-rate {min_pass_rate} / --max-pass-rate {max_pass_rate}: give 0 <= min <= max <= 1")

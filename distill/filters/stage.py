@@ -33,7 +33,7 @@ from distill.filters.answers import choice_letter, final_boxed
 from distill.filters.judge import JudgeItem
 from distill.filters.mathcheck import BAD_GOLD, CORRECT, TIMEOUT, MathChecker
 from distill.filters.sandbox import Limits, last_code_block, run_tests
-from distill.stages import Context, Flow, PlanContext, Stage, register
+from distill.stages import Context, Flag, Flow, PlanContext, Stage, register
 from distill.store import DatasetReader, StageResult
 
 _GOLD_LETTER = re.compile(r"^\s*\(?\s*([A-Za-z])\s*\)?\s*\.?\s*$")
@@ -478,6 +478,11 @@ def _stage_report(result: StageResult, out: Path) -> str:
 
 def _stage_inspect(reader: DatasetReader, console: Any, limit: int) -> None:
     m = reader.manifest
+    for line in layout_lines(m.stats.get("layouts", [])):
+        console.print(line, highlight=False, markup=False)
+    if "agreement" in m.stats:
+        for line in agreement_lines(m.stats["agreement"]):
+            console.print(line, highlight=False, markup=False)
     funnel_stats = m.stats.get("funnel")
     if funnel_stats and funnel_stats.get("by_domain"):
         console.print(f"[bold]funnel by domain[/] (preset {m.stats.get('preset', '?')})")
@@ -504,6 +509,8 @@ STAGE = register(
         config_flag=True,
         config_help="YAML of the options: `preset`, `layout`, and `sources` (trace mappings for files in no known "
         "layout); flags override it.",
+        # a path typed on the command line is relative to the working directory, even beside --config
+        flags={"preset": Flag("preset", str, "Filter preset YAML (filters/r1.yaml, ...).", path=True)},
         run=_stage_run,
         plan=_stage_plan,
         details=_stage_details,

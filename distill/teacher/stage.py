@@ -151,6 +151,7 @@ def run_generate(
     out = Path(out)
     files = inputs_mod.resolve(input_specs, rows_per_shard)
     inputs_mod.check_columns(files, PROMPT)
+    inputs_mod.preflight(files, PROMPT)
     chunks = inputs_mod.plan(files, rows_per_shard)
     config = {"teacher": cfg.fingerprint_fields(), "rows_per_shard": rows_per_shard}
     inputs = [f.describe() for f in files]
