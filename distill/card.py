@@ -128,7 +128,9 @@ def collect(root: Path) -> dict[str, Any]:
         facts["select"] = {**by_stage["select"][1].config, **by_stage["select"][1].stats.get("select", {})}
     if "filter" in by_stage:
         fm = by_stage["filter"][1]
-        facts["filter"] = {"preset": fm.stats.get("preset"), "funnel": fm.stats.get("funnel", {})}
+        facts["filter"] = {"preset": fm.stats.get("preset"), "funnel": fm.stats.get("funnel", {}),
+                           "layouts": sorted({f["layout"] for f in fm.stats.get("layouts", [])}),
+                           "agreement": fm.stats.get("agreement")}  # fmt: skip
     if "prompts" in by_stage:
         pm = by_stage["prompts"][1]
         facts["prompts"] = {

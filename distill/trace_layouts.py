@@ -219,8 +219,8 @@ TRACE_LAYOUTS: dict[str, TraceLayout] = {
                     "<|begin_of_thought|> markers", _sharegpt_thoughts),
         TraceLayout("api-reply", "an API's saved reply: problem + reasoning_content (or reasoning) + content",
                     _api_reply),
-        TraceLayout("plain", "problem/question/prompt + response/completion/output (think inline or opened in "
-                    "the prompt) + answer/gold_answer/...", _plain),
+        TraceLayout("plain", "problem + response (think block inline, or opened in the prompt) + gold answer",
+                    _plain),
         TraceLayout("chat", "messages / conversations: the user turn is the problem, the last assistant turn the "
                     "trace", _chat),
     )

@@ -154,6 +154,18 @@ def test_plain_files_as_published_no_config(real: Path, tmp_path: Path) -> None:
     shown = run_cli("inspect", str(tmp_path / "v"), "--rows", "0", "--disagreements", "5")
     assert shown.returncode == 0 and "ours agrees on" in shown.stdout
     assert f"disagreements with the publisher's label: {'none' if agree == 266 else ''}" in shown.stdout
+    # the agreement travels to the data card of an SFT set made of these traces
+    mix = tmp_path / "mix.yaml"
+    mix.write_text(f"seed: 1\nsources:\n  - {{name: real, path: {tmp_path / 'kept'}, quota: 20}}\n")
+    for args in (
+        ("select", "--input", str(tmp_path / "v"), "--out", str(tmp_path / "kept"), "--per-prompt", "2"),
+        ("mix", "--config", str(mix), "--out", str(tmp_path / "sft")),
+        ("card", str(tmp_path / "sft")),
+    ):
+        done = run_cli(*args, *(["--no-progress"] if args[0] != "card" else []))
+        assert done.returncode == 0, done.stderr
+    card = (tmp_path / "sft" / "README.md").read_text()
+    assert f"Our checks agree with it on\n{agree} of the 266 labelled traces" in card and "layout(s): plain" in card
 
 
 @pytest.mark.parametrize(

@@ -313,6 +313,30 @@ def test_a_broken_shard_fails_its_answers_with_one_line_and_the_server_goes_on(t
         server.server_close()
 
 
+def test_traces_that_disagree_with_their_publisher_are_a_filter(tmp_path: Path, real: Path) -> None:
+    """A labelled public file (the real MMLU traces, three labels flipped): the filter lists exactly those three."""
+    rows = [json.loads(line) for line in (real / "traces_r1distill_qwen14b_mmlu_cued.jsonl").read_text().splitlines()]
+    rows = rows[:30]
+    for k in (2, 11, 17):
+        rows[k]["correct"] = not rows[k]["correct"]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    r = run_cli("filter", "--input", str(tmp_path / "in.jsonl"), "--preset", "filters/correct-only.yaml", "--out",
+                str(tmp_path / "runs" / "v"), "--no-progress")  # fmt: skip
+    assert r.returncode == 0 and "3 disagree" in r.stderr, r.stderr
+    server = make_server([tmp_path / "runs"], port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        found = every_page(base, "runs/v", disagree="1")
+        problems = {rows[k]["problem"] for k in (2, 11, 17)}
+        assert len(found) == 3 and {x["id"] for x in found} == {x["id"] for x in read_rows(tmp_path / "runs" / "v")
+                                                                  if x["problem"] in problems}  # fmt: skip
+        assert len(every_page(base, "runs/v")) == 30
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 # --- what it refuses ------------------------------------------------------------------------------------
 
 

@@ -40,7 +40,7 @@ mimetypes.add_type("font/woff2", ".woff2")  # not in every system's table
 mimetypes.add_type("text/javascript", ".js")
 
 
-FILTERS = ("reason", "domain", "source", "part", "keep", "q", "sort")
+FILTERS = ("reason", "domain", "source", "part", "keep", "disagree", "q", "sort")
 
 
 class BadRequest(Exception):
@@ -208,6 +208,7 @@ def _query(params: dict[str, str]) -> Query:
         source=params.get("source") or None,
         part=params.get("part") or None,
         keep=None if not keep else keep == "1",
+        disagree=params.get("disagree") == "1",
         q=params.get("q") or None,
         sort=sort,
         desc=params.get("order") == "desc",

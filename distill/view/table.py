@@ -84,12 +84,14 @@ class Query:
     source: str | None = None
     part: str | None = None
     keep: bool | None = None
+    disagree: bool = False  # only traces where our `correct` and the publisher's label differ
     q: str | None = None  # text, case-insensitive, in the problem, reasoning, answer, messages or raw row
     sort: str | None = None  # "length" or None (the directory's order)
     desc: bool = False
 
     def key(self) -> tuple:
-        return (self.reason, self.domain, self.source, self.part, self.keep, self.q, self.sort, self.desc)
+        return (self.reason, self.domain, self.source, self.part, self.keep, self.disagree, self.q, self.sort,
+                self.desc)  # fmt: skip
 
 
 @dataclass
@@ -208,7 +210,8 @@ class DatasetTable:
                 continue
             names = set(self.names(files[0]))
             wanted = [c for c in ("id", "sample", "domain", "source", "keep", "reject_reason", "reason", "error",
-                                  "completion_tokens", "num_tokens", "raw_bytes") if c in names]  # fmt: skip
+                                  "completion_tokens", "num_tokens", "raw_bytes", "correct", "publisher_correct")
+                      if c in names]  # fmt: skip
             if not {"completion_tokens", "num_tokens", "raw_bytes"} & names and "problem" in names:
                 wanted.append("problem")  # prompts: their length is the problem's
 
@@ -234,6 +237,8 @@ class DatasetTable:
                 mask = pc.and_(mask, pc.fill_null(pc.equal(ix[column], value), False))
         if query.keep is not None:
             mask = pc.and_(mask, pc.fill_null(pc.equal(ix["keep"], query.keep), False))
+        if query.disagree:
+            mask = pc.and_(mask, ix["disagree"])
         return np.flatnonzero(mask.to_numpy(zero_copy_only=False))
 
     def find(self, query: Query, want: int) -> Found:
@@ -436,7 +441,7 @@ PREVIEW_COLUMNS = {
 }
 _INDEX_SCHEMA = {
     "part": pa.string(), "id": pa.string(), "sample": pa.int32(), "domain": pa.string(), "source": pa.string(),
-    "keep": pa.bool_(), "reason": pa.string(), "length": pa.float64(),
+    "keep": pa.bool_(), "reason": pa.string(), "length": pa.float64(), "disagree": pa.bool_(),
 }  # fmt: skip
 
 
@@ -477,6 +482,10 @@ def _index_columns(part: str, t: pa.Table) -> pa.Table:
             "keep": keep,
             "reason": reason.cast(pa.string()),
             "length": length.cast(pa.float64()),
+            # a public set's own label differs from our verdict (both known)
+            "disagree": pc.fill_null(
+                pc.not_equal(col("correct", pa.bool_()), col("publisher_correct", pa.bool_())), False
+            ),  # fmt: skip
         }
     )
 

@@ -136,7 +136,7 @@ async function rowsView(key, params) {
   setCrumbs([[key, dsLink(key)], ["rows", null]]);
   const offset = +(params.get("offset") || 0), limit = +(params.get("limit") || 50);
   if (!facetsCache[key]) facetsCache[key] = api("stats", { ds: key }).then((s) => s.facets);
-  const q = Object.fromEntries(["reason", "domain", "source", "part", "keep", "q", "sort", "order"].map((k) => [k, params.get(k) || ""]));
+  const q = Object.fromEntries(["reason", "domain", "source", "part", "keep", "disagree", "q", "sort", "order"].map((k) => [k, params.get(k) || ""]));
   const facets = await facetsCache[key];
   const select = (name) => {
     const values = facets[name] || {};
@@ -146,6 +146,7 @@ async function rowsView(key, params) {
   };
   $main().innerHTML = `<form id="filters" class="filters">${FILTERS.map(select).join("")}
       <label>keep <select name="keep"><option value="">all</option><option value="1"${q.keep === "1" ? " selected" : ""}>kept</option><option value="0"${q.keep === "0" ? " selected" : ""}>not kept</option></select></label>
+      <label title="traces where our verdict and the publisher's own label differ"><input type="checkbox" name="disagree" value="1"${q.disagree === "1" ? " checked" : ""}> disagrees with publisher</label>
       <label>sort <select name="sort"><option value="">as stored</option><option value="length:asc"${q.sort && q.order !== "desc" ? " selected" : ""}>shortest first</option><option value="length:desc"${q.order === "desc" ? " selected" : ""}>longest first</option></select></label>
       <input type="search" name="q" placeholder="search text" value="${esc(q.q)}" size="24"><button>search</button></form>
     <p id="count" class="muted">loading…</p><div id="table"></div><p id="pager" class="pager"></p>`;
@@ -154,7 +155,7 @@ async function rowsView(key, params) {
     const next = new URLSearchParams();
     if (params.get("limit")) next.set("limit", params.get("limit")); // the page size stays; the offset starts over
     for (const el of form.elements) {
-      if (!el.name || !el.value) continue;
+      if (!el.name || !el.value || (el.type === "checkbox" && !el.checked)) continue;
       if (el.name === "sort") { const [s, o] = el.value.split(":"); next.set("sort", s); if (o === "desc") next.set("order", "desc"); } else next.set(el.name, el.value);
     }
     location.hash = dsLink(key, `/rows?${next}`);
@@ -190,7 +191,7 @@ function drawRows(key, page, offset, limit, params) {
 
 // --- one row ------------------------------------------------------------------------------------------
 
-const LIST_KEYS = ["reason", "domain", "source", "part", "keep", "q", "sort", "order"];
+const LIST_KEYS = ["reason", "domain", "source", "part", "keep", "disagree", "q", "sort", "order"];
 
 // the list a row was reached from (its filters), so the row view steps through that list
 function listQuery(params) {
@@ -201,7 +202,7 @@ function listQuery(params) {
 }
 
 const FIELD_LABEL = { problem: "problem", reasoning: "reasoning", answer: "answer", matched_text: "the benchmark item it matched", raw: "the input row as read" };
-const VERDICT_KEYS = ["keep", "reject_reason", "reject_detail", "correct", "readable", "language_ok", "checker", "sandbox", "finish_reason", "completion_tokens", "prompt_tokens", "num_tokens", "teacher", "latency_s", "error", "input", "row", "reason", "similarity", "matched_id", "matched_source"];
+const VERDICT_KEYS = ["keep", "reject_reason", "reject_detail", "correct", "publisher_correct", "publisher_label", "readable", "language_ok", "checker", "sandbox", "finish_reason", "completion_tokens", "prompt_tokens", "num_tokens", "teacher", "latency_s", "error", "input", "row", "reason", "similarity", "matched_id", "matched_source"];
 const ABOUT_KEYS = ["id", "sample", "source", "domain", "language", "answer"];
 
 function fieldLabel(name) {
