@@ -472,6 +472,7 @@ def _index_columns(part: str, t: pa.Table) -> pa.Table:
             break
     else:
         length = pc.utf8_length(t["problem"]).cast(pa.float64()) if "problem" in t.column_names else pa.nulls(n)
+    differ = pc.not_equal(col("correct", pa.bool_()), col("publisher_correct", pa.bool_()))
     return pa.table(
         {
             "part": pa.array([part] * n, pa.string()),
@@ -483,9 +484,7 @@ def _index_columns(part: str, t: pa.Table) -> pa.Table:
             "reason": reason.cast(pa.string()),
             "length": length.cast(pa.float64()),
             # a public set's own label differs from our verdict (both known)
-            "disagree": pc.fill_null(
-                pc.not_equal(col("correct", pa.bool_()), col("publisher_correct", pa.bool_())), False
-            ),  # fmt: skip
+            "disagree": pc.fill_null(differ, False),
         }
     )
 
