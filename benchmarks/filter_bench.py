@@ -129,15 +129,60 @@ def _rate(hits: list[bool]) -> float:
     return sum(hits) / max(len(hits), 1)
 
 
+LAYOUTS = ("trace", "openr1-math", "plain")
+
+
+def write_layout(rows: list[dict], layout: str, root: Path) -> Path:
+    """The traces as a file in a public layout: distill's own records (Parquet), OpenR1-Math-220k's (Parquet, one
+    row per problem, its generations and correctness lists), or a plain dump (JSONL, problem + response)."""
+    if layout == "trace":
+        path = root / "traces.parquet"
+        pq.write_table(pa.Table.from_pylist(rows, schema=RECORDS["trace"].schema), path)
+        return path
+    reply = [f"<think>\n{r['reasoning']}\n</think>\n{r['content']}" for r in rows]
+    if layout == "plain":
+        path = root / "traces.jsonl"
+        with open(path, "w") as f:
+            for r, text in zip(rows, reply, strict=True):
+                f.write(json.dumps({"problem": r["problem"], "response": text, "answer": r["answer"],
+                                    "domain": r["domain"], "finish_reason": r["finish_reason"]}) + "\n")  # fmt: skip
+        return path
+    by_prompt: dict[str, list[int]] = {}
+    for k, r in enumerate(rows):
+        by_prompt.setdefault(r["id"], []).append(k)
+    table = [
+        {"problem": rows[ks[0]]["problem"], "answer": rows[ks[0]]["answer"], "source": "bench", "uuid": pid,
+         "generations": [reply[k] for k in ks], "finish_reasons": [rows[k]["finish_reason"] for k in ks],
+         "correctness_math_verify": [rows[k]["_fault"] != "wrong" for k in ks],
+         "is_reasoning_complete": [rows[k]["finish_reason"] == "stop" for k in ks]}
+        for pid, ks in by_prompt.items()
+    ]  # fmt: skip
+    path = root / "openr1.parquet"
+    pq.write_table(pa.Table.from_pylist(table), path)
+    return path
+
+
+def detection_seconds(path: Path) -> float:
+    """What recognising the file's layout costs (`trace_layouts.for_files`, as `distill filter` calls it)."""
+    from distill import inputs, trace_layouts
+
+    files = inputs.resolve([str(path)], 2_000)
+    started = time.perf_counter()
+    trace_layouts.for_files(files, [])
+    return time.perf_counter() - started
+
+
 def run(
-    n: int, root: Path, workers: int | None = None, executor: str = "local", rows_per_shard: int | None = None
-) -> dict:
+    n: int, root: Path, workers: int | None = None, executor: str = "local", rows_per_shard: int | None = None,
+    layout: str = "trace",
+) -> dict:  # fmt: skip
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     rows = make_traces(n)
-    pq.write_table(pa.Table.from_pylist(rows, schema=RECORDS["trace"].schema), root / "traces.parquet")
+    path = write_layout(rows, layout, root)
+    detect_s = detection_seconds(path)
     chars = sum(len(r["reasoning"]) for r in rows) / len(rows)
-    cmd = [sys.executable, "-m", "distill.cli", "filter", "--input", str(root / "traces.parquet"),
+    cmd = [sys.executable, "-m", "distill.cli", "filter", "--input", str(path),
            "--preset", "filters/r1.yaml", "--out", str(root / "verdicts"), "--no-progress"]  # fmt: skip
     if workers:
         cmd += ["--workers", str(workers)]
@@ -146,14 +191,14 @@ def run(
     cmd += ["--executor", executor]
     seconds, peak, _ = run_measured(cmd)
     manifest = json.loads((root / "verdicts" / "_manifest.json").read_text())
-    verdict_rows = pq.read_table(root / "verdicts", columns=["id", "sample", "reject_reason"]).to_pylist()
-    got = {(v["id"], v["sample"]): v["reject_reason"] for v in verdict_rows}
+    verdict_rows = pq.read_table(root / "verdicts", columns=["problem", "sample", "reject_reason"]).to_pylist()
+    got = {(v["problem"], v["sample"]): v["reject_reason"] for v in verdict_rows}
     expect = {"wrong": "wrong_answer", "mix": "language_mix", "truncated": "truncated", "loop": "repetition"}
     caught = {
-        fault: _rate([got[(r["id"], r["sample"])] == code for r in rows if r["_fault"] == fault])
+        fault: _rate([got.get((r["problem"], r["sample"])) == code for r in rows if r["_fault"] == fault])
         for fault, code in expect.items()
     }
-    false_rejects = _rate([got[(r["id"], r["sample"])] is not None for r in rows if r["_fault"] is None])
+    false_rejects = _rate([got.get((r["problem"], r["sample"])) is not None for r in rows if r["_fault"] is None])
     shutil.rmtree(root, ignore_errors=True)
     return {
         "traces": n,
@@ -164,6 +209,10 @@ def run(
         "funnel": manifest["stats"]["funnel"]["by_reason"],
         "caught": caught,
         "false_rejects": false_rejects,
+        "layout": layout,
+        "detect_s": detect_s,
+        "input_mb": path.stat().st_size / 1e6,
+        "agreement": manifest["stats"].get("agreement"),
     }
 
 
@@ -175,11 +224,13 @@ def main() -> None:
     ap.add_argument("--naive", action="store_true", help="run the naive chain instead (one process)")
     ap.add_argument("--executor", default="local", choices=["local", "ray"])
     ap.add_argument("--rows-per-shard", type=int, default=None)
+    ap.add_argument("--layout", default="trace", choices=LAYOUTS, help="the file the traces are given in")
     args = ap.parse_args()
     if args.naive:
         print(json.dumps(naive(make_traces(args.traces))))
     else:
-        print(json.dumps(run(args.traces, args.dir, args.workers, args.executor, args.rows_per_shard), indent=1))
+        print(json.dumps(run(args.traces, args.dir, args.workers, args.executor, args.rows_per_shard, args.layout),
+                         indent=1))  # fmt: skip
 
 
 if __name__ == "__main__":

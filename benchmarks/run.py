@@ -240,6 +240,41 @@ def filter_section() -> list[str]:
     ]
 
 
+def trace_layouts_section() -> list[str]:
+    from benchmarks import filter_bench
+
+    n = 8_000
+    results = [filter_bench.run(n, WORK / f"layout-{name}", layout=name) for name in filter_bench.LAYOUTS]
+    base = results[0]
+    lines = [
+        "## Filter on public trace layouts (issue 27)",
+        "",
+        f"`python -m benchmarks.filter_bench --layout NAME`: the filter section's realistic traces ({n:,}, 4 samples",
+        "per problem), given as distill's own trace records (Parquet), as OpenR1-Math-220k publishes them (Parquet,",
+        "one row per problem: `generations`, `correctness_math_verify`, `finish_reasons` lists) and as a plain dump",
+        "(JSONL: problem + response with the think block inline). The real `distill filter --preset filters/r1.yaml`,",
+        "all cores, no config. Detection: `trace_layouts.for_files` on the file, as the filter calls it.",
+        "Baseline: the same traces as distill's own records (no layout to read).",
+        "",
+        "| given as | input | traces/s | goal | vs goal | / own records | layout detection | goal "
+        "| planted faults caught | clean traces rejected |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        caught = min(r["caught"].values())
+        lines.append(
+            f"| {r['layout']} | {r['input_mb']:,.0f} MB | {r['traces_per_s']:,.0f} | ≥ 1,000 | "
+            f"{r['traces_per_s'] / 1000:.2f}× | {r['traces_per_s'] / base['traces_per_s']:.2f}× | "
+            f"{r['detect_s'] * 1000:,.0f} ms | < 1,000 ms | ≥ {caught:.3f} | {r['false_rejects']:.4f} |"
+        )
+    a = results[1].get("agreement")
+    if a:
+        lines += ["", f"OpenR1's `correctness_math_verify` (planted: false for the wrong answers) against ours: "
+                  f"{a['agree']:,} of {a['decided']:,} decided traces agree ({a['labelled'] - a['decided']:,} rejected "
+                  "before correctness)."]  # fmt: skip
+    return [*lines, ""]
+
+
 def sandbox_section() -> list[str]:
     from benchmarks import sandbox_bench
 
@@ -526,6 +561,7 @@ SECTIONS = {
     "prompts": prompts_section,
     "decontamination": decontamination_section,
     "filter": filter_section,
+    "trace-layouts": trace_layouts_section,
     "sandbox": sandbox_section,
     "mix": mix_section,
     "generate": generate_section,
