@@ -180,7 +180,7 @@ def run(
     root.mkdir(parents=True)
     rows = make_traces(n)
     path = write_layout(rows, layout, root)
-    detect_s = detection_seconds(path)
+    detect_s, input_mb = detection_seconds(path), path.stat().st_size / 1e6
     chars = sum(len(r["reasoning"]) for r in rows) / len(rows)
     cmd = [sys.executable, "-m", "distill.cli", "filter", "--input", str(path),
            "--preset", "filters/r1.yaml", "--out", str(root / "verdicts"), "--no-progress"]  # fmt: skip
@@ -194,11 +194,13 @@ def run(
     verdict_rows = pq.read_table(root / "verdicts", columns=["problem", "sample", "reject_reason"]).to_pylist()
     got = {(v["problem"], v["sample"]): v["reject_reason"] for v in verdict_rows}
     expect = {"wrong": "wrong_answer", "mix": "language_mix", "truncated": "truncated", "loop": "repetition"}
+    # a plain dump has no sample column: a trace's sample is its row's number in the file
+    keys = [(r["problem"], k if layout == "plain" else r["sample"]) for k, r in enumerate(rows)]
     caught = {
-        fault: _rate([got.get((r["problem"], r["sample"])) == code for r in rows if r["_fault"] == fault])
+        fault: _rate([got.get(key) == code for key, r in zip(keys, rows, strict=True) if r["_fault"] == fault])
         for fault, code in expect.items()
     }
-    false_rejects = _rate([got.get((r["problem"], r["sample"])) is not None for r in rows if r["_fault"] is None])
+    false_rejects = _rate([got.get(key) is not None for key, r in zip(keys, rows, strict=True) if r["_fault"] is None])
     shutil.rmtree(root, ignore_errors=True)
     return {
         "traces": n,
@@ -211,7 +213,7 @@ def run(
         "false_rejects": false_rejects,
         "layout": layout,
         "detect_s": detect_s,
-        "input_mb": path.stat().st_size / 1e6,
+        "input_mb": input_mb,
         "agreement": manifest["stats"].get("agreement"),
     }
 

@@ -311,6 +311,15 @@ class LanguageCheckConfig(StrictModel):
     windows: int = Field(default=8, ge=1, description="windows spread over the text for language ID")
     window_chars: int = Field(default=1_000, ge=50)
     min_chars: int = Field(default=40, ge=1, description="shorter prose is not judged")
+    min_foreign_words: int = Field(
+        default=3, ge=1, description="fewer words in another script are never mixing (a name, one borrowed word)"
+    )
+    min_window_letters: int = Field(
+        default=40, ge=1, description="a window with fewer letters of real words (math and variables aside) is not read"
+    )
+    min_confidence: float = Field(
+        default=0.8, ge=0, le=1, description="language ID guesses below this confidence do not count"
+    )
 
 
 class CodeCheckConfig(StrictModel):

@@ -458,7 +458,7 @@ def _table_batch(
         rows, numbers, rejects = [], [], []
         for i, obj in enumerate(table.to_pylist()):
             try:
-                converted = _convert(obj, record, f.source, mapping)
+                converted = _convert(obj, record, f.source, mapping, first + i)
                 rows.extend(converted)
                 numbers.extend([first + i] * len(converted))
             except RowError as e:
@@ -547,7 +547,7 @@ def _read_jsonl_chunk(
         if not raw.strip():
             continue  # blank lines are not rows
         try:
-            converted = _convert(_parse_line(raw), record, f.source, mapping)
+            converted = _convert(_parse_line(raw), record, f.source, mapping, lineno)
             rows.extend(converted)
             numbers.extend([lineno] * len(converted))
         except RowError as e:
@@ -594,7 +594,7 @@ def _parse_line(raw: bytes) -> Any:
 
 
 def _convert(
-    obj: Any, record: Record | None, source: str, mapping: SourceMapping | TraceMapping | None
+    obj: Any, record: Record | None, source: str, mapping: SourceMapping | TraceMapping | None, number: int = 0
 ) -> list[dict[str, Any]]:
     """One input row -> its records: one for a prompt mapping, one per trace for a trace layout (a list of
     generations is many)."""
@@ -603,7 +603,7 @@ def _convert(
     if isinstance(mapping, TraceMapping):
         from distill.trace_layouts import to_traces
 
-        found = to_traces(obj, mapping, source)
+        found = to_traces(obj, mapping, source, number)
     else:
         found = [apply_mapping(obj, mapping) if mapping is not None else obj]
     return [coerce_row(o, record, source) for o in found] if record is not None else found

@@ -13,7 +13,11 @@ from functools import cache
 
 # Math, code and LaTeX commands in one pass (math is tried first at each position), then every run of
 # non-letters becomes one space.
-_NOT_PROSE = re.compile(r"\$\$.*?\$\$|\$[^$]*\$|\\\[.*?\\\]|\\\(.*?\\\)|```.*?```|`[^`]*`|\\[a-zA-Z]+", re.S)
+_NOT_PROSE = re.compile(
+    r"\\begin\{(\w+\*?)\}.*?\\end\{\1\}|\[asy\].*?\[/asy\]|<<[^>]*>>|"  # environments, drawings, GSM8K calculator notes
+    r"\$\$.*?\$\$|\$[^$]*\$|\\\[.*?\\\]|\\\(.*?\\\)|```.*?```|`[^`]*`|\\[a-zA-Z]+",
+    re.S,
+)
 _NOT_LETTERS = re.compile(r"[\d\W_]+")
 _MIN_LETTERS = 3
 
@@ -38,7 +42,13 @@ def detect(text: str) -> str | None:
 
 def detect_prose(words: str) -> str | None:
     """`detect` for text that is already `prose()`: letters and single spaces only."""
+    found = detect_scored(words)
+    return found[0] if found else None
+
+
+def detect_scored(words: str) -> tuple[str, float] | None:
+    """(language, the detector's confidence) of text that is already `prose()`, or None when too short."""
     if len(words) - words.count(" ") < _MIN_LETTERS:
         return None
     result = _model().detect(words, model="lite", k=1)
-    return result[0]["lang"] if result else None
+    return (result[0]["lang"], float(result[0]["score"])) if result else None

@@ -373,8 +373,12 @@ def _gold_answer(value: Any, m: TraceMapping) -> str | None:
     return value
 
 
-def to_traces(row: dict[str, Any], m: TraceMapping, source: str) -> list[dict[str, Any]]:
-    """One source row -> its trace records (many for a list of generations), or `RowError` naming what is missing."""
+def to_traces(row: dict[str, Any], m: TraceMapping, source: str, number: int | None = None) -> list[dict[str, Any]]:
+    """One source row -> its trace records (many for a list of generations), or `RowError` naming what is missing.
+
+    `sample`: the row's own `sample` column; else a generation's position in its list; else the row's number in
+    its file (`number`), so that traces of one problem on many rows of a dump stay apart: one row per (id, sample).
+    """
     row = dict(row)
     for src, dst in m.columns.items():
         if src in row:
@@ -466,7 +470,10 @@ def to_traces(row: dict[str, Any], m: TraceMapping, source: str) -> list[dict[st
         votes = [label_value(_element(v, k, n)) for v in labels.values()]
         said = [c for c, v in zip(labels, votes, strict=True) if v is not None]
         verdict = None if not said else any(v for v in votes if v is not None)
-        sample = sample_col if isinstance(sample_col, int) and not isinstance(sample_col, bool) else k
+        if isinstance(sample_col, int) and not isinstance(sample_col, bool):
+            sample = sample_col
+        else:
+            sample = k if m.generations is not None or number is None else number
         trace_meta = {**meta, **{c: _element(v, k, n) for c, v in aligned.items()}}
         reply = (reasoning or "") + (content or "")
         out.append({

@@ -27,6 +27,7 @@ SCRIPTS = {
     "thai": re.compile(r"[\u0e00-\u0e7f]"),
     "latin": re.compile(r"[A-Za-z\u00c0-\u024f]"),
 }
+_RUNS = {name: re.compile(p.pattern + "+") for name, p in SCRIPTS.items()}
 _LANG_SCRIPT = {
     "zh": "cjk", "ja": "cjk", "ko": "hangul", "ru": "cyrillic", "uk": "cyrillic", "bg": "cyrillic",
     "sr": "cyrillic", "ar": "arabic", "fa": "arabic", "ur": "arabic", "he": "hebrew", "hi": "devanagari",
@@ -38,15 +39,38 @@ def script_of(lang: str) -> str:
     return _LANG_SCRIPT.get(lang, "latin")
 
 
+def _words(text: str, script: str) -> list[tuple[int, int]]:
+    """(start, end) of the runs of one script's letters; a CJK run counts a word per two characters (no spaces)."""
+    return [(m.start(), m.end()) for m in _RUNS[script].finditer(text)]
+
+
+def _count(runs: list[tuple[int, int]], script: str) -> int:
+    return sum(max(1, (b - a) // 2) for a, b in runs) if script == "cjk" else len(runs)
+
+
+def foreign_words(text: str, target: str) -> tuple[int, int, tuple[int, int, str] | None]:
+    """(words in other scripts, words in all, the longest foreign run as (start, end, script)): the R1 paper's
+    language-consistency measure is the share of target-language words, so it is counted in words, not letters."""
+    mine = script_of(target)
+    foreign = total = 0
+    longest: tuple[int, int, str] | None = None
+    for name in SCRIPTS:
+        if mine == "cjk" and name == "latin":  # Chinese and Japanese prose carry Latin abbreviations
+            continue
+        runs = _words(text, name)
+        n = _count(runs, name)
+        total += n
+        if name != mine:
+            foreign += n
+            for a, b in runs:
+                if longest is None or b - a > longest[1] - longest[0]:
+                    longest = (a, b, name)
+    return foreign, total, longest
+
+
 def foreign_script_share(text: str, target: str) -> float:
-    counts = {name: len(p.findall(text)) for name, p in SCRIPTS.items()}
-    total = sum(counts.values())
-    if not total:
-        return 0.0
-    mine = counts[script_of(target)]
-    if script_of(target) == "cjk":  # Japanese and Chinese prose carry Latin abbreviations; count words
-        return 0.0 if total == mine else (total - mine) / total
-    return (total - mine) / total
+    foreign, total, _ = foreign_words(text, target)
+    return foreign / total if total else 0.0
 
 
 def window_spans(length: int, size: int, count: int) -> list[tuple[int, int]]:
@@ -62,24 +86,60 @@ def windows(text: str, size: int, count: int) -> list[str]:
     return [text[a:b] for a, b in window_spans(len(text), size, count)]
 
 
-def check(reasoning: str | None, answer: str, target: str | None, cfg: LanguageCheckConfig) -> str | None:
-    """`language_mismatch`, `language_mix` or None."""
-    if target is None:
+def window_language(window: str, cfg: LanguageCheckConfig) -> tuple[str, float] | None:
+    """The language a window of text reads as, with the detector's confidence; None when it cannot say: too few
+    real words once math and one-letter variables are gone (math-dense English misreads as Italian or Slovenian on
+    its leftovers), or a guess below `min_confidence` (a real passage in another language reads at ~0.99)."""
+    words = " ".join(w for w in language.prose(window).split() if len(w) >= 2 or not w.isascii())
+    if len(words) - words.count(" ") < cfg.min_window_letters:
         return None
-    for text in (reasoning or "", answer):
-        if not text.isascii() and foreign_script_share(language.prose(text), target) > cfg.max_foreign_share:
-            return "language_mix"
+    found = language.detect_scored(words)
+    if found is None or found[1] < cfg.min_confidence:
+        return None
+    return found
+
+
+def _snippet(text: str, a: int, b: int, width: int = 60) -> str:
+    return " ".join(text[a : min(b, a + width)].split())
+
+
+def check(
+    reasoning: str | None, answer: str, target: str | None, cfg: LanguageCheckConfig
+) -> tuple[str | None, str | None]:
+    """(`language_mismatch` | `language_mix` | None, what was seen: the passage and the language read there)."""
+    if target is None:
+        return None, None
+    for part, text in (("reasoning", reasoning or ""), ("answer", answer)):
+        if not text.isascii():
+            foreign, total, longest = foreign_words(language.prose(text), target)
+            if foreign >= cfg.min_foreign_words and foreign / total > cfg.max_foreign_share and longest:
+                # the passage is found again in the text itself, for its place
+                words = language.prose(text)[longest[0] : longest[1]]
+                at = text.find(words[:20])
+                return "language_mix", (
+                    f"expected {target}; {foreign} of {total} words of the {part} in other scripts, e.g. "
+                    f"{longest[2]} at char {at}: {_snippet(words, 0, len(words))!r}"
+                )
         # Only the windows are reduced to prose: a 30K-character trace costs 8 windows, not 30K.
-        samples = [language.prose(w) for w in windows(text, cfg.window_chars, cfg.windows)]
-        if sum(len(w) for w in samples) < cfg.min_chars:
+        read = [(a, window_language(text[a:b], cfg)) for a, b in window_spans(len(text), cfg.window_chars, cfg.windows)]
+        judged = [(a, got[0]) for a, got in read if got is not None]
+        if not judged:
             continue
-        found = Counter(language.detect_prose(w) for w in samples)
-        found.pop(None, None)
-        if not found:
+        found = Counter(lang for _, lang in judged)
+        other = next(((a, lang) for a, lang in judged if lang != target), None)
+        if other is None:
             continue
-        total = sum(found.values())
-        if found.most_common(1)[0][0] != target and found[target] / total < 0.5:
-            return "language_mismatch"
-        if 1 - found[target] / total > cfg.max_foreign_windows:
-            return "language_mix"
-    return None
+        where = f"the {part} window at char {other[0]} reads as {other[1]}: {_snippet(text, other[0], len(text))!r}"
+        if found.most_common(1)[0][0] != target and found[target] / len(judged) < 0.5:
+            return (
+                "language_mismatch",
+                f"expected {target}; {len(judged) - found[target]} of {len(judged)} windows "
+                f"in another language; {where}",
+            )
+        if 1 - found[target] / len(judged) > cfg.max_foreign_windows:
+            return (
+                "language_mix",
+                f"expected {target}; {len(judged) - found[target]} of {len(judged)} windows in "
+                f"another language; {where}",
+            )
+    return None, None

@@ -87,10 +87,10 @@ def verdicts(batch: pa.RecordBatch, preset: dict[str, Any]) -> pa.Table:
                 continue
         if cfg.language.enabled:
             target = r["language"] or language.detect(r["problem"])
-            lcode = langcheck.check(reasoning, answer, target, cfg.language)
+            lcode, seen = langcheck.check(reasoning, answer, target, cfg.language)
             language_ok[i] = lcode is None
             if lcode:
-                reason[i], detail[i] = lcode, f"expected {target}"
+                reason[i], detail[i] = lcode, seen
                 continue
         if not cfg.correctness.enabled:
             continue

@@ -15,7 +15,6 @@ import re
 from collections import Counter
 from typing import Any
 
-from distill import language
 from distill.config import FilterPreset, LanguageCheckConfig, ReadabilityConfig
 from distill.filters import langcheck
 from distill.filters.answers import box_spans, choice_letter_span
@@ -95,9 +94,9 @@ def foreign_spans(text: str, target: str, cfg: LanguageCheckConfig) -> list[tupl
         return found
     spans = []
     for a, b in langcheck.window_spans(len(text), cfg.window_chars, cfg.windows):
-        got = language.detect_prose(language.prose(text[a:b]))
-        if got is not None and got != target:
-            spans.append((a, b, f"reads as {got}"))
+        got = langcheck.window_language(text[a:b], cfg)  # the filter's own reading of the window
+        if got is not None and got[0] != target:
+            spans.append((a, b, f"reads as {got[0]}"))
     return spans
 
 
