@@ -275,6 +275,31 @@ def trace_layouts_section() -> list[str]:
     return [*lines, ""]
 
 
+def mathverify_section() -> list[str]:
+    from benchmarks import mathverify_cases
+
+    r = mathverify_cases.run(WORK / "mathverify")
+    share = r["reproduced"] / r["cases"]
+    lines = [
+        "## Math check: Math-Verify's own test cases (issue 27)",
+        "",
+        f"`python -m benchmarks.mathverify_cases`: the (gold, prediction, expected) cases of math-verify "
+        f"{mathverify_cases.VERSION}'s",
+        "regression tests (read from its source distribution on PyPI, not copied here) that compare with the default",
+        "precision and strictness, each through the filter's math check (final boxes, the filter's parse forms, its",
+        "math-verify child). Goal: ≥ 97% reproduced, no false accept (a case its authors call wrong that we call right).",
+        "",
+        "| cases | reproduced | share | goal | false accepts | false rejects |",
+        "|---|---|---|---|---|---|",
+        f"| {r['cases']} | {r['reproduced']} | {share:.1%} | ≥ 97% | {r['false_accepts']} | {r['false_rejects']} |",
+        "",
+        "Still missed (all false rejects: a right answer the check cannot read):",
+        "",
+    ]
+    lines += [f"- `{p[-70:]!r}` against gold `{g[-40:]!r}`" for g, p, _, _ in r["misses"]]
+    return [*lines, ""]
+
+
 def sandbox_section() -> list[str]:
     from benchmarks import sandbox_bench
 
@@ -562,6 +587,7 @@ SECTIONS = {
     "decontamination": decontamination_section,
     "filter": filter_section,
     "trace-layouts": trace_layouts_section,
+    "mathverify": mathverify_section,
     "sandbox": sandbox_section,
     "mix": mix_section,
     "generate": generate_section,

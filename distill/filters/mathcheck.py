@@ -15,6 +15,7 @@ import contextlib
 import logging
 import multiprocessing as mp
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,26 +23,44 @@ CORRECT, WRONG, TIMEOUT, BAD_GOLD = "correct", "wrong", "timeout", "bad_gold"
 STARTUP_S = 300
 
 
-def _configs() -> list[Any]:
+EXTRACTION = ("latex", "expr")  # what the filter reads answers as: LaTeX, then plain expressions
+
+
+def _configs(kinds: tuple[str, ...] = EXTRACTION) -> list[Any]:
     from math_verify import ExprExtractionConfig, LatexExtractionConfig
 
-    return [LatexExtractionConfig(), ExprExtractionConfig()]
+    made = {"latex": LatexExtractionConfig, "expr": ExprExtractionConfig}
+    return [made[k]() for k in kinds]
+
+
+def _forms(text: str) -> tuple[str, ...]:
+    """The ways to hand `text` to math-verify, most likely first. Text that already marks its math ($...$,
+    \\(...\\), \\boxed{}) is read only as written: wrapped once more, a sentence around a formula would read as
+    one formula (and `$ 9 $` split over lines, which math-verify refuses, would pass). A bare answer (a box's
+    content: `1/2`, `\\frac12`, `1,22`) is tried in `$...$`, as plain text, then as a box."""
+    if any(mark in text for mark in ("$", "\\(", "\\[", "\\boxed")):
+        return (text,)
+    return (f"${text}$", text, f"\\boxed{{{text}}}")
 
 
 def _parse_any(text: str, configs: list[Any], fallback: bool = True) -> list[Any]:
-    """A gold or an answer in any usual form: bare (`1/2`), LaTeX (`\\frac12`), or already in `$...$`.
+    """A gold or an answer in any usual form: its first form that parses.
 
     Without `fallback`, text that parses as nothing gives [] instead of itself as a string: a gold
     answer must mean something, or no answer can be checked against it.
     """
+    return next(_readings(text, configs, fallback), [])
+
+
+def _readings(text: str, configs: list[Any], fallback: bool = True) -> Iterator[list[Any]]:
+    """Every form of `text` that parses, in `_forms` order."""
     from math_verify import parse
 
     mode = "first_match" if fallback else "no_fallback"
-    for form in (f"${text}$", text, f"\\boxed{{{text}}}"):
+    for form in _forms(text):
         parsed = parse(form, extraction_config=configs, fallback_mode=mode, parsing_timeout=None)
         if parsed:
-            return parsed
-    return []
+            yield parsed
 
 
 def _verify(gold: str, candidates: list[str], golds: dict[str, list[Any]], configs: list[Any]) -> str:
@@ -53,15 +72,17 @@ def _verify(gold: str, candidates: list[str], golds: dict[str, list[Any]], confi
     if not parsed_gold:
         return BAD_GOLD
     for cand in candidates:
-        answer = _parse_any(cand, configs)
-        if answer and verify(parsed_gold, answer, timeout_seconds=None):
-            return CORRECT
+        # A reading of the answer that equals the gold counts (`1,22` is 1.22 read as plain text, as math-verify
+        # means it, and {1, 22} in `$...$`); a wrong answer costs a parse per form, a right one usually one.
+        for answer in _readings(cand, configs):
+            if verify(parsed_gold, answer, timeout_seconds=None):
+                return CORRECT
     return WRONG
 
 
-def _serve(conn: Any) -> None:  # the child's loop
+def _serve(conn: Any, kinds: tuple[str, ...] = EXTRACTION) -> None:  # the child's loop
     logging.getLogger("math_verify").setLevel(logging.ERROR)  # "timeout disabled": we enforce it ourselves
-    configs = _configs()
+    configs = _configs(kinds)
     golds: dict[str, list[Any]] = {}
     _verify("1", ["1"], {}, configs)  # imports and the parsers' first use, before any pair's clock starts
     conn.send("ready")
@@ -80,6 +101,7 @@ def _serve(conn: Any) -> None:  # the child's loop
 @dataclass
 class MathChecker:
     timeout_s: float = 5.0
+    extraction: tuple[str, ...] = EXTRACTION  # the benchmark of math-verify's own cases reads some as LaTeX only
     cache: dict[tuple[str, tuple[str, ...]], str] = field(default_factory=dict)
     timeouts: int = 0
     _proc: Any = None
@@ -91,7 +113,7 @@ class MathChecker:
         # can inherit a lock some other thread held and hang, which would read as verify timeouts.
         ctx = mp.get_context("fork" if threading.active_count() == 1 else "forkserver")
         self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_serve, args=(child,), daemon=True)
+        self._proc = ctx.Process(target=_serve, args=(child, self.extraction), daemon=True)
         self._proc.start()
         child.close()
         # A fresh (forkserver) child imports sympy and math-verify first: seconds, and not any pair's time.
