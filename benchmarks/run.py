@@ -287,7 +287,7 @@ def mathverify_section() -> list[str]:
         f"{mathverify_cases.VERSION}'s",
         "regression tests (read from its source distribution on PyPI, not copied here) that compare with the default",
         "precision and strictness, each through the filter's math check (final boxes, the filter's parse forms, its",
-        "math-verify child). Goal: ≥ 97% reproduced, no false accept (a case its authors call wrong that we call right).",
+        "math-verify child). Goal: ≥ 97% reproduced, no false accept (a case its authors call wrong, we call right).",
         "",
         "| cases | reproduced | share | goal | false accepts | false rejects |",
         "|---|---|---|---|---|---|",
