@@ -131,6 +131,8 @@ def test_every_reject_code(row: dict[str, Any], code: str | None) -> None:
         ("\\text{(A)}", "\\text{(A)}"),
         ("2\\sqrt{2}", "\\sqrt{8}"),
         ("x = 3", "3"),
+        ("3.75", "3,75"),  # a decimal comma, read as plain text once `$3,75$` (a pair) does not match
+        ("$y \\leq 4$", "y <= 4"),  # a gold that marks its own math is read as written
     ],
 )
 def test_answer_forms_that_are_equal(gold: str, answer: str) -> None:
@@ -145,6 +147,8 @@ def test_answer_forms_that_are_equal(gold: str, answer: str) -> None:
         ("\\{1, 2\\}", "\\{1, 3\\}"),
         ("0.5", "5"),
         ("2\\sqrt{2}", "\\sqrt{2}"),
+        ("3.75", "375"),
+        ("\\{3, 75\\}", "3.75"),
     ],
 )
 def test_answer_forms_that_differ(gold: str, answer: str) -> None:
