@@ -61,14 +61,7 @@ def inspect_dir(
         stage.inspect(reader, console, matches)
 
     if "reject_reason" in schema.names:
-        funnel: Counter[str] = Counter()
-        for batch in reader.iter_batches(columns=["reject_reason"], batch_size=65_536):
-            counts = pc.value_counts(batch.column(0))
-            for item in counts.to_pylist():
-                funnel[item["values"] or "kept"] += item["counts"]
-        console.print("[bold]funnel by reject_reason[/]")
-        for reason, n in funnel.most_common():
-            console.print(f"  {reason:<20} {n:>10,}  {n / max(m.rows, 1):6.1%}")
+        _funnel(reader.iter_batches(columns=["reject_reason"], batch_size=65_536), m.rows, console)
 
     if rows and m.rows:
         _first_rows(reader.iter_batches(batch_size=rows), rows, console)
@@ -82,6 +75,17 @@ def inspect_dir(
         console.print(f"verify: {len(m.shards)} shards checked, {len(problems)} problems")
         return len(problems)
     return 0
+
+
+def _funnel(batches: Iterator[pa.RecordBatch], rows: int, console: Console) -> None:
+    """Rows by `reject_reason` (the first column of the batches), kept ones as `kept`."""
+    funnel: Counter[str] = Counter()
+    for batch in batches:
+        for item in pc.value_counts(batch.column(0)).to_pylist():
+            funnel[item["values"] or "kept"] += item["counts"]
+    console.print("[bold]funnel by reject_reason[/]")
+    for reason, n in funnel.most_common():
+        console.print(f"  {reason:<20} {n:>10,}  {n / max(rows, 1):6.1%}")
 
 
 def _first_rows(batches: Iterator[pa.RecordBatch], rows: int, console: Console) -> None:
@@ -136,12 +140,7 @@ def inspect_file(path: Path, *, rows: int = 3, disagreements: int = 0, console: 
     for f in pf.schema_arrow:
         console.print(f"  {f.name}: {f.type}")
     if "reject_reason" in pf.schema_arrow.names:
-        funnel: Counter[str] = Counter()
-        for batch in pf.iter_batches(columns=["reject_reason"], batch_size=65_536):
-            funnel.update(batch.column(0).to_pylist())
-        console.print("[bold]funnel by reject_reason[/]")
-        for reason, n in funnel.most_common():
-            console.print(f"  {reason or 'kept':<20} {n:>10,}  {n / max(meta.num_rows, 1):6.1%}")
+        _funnel(pf.iter_batches(columns=["reject_reason"], batch_size=65_536), meta.num_rows, console)
     if rows and meta.num_rows:
         _first_rows(pf.iter_batches(batch_size=rows), rows, console)
     if disagreements:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import glob
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from distill.config import SourceMapping
 from distill.errors import UserError
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from distill.inputs import InputFile
 
 Rows = Sequence[dict[str, Any]]
+M = TypeVar("M")
 
 # Column names a problem or an answer goes by in public sets (the first one found wins).
 QUESTION_NAMES = ("question", "Question", "Problem", "prompt", "query", "input", "instruction")
@@ -175,27 +176,6 @@ LAYOUTS: dict[str, Layout] = {
 }  # fmt: skip
 
 
-def detect(columns: Sequence[str], rows: Rows, where: str) -> tuple[str, SourceMapping]:
-    """(layout name, mapping) for a file with these columns and first rows; a `UserError` when none fits."""
-    cols = frozenset(columns)
-    for layout in LAYOUTS.values():
-        if (m := layout.recognise(cols, rows)) is not None:
-            return layout.name, m
-    raise UserError(f"{where}: {unrecognised(cols, rows)}")
-
-
-def resolve(mapping: SourceMapping, columns: Sequence[str], rows: Rows) -> SourceMapping:
-    """An explicit mapping that names a `layout`: that layout's rules, with the mapping's own name,
-    domain and language on top."""
-    if mapping.layout is None:
-        return mapping
-    base = LAYOUTS[mapping.layout].mapping(frozenset(columns), rows)
-    overrides = {
-        k: getattr(mapping, k) for k in ("match", "name", "domain", "language") if k in mapping.model_fields_set
-    }
-    return base.model_copy(update={**overrides, "layout": mapping.layout})
-
-
 def unrecognised(cols: frozenset[str], rows: Rows) -> str:
     """The one line for a file no layout recognises: what it has and the mapping that would read it."""
     texts = {c: _values(rows, c) for c in sorted(cols)}
@@ -213,35 +193,74 @@ def unrecognised(cols: frozenset[str], rows: Rows) -> str:
     )
 
 
-def for_files(
-    files: Sequence[InputFile], explicit: Sequence[SourceMapping], *, what: str = "--input"
-) -> list[tuple[str, SourceMapping | None]]:
-    """Per input file: its layout's name and the mapping that reads it (None where the file already has
-    the prompt record's columns). An explicit mapping whose `match` fits the file wins over detection."""
-    from distill import inputs
-    from distill.prompts.ingest import mapping_for
-
-    found: list[tuple[str, SourceMapping | None]] = []
-    for f in files:
-        columns, rows = inputs.sample_rows(f)
-        chosen = mapping_for(f.path, list(explicit))
-        if chosen is not None and chosen.layout is None:
-            found.append(("mapping", chosen))
-            continue
-        if not rows:  # nothing readable at the top: its rows become rejects one by one, with their reasons
-            found.append(("unreadable", None))
-            continue
-        if chosen is not None:
-            name, m = chosen.layout or "", resolve(chosen, columns, rows)
-        else:
-            name, m = detect(columns, rows, f"{what} {f.path}")
-        m = m.model_copy(update={"match": glob.escape(f.path)})
-        found.append((name, None if _reads_as_is(m, columns) else m))
-    return found
-
-
 def _reads_as_is(m: SourceMapping, columns: Sequence[str]) -> bool:
     """The mapping changes nothing for this file: it is read as prompt records (the fast columnar path)."""
     rules = (m.columns, m.answer_from_boxed, m.answer_after, m.choices, m.messages, m.name)
     defaults = (m.domain is None or "domain" in columns) and (m.language is None or "language" in columns)
     return not any(rules) and defaults
+
+
+@dataclass(frozen=True)
+class Layouts(Generic[M]):
+    """A list of known layouts and what reading by them means: the prompt layouts here, the trace layouts in
+    `distill/trace_layouts.py`. One detector, one way an explicit mapping wins, one report per file."""
+
+    table: dict[str, Any]  # name -> a layout with `name`, `what`, `recognise(columns, rows)` and `mapping(...)`
+    unrecognised: Callable[[frozenset[str], Rows], str]  # the one line for a file no layout recognises
+    reads_as_is: Callable[[M, Sequence[str]], bool]  # the mapping changes nothing: the record's own columns
+
+    def detect(self, columns: Sequence[str], rows: Rows, where: str) -> tuple[str, M]:
+        """(layout name, mapping) for a file with these columns and first rows; a `UserError` when none fits."""
+        cols = frozenset(columns)
+        for layout in self.table.values():
+            if (m := layout.recognise(cols, rows)) is not None:
+                return layout.name, m
+        raise UserError(f"{where}: {self.unrecognised(cols, rows)}")
+
+    def resolve(self, mapping: M, columns: Sequence[str], rows: Rows) -> M:
+        """An explicit mapping that names a `layout`: that layout's rules, with the mapping's own name, domain
+        and language on top."""
+        if mapping.layout is None:  # type: ignore[attr-defined]
+            return mapping
+        base = self.table[mapping.layout].mapping(frozenset(columns), rows)  # type: ignore[attr-defined]
+        given = mapping.model_fields_set  # type: ignore[attr-defined]
+        overrides = {k: getattr(mapping, k) for k in ("match", "name", "domain", "language") if k in given}
+        return base.model_copy(update={**overrides, "layout": mapping.layout})  # type: ignore[attr-defined]
+
+    def for_files(
+        self, files: Sequence[InputFile], explicit: Sequence[M], *, default: M | None = None, what: str = "--input"
+    ) -> list[tuple[str, M | None]]:
+        """Per input file: its layout's name and the mapping that reads it (None where the file already has the
+        record's columns). An explicit mapping whose `match` fits the file wins over detection; `default` (a
+        mapping that names a layout) stands for every file no explicit mapping matches."""
+        from distill import inputs
+        from distill.prompts.ingest import mapping_for
+
+        found: list[tuple[str, M | None]] = []
+        for f in files:
+            columns, rows = inputs.sample_rows(f)
+            chosen = mapping_for(f.path, list(explicit)) or default  # type: ignore[arg-type]
+            if chosen is not None and chosen.layout is None:
+                found.append(("mapping", chosen))
+                continue
+            if not rows:  # nothing readable at the top: its rows become rejects one by one, with their reasons
+                found.append(("unreadable", None))
+                continue
+            if chosen is not None:
+                name, m = chosen.layout or "", self.resolve(chosen, columns, rows)
+            else:
+                name, m = self.detect(columns, rows, f"{what} {f.path}")
+            m = m.model_copy(update={"match": glob.escape(f.path)})  # type: ignore[attr-defined]
+            found.append((name, None if self.reads_as_is(m, columns) else m))
+        return found
+
+
+PROMPT_LAYOUTS: Layouts[SourceMapping] = Layouts(LAYOUTS, unrecognised, _reads_as_is)
+detect, resolve = PROMPT_LAYOUTS.detect, PROMPT_LAYOUTS.resolve
+
+
+def for_files(
+    files: Sequence[InputFile], explicit: Sequence[SourceMapping], *, what: str = "--input"
+) -> list[tuple[str, SourceMapping | None]]:
+    """Per input file: its prompt layout's name and the mapping that reads it (`Layouts.for_files`)."""
+    return PROMPT_LAYOUTS.for_files(files, explicit, what=what)

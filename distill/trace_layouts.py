@@ -24,7 +24,6 @@ What each publisher's card says (checked against the cards on the Hub; the rows 
 
 from __future__ import annotations
 
-import glob
 import json
 import re
 from collections.abc import Callable, Sequence
@@ -33,7 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 from distill.config import TraceMapping
 from distill.errors import RowError, UserError
-from distill.prompts.ingest import answer_after, last_boxed, mapping_for
+from distill.layouts import Layouts
+from distill.prompts.ingest import answer_after, last_boxed
 from distill.records import DOMAINS, RECORDS, stable_id
 
 if TYPE_CHECKING:
@@ -227,16 +227,7 @@ TRACE_LAYOUTS: dict[str, TraceLayout] = {
 }  # fmt: skip
 
 
-def detect(columns: Sequence[str], rows: Rows, where: str) -> tuple[str, TraceMapping]:
-    """(layout name, mapping) for a trace file with these columns and first rows; a `UserError` when none fits."""
-    cols = frozenset(columns)
-    for layout in TRACE_LAYOUTS.values():
-        if (m := layout.recognise(cols, rows)) is not None:
-            return layout.name, m
-    raise UserError(f"{where}: {unrecognised(cols)}")
-
-
-def unrecognised(cols: frozenset[str]) -> str:
+def unrecognised(cols: frozenset[str], _rows: Rows = ()) -> str:
     """The one line for a trace file no layout recognises: what it has and the mapping that would read it."""
     problem = _first(cols, PROBLEM_NAMES) or "<problem column>"
     reply = _first(cols, (*RESPONSE_NAMES, "text", "reply", "trace")) or "<reply column>"
@@ -249,44 +240,21 @@ def unrecognised(cols: frozenset[str]) -> str:
     )
 
 
-def resolve(mapping: TraceMapping, columns: Sequence[str], rows: Rows) -> TraceMapping:
-    """An explicit mapping that names a `layout`: that layout's rules, with the mapping's own name, domain and
-    language on top."""
-    if mapping.layout is None:
-        return mapping
-    base = TRACE_LAYOUTS[mapping.layout].mapping(frozenset(columns), rows)
-    given = mapping.model_fields_set
-    overrides = {k: getattr(mapping, k) for k in ("match", "name", "domain", "language") if k in given}
-    return base.model_copy(update={**overrides, "layout": mapping.layout})
+def _reads_as_is(m: TraceMapping, _columns: Sequence[str]) -> bool:
+    return m.model_copy(update={"match": "*"}) == TraceMapping()
+
+
+TRACES: Layouts[TraceMapping] = Layouts(TRACE_LAYOUTS, unrecognised, _reads_as_is)
+detect, resolve = TRACES.detect, TRACES.resolve
 
 
 def for_files(
     files: Sequence[InputFile], explicit: Sequence[TraceMapping], *, layout: str | None = None, what: str = "--input"
 ) -> list[tuple[str, TraceMapping | None]]:
     """Per input file: its trace layout's name and the mapping that reads it (None where the file is already in
-    the trace record's columns). An explicit mapping whose `match` fits the file wins over detection; `layout`
-    (a known name) is used for every file no explicit mapping matches."""
-    from distill import inputs
-
-    found: list[tuple[str, TraceMapping | None]] = []
-    for f in files:
-        columns, rows = inputs.sample_rows(f)
-        chosen = mapping_for(f.path, list(explicit))
-        if chosen is None and layout is not None:
-            chosen = TraceMapping(layout=layout)
-        if chosen is not None and chosen.layout is None:
-            found.append(("mapping", chosen.model_copy(update={"match": glob.escape(f.path)})))
-            continue
-        if not rows:  # nothing readable at the top: its rows become rejects one by one, with their reasons
-            found.append(("unreadable", None))
-            continue
-        if chosen is not None:
-            name, m = chosen.layout or "", resolve(chosen, columns, rows)
-        else:
-            name, m = detect(columns, rows, f"{what} {f.path}")
-        as_is = m == TraceMapping() or (name == "trace" and not m.labels)
-        found.append((name, None if as_is else m.model_copy(update={"match": glob.escape(f.path)})))
-    return found
+    the trace record's columns); `layout` (a known name) stands for every file no explicit mapping matches."""
+    default = TraceMapping(layout=layout) if layout is not None else None
+    return TRACES.for_files(files, explicit, default=default, what=what)
 
 
 # --- one source row -> its traces -------------------------------------------------------------------
