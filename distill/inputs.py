@@ -47,6 +47,7 @@ class InputFile:
     fingerprint: str
     source: str  # default `source` for rows that have none: the file's (or dataset directory's) name
     line_offsets: tuple[int, ...] = ()  # JSONL: byte offset of every chunk's first line, then the file size
+    record: str | None = None  # a shard of a dataset directory: the record its stage wrote (checked then)
 
     def describe(self) -> dict[str, Any]:
         return {"path": self.path, "format": self.format, "rows": self.rows, "fingerprint": self.fingerprint}
@@ -114,6 +115,7 @@ def _dataset_dir_files(path: Path) -> list[InputFile]:
             rows=s["rows"],
             fingerprint=s["sha256"],  # recorded when the shard was written: no need to hash it again
             source=path.name,
+            record=manifest.record,
         )
         for _, s in sorted(manifest.shards.items())
     ]
@@ -416,6 +418,8 @@ def preflight(
     if record is None:
         return
     for f in files:
+        if f.record is not None:  # a stage's shard: conformed to its record when written (and its columns checked)
+            continue
         if f.format == "jsonl":
             chunk = Chunk(f, 0, min(rows, f.rows), 0, f.line_offsets[1] if len(f.line_offsets) > 1 else 0)
         else:

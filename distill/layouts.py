@@ -208,6 +208,8 @@ class Layouts(Generic[M]):
     table: dict[str, Any]  # name -> a layout with `name`, `what`, `recognise(columns, rows)` and `mapping(...)`
     unrecognised: Callable[[frozenset[str], Rows], str]  # the one line for a file no layout recognises
     reads_as_is: Callable[[M, Sequence[str]], bool]  # the mapping changes nothing: the record's own columns
+    # the records whose dataset-directory shards are read as is (written by a stage), and the layout name to report
+    own: tuple[frozenset[str], str] | None = None
 
     def detect(self, columns: Sequence[str], rows: Rows, where: str) -> tuple[str, M]:
         """(layout name, mapping) for a file with these columns and first rows; a `UserError` when none fits."""
@@ -238,8 +240,11 @@ class Layouts(Generic[M]):
 
         found: list[tuple[str, M | None]] = []
         for f in files:
-            columns, rows = inputs.sample_rows(f)
             chosen = mapping_for(f.path, list(explicit)) or default  # type: ignore[arg-type]
+            if chosen is None and self.own and f.record in self.own[0]:
+                found.append((self.own[1], None))  # a stage's own output: no rows to sample (500 shards cost 0 s)
+                continue
+            columns, rows = inputs.sample_rows(f)
             if chosen is not None and chosen.layout is None:
                 found.append(("mapping", chosen))
                 continue

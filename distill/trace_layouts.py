@@ -244,7 +244,9 @@ def _reads_as_is(m: TraceMapping, _columns: Sequence[str]) -> bool:
     return m.model_copy(update={"match": "*"}) == TraceMapping()
 
 
-TRACES: Layouts[TraceMapping] = Layouts(TRACE_LAYOUTS, unrecognised, _reads_as_is)
+TRACES: Layouts[TraceMapping] = Layouts(
+    TRACE_LAYOUTS, unrecognised, _reads_as_is, own=(frozenset({"trace", "verdict"}), "trace")
+)
 detect, resolve = TRACES.detect, TRACES.resolve
 
 
