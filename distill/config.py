@@ -194,6 +194,11 @@ class TraceMapping(StrictModel):
     reasoning: str | None = Field(default=None, description="column of the thinking (a list is joined)")
     content: str | None = Field(default=None, description="column of the answer after the thinking")
     generations: str | None = Field(default=None, description="a list column: one trace per element")
+    choices: str | None = Field(
+        default=None,
+        description="an OpenAI-style reply's `choices` ({message: {content, reasoning_content}, "
+        "finish_reason}): one trace each",
+    )
     messages: str | None = Field(
         default=None,
         description="chat turns ({role, content} or {from, value}): user -> problem, last assistant -> trace",

@@ -187,6 +187,21 @@ def _api_reply(cols: frozenset[str], rows: Rows) -> TraceMapping | None:
                         **_common(cols, rows, exclude=(problem,)))  # fmt: skip
 
 
+def _openai_reply(cols: frozenset[str], rows: Rows) -> TraceMapping | None:
+    """A chat-completion reply saved whole (`choices`, `usage`, `model`) beside its request (the problem, or the
+    request's `messages`)."""
+    if "choices" not in cols or not any(
+        isinstance(r.get("choices"), list) and r["choices"] and isinstance(r["choices"][0], dict)
+        and "message" in r["choices"][0] for r in rows
+    ):  # fmt: skip
+        return None
+    problem = _first(cols, PROBLEM_NAMES)
+    if problem is None and "messages" not in cols:
+        return None
+    rules = _common(cols, rows, exclude=(problem,) if problem else ())
+    return TraceMapping(problem=problem, messages=None if problem else "messages", choices="choices", **rules)
+
+
 def _plain(cols: frozenset[str], rows: Rows) -> TraceMapping | None:
     problem = _first(cols, PROBLEM_NAMES)
     response = _first(cols, RESPONSE_NAMES)
@@ -217,6 +232,8 @@ TRACE_LAYOUTS: dict[str, TraceLayout] = {
         TraceLayout("s1k", "s1K: question + thinking_trajectories + attempt", _s1k),
         TraceLayout("sharegpt-thoughts", "OpenThoughts-114k / Bespoke-Stratos-17k: system + conversations with "
                     "<|begin_of_thought|> markers", _sharegpt_thoughts),
+        TraceLayout("openai-reply", "a chat-completion reply saved whole: choices[].message (content, "
+                    "reasoning_content) + the problem or the request's messages", _openai_reply),
         TraceLayout("api-reply", "an API's saved reply: problem + reasoning_content (or reasoning) + content",
                     _api_reply),
         TraceLayout("plain", "problem + response (think block inline, or opened in the prompt) + gold answer",
@@ -308,6 +325,20 @@ _OPTION = re.compile(r"^\s*\(?([A-J])[).:]\s", re.M)
 _LETTER = re.compile(r"^\s*\(?\s*([A-Ja-j])\s*\)?\s*\.?\s*$")
 
 
+def _choices(value: Any, column: str) -> tuple[list[tuple[str | None, str | None]], list[Any]]:
+    """(reasoning, content) and finish reason of each choice of an OpenAI-style reply: the server's reasoning
+    parser puts the thinking in `reasoning_content` (vLLM 0.32: `reasoning`), else it stays inline in `content`."""
+    if not isinstance(value, list) or not all(isinstance(c, dict) for c in value):
+        raise RowError("wrong_type", f"column '{column}' must be a list of choices ({{message, finish_reason}})")
+    replies, finishes = [], []
+    for c in value:
+        msg = c.get("message") if isinstance(c.get("message"), dict) else {}
+        reasoning = msg.get("reasoning_content") or msg.get("reasoning")
+        replies.append((reasoning if isinstance(reasoning, str) else None, _text(msg.get("content"))))
+        finishes.append(c.get("finish_reason"))
+    return replies, finishes
+
+
 def infer_domain(given: Any, gold: str | None, tests: str | None, problem: str, reply: str) -> str:
     """A domain the checks know, for a row whose own is absent or unknown (`mmlu_mcq`, `physics`): code when
     it has tests, multiple choice (`science`) when the gold is an option letter and the problem lists options,
@@ -377,11 +408,14 @@ def to_traces(row: dict[str, Any], m: TraceMapping, source: str, number: int | N
         raise RowError("missing_field", f"{what} is missing or not a string (the problem)")
 
     replies: list[tuple[str | None, str | None]]  # (reasoning, content) per trace
+    finish: Any = None
     if m.generations is not None:
         gens = take(m.generations)
         if not isinstance(gens, list):
             raise RowError("wrong_type", f"column '{m.generations}' must be a list of generations")
         replies = [(None, g if isinstance(g, str) else None) for g in gens]
+    elif m.choices is not None:
+        replies, finish = _choices(take(m.choices), m.choices)
     elif m.reasoning is not None or m.content is not None:
         replies = [(_text(take(m.reasoning)), _text(take(m.content)))]
     elif m.response is not None:
@@ -389,7 +423,7 @@ def to_traces(row: dict[str, Any], m: TraceMapping, source: str, number: int | N
     else:
         replies = [(None, chat_reply)]
     if not replies:
-        raise RowError("missing_field", f"column '{m.generations}' holds no generation")
+        raise RowError("missing_field", f"column '{m.generations or m.choices}' holds no reply")
 
     gold = _gold_answer(take(m.answer), m)
     tests = take(m.tests)
@@ -397,7 +431,7 @@ def to_traces(row: dict[str, Any], m: TraceMapping, source: str, number: int | N
         tests = json.dumps(tests, ensure_ascii=False)
     tests = tests if isinstance(tests, str) and tests.strip() else None
     labels = {c: take(c) for c in m.labels}
-    finish = take(m.finish_reason)
+    finish = take(m.finish_reason) if m.finish_reason is not None else finish
     teacher = _text(take(m.teacher))
     sample_col = take(m.sample)
     prompt = _text(take(m.prompt))
@@ -467,6 +501,11 @@ def to_traces(row: dict[str, Any], m: TraceMapping, source: str, number: int | N
         for c in PASSED_ON:  # record columns a file may already carry (token counts, timings)
             if out[-1].get(c) is None and row.get(c) is not None:
                 out[-1][c] = row[c]
+        usage = row.get("usage")
+        if n == 1 and isinstance(usage, dict):  # a saved API reply's token counts (of its one choice)
+            for c in ("prompt_tokens", "completion_tokens"):
+                if out[-1].get(c) is None and isinstance(usage.get(c), int):
+                    out[-1][c] = usage[c]
     return out
 
 

@@ -119,6 +119,19 @@ def api_reply(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+def openai_reply(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A chat-completion reply saved whole beside its request, the server's reasoning parser on."""
+    return [
+        {"id": f"chatcmpl-{k}", "object": "chat.completion", "model": "deepseek-reasoner",
+         "messages": [{"role": "user", "content": r["problem"]}],
+         "choices": [{"index": 0, "finish_reason": "stop",
+                      "message": {"role": "assistant", "reasoning_content": _split(r)[0], "content": _split(r)[1]}}],
+         "usage": {"prompt_tokens": 100, "completion_tokens": len(r["response"]) // 4},
+         "gold_answer": r["gold_answer"], "correct": r["correct"]}
+        for k, r in enumerate(rows)
+    ]  # fmt: skip
+
+
 def chat(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [
         {"messages": [{"role": "user", "content": r["problem"]},
@@ -176,6 +189,7 @@ def test_plain_files_as_published_no_config(real: Path, tmp_path: Path) -> None:
         ("s1k", s1k, "math", "jsonl"),
         ("s1k-1.1", s1k_11, "math", "parquet"),
         ("api-reply", api_reply, "both", "jsonl"),
+        ("openai-reply", openai_reply, "both", "jsonl"),
         ("chat", chat, "both", "jsonl"),
         ("sharegpt-thoughts", sharegpt, "both", "jsonl"),
     ],
@@ -204,6 +218,9 @@ def test_each_public_layout_gives_the_plain_files_verdicts(
         assert all(x["reasoning"] and "<|" not in x["reasoning"] + x["content"] for x in got)  # split as <think>
         return
     assert _verdicts(got) == _verdicts(want)
+    if layout == "openai-reply":  # the reply's model and token counts come along
+        assert all(x["completion_tokens"] and x["prompt_tokens"] == 100 and x["teacher"] == "deepseek-reasoner"
+                   for x in got)  # fmt: skip
     labelled = [x for x in got if x["publisher_correct"] is not None]
     if layout not in ("openthoughts-metadata", "s1k"):  # these publish no label of their own
         assert len(labelled) == len(got) and all(x["publisher_correct"] == x["correct"] for x in got)
