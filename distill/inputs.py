@@ -450,6 +450,8 @@ def _fix(record: Record, error: str) -> str:
             "map the file's columns with `sources: [{match: FILE, problem: ..., response: ..., answer: ...}]` in "
             "--config, or name its layout with --layout (README, 'Public trace sets')"
         )
+    if "'domain'" in error:
+        return "give `domain` one of math, code, science, general (or drop the column: the layout then sets it)"
     if record.name == "prompt":
         return "map the file's columns in --config: `sources: [{match: FILE, columns: {YOUR_COLUMN: problem}}]`"
     return f"convert the file to the {record.name} record's columns (docs/datasets.md)"
