@@ -27,6 +27,7 @@ SCRIPTS = {
     "thai": re.compile(r"[\u0e00-\u0e7f]"),
     "latin": re.compile(r"[A-Za-z\u00c0-\u024f]"),
 }
+_ONE_LETTER = re.compile(r"(?<![^ ])[A-Za-z](?![^ ])")  # a variable (`x`, `n`) left over in prose: no language
 _RUNS = {name: re.compile(p.pattern + "+") for name, p in SCRIPTS.items()}
 _LANG_SCRIPT = {
     "zh": "cjk", "ja": "cjk", "ko": "hangul", "ru": "cyrillic", "uk": "cyrillic", "bg": "cyrillic",
@@ -90,7 +91,7 @@ def window_language(window: str, cfg: LanguageCheckConfig) -> tuple[str, float] 
     """The language a window of text reads as, with the detector's confidence; None when it cannot say: too few
     real words once math and one-letter variables are gone (math-dense English misreads as Italian or Slovenian on
     its leftovers), or a guess below `min_confidence` (a real passage in another language reads at ~0.99)."""
-    words = " ".join(w for w in language.prose(window).split() if len(w) >= 2 or not w.isascii())
+    words = _ONE_LETTER.sub("", language.prose(window))
     if len(words) - words.count(" ") < cfg.min_window_letters:
         return None
     found = language.detect_scored(words)

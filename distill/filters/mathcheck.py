@@ -14,12 +14,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing as mp
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 CORRECT, WRONG, TIMEOUT, BAD_GOLD = "correct", "wrong", "timeout", "bad_gold"
+_AMBIGUOUS = re.compile(r"[,\s]")  # a decimal comma, a thousands separator, a list: its forms read differently
 STARTUP_S = 300
 
 
@@ -73,9 +75,11 @@ def _verify(gold: str, candidates: list[str], golds: dict[str, list[Any]], confi
         return BAD_GOLD
     for cand in candidates:
         # A reading of the answer that equals the gold counts (`1,22` is 1.22 read as plain text, as math-verify
-        # means it, and {1, 22} in `$...$`); a wrong answer costs a parse per form, a right one usually one.
-        for answer in _readings(cand, configs):
-            if verify(parsed_gold, answer, timeout_seconds=None):
+        # means it, and {1, 22} in `$...$`). Only a comma or a space can make the readings differ: any other
+        # answer is read once, so a wrong `537` costs one parse, not three.
+        readings = _readings(cand, configs)
+        for answer in readings if _AMBIGUOUS.search(cand) else [next(readings, [])]:
+            if answer and verify(parsed_gold, answer, timeout_seconds=None):
                 return CORRECT
     return WRONG
 
