@@ -280,6 +280,18 @@ def _isolation(files: list[inputs.InputFile], preset: FilterPreset, tests_mapped
     return {"sandbox": {"sandbox": iso.sandbox, "isolation": iso.why}}
 
 
+def _traces_per_row(files: list[inputs.InputFile], found: list[tuple[str, TraceMapping | None]]) -> float:
+    """The most traces an input row holds on average, over the files whose layout packs several in a row."""
+    most = 1.0
+    for f, (_, m) in zip(files, found, strict=True):
+        column = m and (m.generations or m.choices)
+        if column:
+            _, rows = inputs.sample_rows(f)
+            sizes = [len(r[column]) for r in rows if isinstance(r.get(column), list)]
+            most = max(most, sum(sizes) / len(sizes) if sizes else 1.0)
+    return most
+
+
 def agreement(out: Path) -> dict[str, Any] | None:
     """Our `correct` against the publisher's own label, per domain (None when no row carries one): the counts of
     (ours, theirs) with ours correct / incorrect / undecided (a check before correctness rejected the row, or
@@ -350,6 +362,9 @@ def run_filter(
     files = inputs.resolve(input_specs, rows_per_shard)
     found = trace_layouts.for_files(files, list(sources), layout=layout)  # an unknown layout: one line, exit 2
     described = [{"path": f.path, "layout": name} for f, (name, _) in zip(files, found, strict=True)]
+    # A shard is cut from input rows: where a row holds a list of traces (OpenR1's generations, an API reply's
+    # choices), fewer rows make a shard, so shards stay ~rows_per_shard traces and every core gets work.
+    rows_per_shard = max(1, round(rows_per_shard / _traces_per_row(files, found)))
     isolation = _isolation(files, preset, any(m is not None and m.tests for _, m in found))
     options = preset.model_dump()
     if options["judge"] is None:
