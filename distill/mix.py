@@ -15,6 +15,7 @@ bucket of its output shard (`DIR/.work/`); then each bucket is sorted into its s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -27,10 +28,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from distill import inputs
-from distill.config import MixConfig
+from distill import inputs, trace_layouts
+from distill.config import MixConfig, TraceMapping
 from distill.errors import RowError
 from distill.executor import check_executor, executor_map
+from distill.filters.readability import split_think
 from distill.progress import StageProgress
 from distill.records import MESSAGE, RECORDS, coerce_row, stable_id
 from distill.stages import Context, Flow, PlanContext, Stage, register
@@ -164,6 +166,7 @@ def run_mix(
         s.name: inputs.resolve([str(_resolve(base, s.path))], CHUNK_ROWS, what=f"source {s.name!r}")
         for s in cfg.sources
     }
+    layouts = {name: _layouts(fs) for name, fs in files.items()}
     tokenizer_ref = _tokenizer_ref(base, cfg.tokenizer)
     tokenizer = load_tokenizer(tokenizer_ref)  # a bad tokenizer fails here, before any work
     config = {
@@ -189,7 +192,7 @@ def run_mix(
         resumed = None
         if not (work / "pass1.done").exists():  # chunks rendered before a crash are not rendered again
             resumed = _pass1(cfg, files, chosen, positions, work, tokenizer, workers, show_progress, executor,
-                             rows_per_shard)  # fmt: skip
+                             rows_per_shard, layouts)  # fmt: skip
             atomic_write_bytes(work / "pass1.done", b"")
         o.writer.set_plan(buckets)
         todo = [WriteTask(k, str(out), str(work)) for k in range(buckets) if k not in o.opened.done]
@@ -232,6 +235,7 @@ class RenderTask:
     rows_per_shard: int
     work: str
     tokenizer_threads: bool  # False in pool workers: the processes are the parallelism
+    layout: TraceMapping | None = None  # a public trace file's layout (OpenR1, a plain dump...): rows become traces
 
 
 def _pass1(
@@ -245,6 +249,7 @@ def _pass1(
     show_progress: bool,
     executor: str = "local",
     rows_per_shard: int = 10_000,
+    layouts: dict[str, dict[str, TraceMapping | None]] | None = None,
 ) -> dict[str, int]:
     """Render and count every chosen row once, chunk by chunk in parallel; each chunk writes its rows to
     the buckets of their output shards (`work/bucket-K/part-T.parquet`), then its marker
@@ -269,6 +274,7 @@ def _pass1(
                     tasks.append(RenderTask(
                         len(tasks), src.name, chunk, sel, positions[next_pos : next_pos + len(sel)], counter,
                         cfg.non_reasoning, rows_per_shard, str(work), workers <= 1 and executor == "local",
+                        (layouts or {}).get(src.name, {}).get(f.path),
                     ))  # fmt: skip
                     next_pos += len(sel)
     rejects: list[dict[str, Any]] = []
@@ -299,7 +305,10 @@ def _render(task: RenderTask) -> tuple[int, list[dict[str, Any]]]:
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
     tokenizer = load_counter(task.counter)
     path = task.chunk.file.path
-    read, columns, unread = inputs.take_columns(task.chunk, task.rows, _FIELDS)
+    if task.layout is not None:
+        read, columns, unread = _traces(task)
+    else:
+        read, columns, unread = inputs.take_columns(task.chunk, task.rows, _FIELDS)
     rejects = [{"input": path, "row": r.row, "error": r.error, "raw": _text(r.raw)} for r in unread]
     sft, errors = to_sft(columns, task.source, task.non_reasoning)
     numbers = task.rows[read]
@@ -334,6 +343,54 @@ def _render(task: RenderTask) -> tuple[int, list[dict[str, Any]]]:
     atomic_write_bytes(_marker(task), json.dumps(rejects).encode())  # after every part: the chunk is done
     crash_point("mix_chunk_rendered")
     return len(task.rows), rejects
+
+
+def _layouts(files: list[inputs.InputFile]) -> dict[str, TraceMapping | None]:
+    """Per file of a source, the trace layout that reads it, where mix cannot take its rows as they are (rows with
+    `messages`, or traces with `problem` and `content`): a public trace set given as a source (OpenR1-Math, a plain
+    dump, s1K...). A file in no known layout stops with the one line that names its columns."""
+    out: dict[str, TraceMapping | None] = {}
+    for f in files:
+        columns, _ = inputs.sample_rows(f)
+        if f.record is not None or "messages" in columns or {"problem", "content"} <= set(columns):
+            out[f.path] = None
+            continue
+        ((_, mapping),) = trace_layouts.for_files([f], [], what="source")
+        out[f.path] = mapping
+    return out
+
+
+def _traces(task: RenderTask) -> tuple[list[int], dict[str, list[Any]], list[inputs.Reject]]:
+    """`take_columns` for a file in a public trace layout: each chosen row as one trace (of a row that holds several,
+    the first its publisher labelled correct, else the first), its think block split as the filter splits it."""
+    assert task.layout is not None
+    numbers = task.rows.tolist()
+    try:
+        whole = inputs.rows_at(task.chunk, sorted(set(numbers)))
+    except RowError:  # a malformed line among them: read them one by one, that line becomes a reject
+        whole = {}
+        for n in set(numbers):
+            with contextlib.suppress(RowError):
+                whole.update(inputs.rows_at(task.chunk, [n]))
+    read: list[int] = []
+    values: dict[str, list[Any]] = {c: [] for c in _FIELDS}
+    rejects: list[inputs.Reject] = []
+    for i, n in enumerate(numbers):
+        if n not in whole:
+            rejects.append(inputs.Reject(n, "malformed_json: the line is not a JSON object", ""))
+            continue
+        try:
+            found = trace_layouts.to_traces(whole[n], task.layout, task.chunk.file.source, n)
+        except RowError as e:
+            rejects.append(inputs.Reject(n, str(e), _json(whole[n])))
+            continue
+        trace = next((t for t in found if t["publisher_correct"]), found[0])
+        reasoning, answer, _ = split_think(trace["reasoning"], trace["content"])
+        trace = {**trace, "reasoning": reasoning, "content": answer, "messages": None}
+        read.append(i)
+        for c in _FIELDS:
+            values[c].append(trace.get(c))
+    return read, values, rejects
 
 
 def _json(row: dict[str, Any]) -> str:

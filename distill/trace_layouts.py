@@ -321,6 +321,7 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+_OPENED_THINK = re.compile(r"\s*<think>\s*$")
 _OPTION = re.compile(r"^\s*\(?([A-J])[).:]\s", re.M)
 _LETTER = re.compile(r"^\s*\(?\s*([A-Ja-j])\s*\)?\s*\.?\s*$")
 
@@ -406,6 +407,7 @@ def to_traces(row: dict[str, Any], m: TraceMapping, source: str, number: int | N
     if not isinstance(problem, str) or not problem.strip():
         what = m.problem or f"the user turn of '{m.messages}'"
         raise RowError("missing_field", f"{what} is missing or not a string (the problem)")
+    problem = _OPENED_THINK.sub("", problem)
 
     replies: list[tuple[str | None, str | None]]  # (reasoning, content) per trace
     finish: Any = None
@@ -435,6 +437,9 @@ def to_traces(row: dict[str, Any], m: TraceMapping, source: str, number: int | N
     teacher = _text(take(m.teacher))
     sample_col = take(m.sample)
     prompt = _text(take(m.prompt))
+    # A raw completion prompt that opened the think block ("...Solution: <think>\n"): the opener is the assistant's
+    # generation prompt, not the user's words (the chat template adds it back); the user turn is what comes before.
+    prompt = _OPENED_THINK.sub("", prompt) if prompt else prompt
     aligned = {c: take(c) for c in m.aligned}
     given_domain = take("domain")
     language = take("language")

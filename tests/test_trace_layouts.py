@@ -421,3 +421,29 @@ def test_math_dense_english_does_not_read_as_another_language(real: Path) -> Non
     texts = [t for t in texts if t.strip()]
     rejected = [(t[:80], _language(t)) for t in texts if _language(t)[0] is not None]
     assert len(texts) > 4_000 and len(rejected) <= 3, rejected
+
+
+def test_a_public_trace_set_is_a_mix_source(real: Path, tmp_path: Path) -> None:
+    """OpenR1 Parquet (one row per problem, several generations) and a plain dump as mix sources: one SFT row per
+    source row, the think block split once, of a row with several traces the one its publisher labelled correct."""
+    math = _rows(real, MATH)
+    pq.write_table(pa.Table.from_pylist(openr1(math)), tmp_path / "openr1.parquet")
+    write_jsonl(tmp_path / "dump.jsonl", math[:12])
+    mix = tmp_path / "mix.yaml"
+    mix.write_text(f"seed: 3\nsources:\n  - {{name: openr1, path: {tmp_path / 'openr1.parquet'}, quota: 10}}\n"
+                   f"  - {{name: dump, path: {tmp_path / 'dump.jsonl'}, quota: 12}}\n")  # fmt: skip
+    r = run_cli("mix", "--config", str(mix), "--out", str(tmp_path / "sft"), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    rows = read_rows(tmp_path / "sft")
+    assert len(rows) == 22 and {x["source"] for x in rows} == {"openr1", "dump"}
+    right = {_split(t)[1].strip()[-200:] for t in math if t["correct"]}
+    for x in rows:
+        user, assistant = (m["content"] for m in x["messages"])
+        assert "<think>" not in user  # a prompt that opened the think block gives the user turn before it
+        assert assistant.startswith("<think>\n") and assistant.count("<think>") == 1 and "</think>" in assistant
+        if x["source"] == "openr1":  # every problem has a correct generation: that one is taken
+            assert assistant.split("</think>", 1)[1].strip()[-200:] in right
+    # a file in no known layout is one line, as everywhere
+    write_jsonl(tmp_path / "odd.jsonl", [{"q_text": "1+1?", "reply_text": "2"}])
+    mix.write_text(f"seed: 3\nsources:\n  - {{name: odd, path: {tmp_path / 'odd.jsonl'}, quota: 1}}\n")
+    _one_line(run_cli("mix", "--config", str(mix), "--out", str(tmp_path / "x")), "odd.jsonl", "match no known")
