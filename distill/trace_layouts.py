@@ -24,6 +24,7 @@ What each publisher's card says (checked against the cards on the Hub; the rows 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Callable, Sequence
@@ -447,16 +448,14 @@ def to_traces(row: dict[str, Any], m: TraceMapping, source: str, number: int | N
     own_id = take("id")
 
     meta: dict[str, Any] = {k: v for k, v in row.items() if k not in used and k not in TRACE.names}
-    for k in ("meta",):
-        if isinstance(row.get(k), dict):
-            meta = {**row[k], **{kk: vv for kk, vv in meta.items() if kk != k}}
-        elif isinstance(row.get(k), str):
-            try:
-                parsed = json.loads(row[k])
-                meta = {**parsed, **meta} if isinstance(parsed, dict) else meta
-            except json.JSONDecodeError:
-                pass
-    meta.pop("meta", None)
+    own_meta = row.get("meta")  # a file's own `meta` (an object, or JSON text as ours) is merged under the rest
+    if isinstance(own_meta, str):
+        with contextlib.suppress(json.JSONDecodeError):
+            own_meta = json.loads(own_meta)
+    if isinstance(own_meta, dict):
+        meta = {**own_meta, **meta}
+    elif own_meta is not None:
+        meta["meta"] = own_meta
     # A file in the record's shape (with `sample`) names the prompt by `id`, as ours do; elsewhere a file's own
     # id names the row (one trace), so it goes to meta and the prompt's id is computed from the problem.
     keep_id = isinstance(own_id, str) and m.sample is not None
