@@ -16,8 +16,10 @@ line that names the columns it saw and the mapping that would read them.
 from __future__ import annotations
 
 import glob
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from distill.config import SourceMapping
@@ -258,6 +260,23 @@ class Layouts(Generic[M]):
             m = m.model_copy(update={"match": glob.escape(f.path)})  # type: ignore[attr-defined]
             found.append((name, None if self.reads_as_is(m, columns) else m))
         return found
+
+
+def report_lines(found: Sequence[dict[str, Any]], table: dict[str, Any], kind: str = "layout") -> list[str]:
+    """`KIND  PATH: NAME (what it is)` per input file, as a manifest records them (`path`, `layout`); many files of
+    one folder in one layout (a dataset directory's shards) are one line."""
+    groups = Counter((str(Path(f["path"]).parent), f["layout"]) for f in found)
+    shown, lines = set(), []
+    for f in found:
+        key = folder, name = str(Path(f["path"]).parent), f["layout"]
+        many = groups[key] > 3
+        if many and key in shown:
+            continue
+        shown.add(key)
+        where = f"{folder}/ ({groups[key]:,} files)" if many else f["path"]
+        known = table.get(name)
+        lines.append(f"{kind}  {where}: {name} ({known.what if known else 'a --config mapping'})")
+    return lines
 
 
 PROMPT_LAYOUTS: Layouts[SourceMapping] = Layouts(LAYOUTS, unrecognised, _reads_as_is)

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, field_validator
 
-from distill import inputs, language, trace_layouts
+from distill import inputs, language, layouts, trace_layouts
 from distill.config import FilterPreset, JudgeConfig, StrictModel, TraceMapping, load_config
 from distill.executor import MapStage, check_executor, run_map_stage
 from distill.filters import judge as judge_mod
@@ -442,23 +442,8 @@ def _stage_plan(p: PlanContext) -> Flow:
                 {**(src.extra if src else {}), "kept": kept, "keep_rate": rate})  # fmt: skip
 
 
-def layout_lines(found: list[dict[str, Any]]) -> list[str]:
-    """`layout  PATH: NAME (what it is)`, many files of one folder in one layout as one line."""
-    groups = Counter((str(Path(f["path"]).parent), f["layout"]) for f in found)
-    shown, lines = set(), []
-    for f in found:
-        key = folder, name = str(Path(f["path"]).parent), f["layout"]
-        if groups[key] > 3 and key in shown:
-            continue
-        shown.add(key)
-        where = f"{folder}/ ({groups[key]:,} files)" if groups[key] > 3 else f["path"]
-        known = trace_layouts.TRACE_LAYOUTS.get(name)
-        lines.append(f"layout  {where}: {name} ({known.what if known else 'a --config mapping'})")
-    return lines
-
-
 def _stage_details(result: StageResult, ctx: Context) -> None:
-    for line in layout_lines(result.manifest.stats.get("layouts", [])):
+    for line in layouts.report_lines(result.manifest.stats.get("layouts", []), trace_layouts.TRACE_LAYOUTS):
         print(f"  {line}", file=sys.stderr)
     f = result.manifest.stats["funnel"]
     print(f"  kept {f['kept']:,} of {f['traces']:,} traces", file=sys.stderr)
@@ -493,7 +478,7 @@ def _stage_report(result: StageResult, out: Path) -> str:
 
 def _stage_inspect(reader: DatasetReader, console: Any, limit: int) -> None:
     m = reader.manifest
-    for line in layout_lines(m.stats.get("layouts", [])):
+    for line in layouts.report_lines(m.stats.get("layouts", []), trace_layouts.TRACE_LAYOUTS):
         console.print(line, highlight=False, markup=False)
     if "agreement" in m.stats:
         for line in agreement_lines(m.stats["agreement"]):

@@ -303,18 +303,8 @@ def _report(
 
 def print_report(report: dict[str, Any], file: Any = sys.stderr) -> None:
     for kind, found in (("layout", report.get("sources", [])), ("benchmark", report.get("benchmarks", []))):
-        # many files of one folder in one layout (a dataset directory's shards) are one line
-        groups = Counter((str(Path(f["path"]).parent), f["layout"]) for f in found)
-        shown = set()
-        for f in found:
-            key = folder, name = str(Path(f["path"]).parent), f["layout"]
-            many = groups[key] > 3
-            if many and key in shown:
-                continue
-            shown.add(key)
-            where = f"{folder}/ ({groups[key]:,} files)" if many else f["path"]
-            known = layouts.LAYOUTS.get(name)
-            print(f"  {kind}  {where}: {name} ({known.what if known else 'a --config mapping'})", file=file)
+        for line in layouts.report_lines(found, layouts.LAYOUTS, kind):
+            print(f"  {line}", file=file)
     reasons = list(REASONS.values())
     header = f"  {'source':<24} {'rows':>10} {'kept':>10} " + " ".join(f"{r:>16}" for r in reasons)
     print(header, file=file)
