@@ -163,12 +163,12 @@ def write_layout(rows: list[dict], layout: str, root: Path) -> Path:
 
 
 def detection_seconds(path: Path) -> float:
-    """What recognising the file's layout costs (`trace_layouts.for_files`, as `distill filter` calls it)."""
-    from distill import inputs, trace_layouts
+    """What recognising the file's layout costs (`inputs.layouts_of`, as `distill filter` calls it)."""
+    from distill.sources import inputs, trace_layouts
 
     files = inputs.resolve([str(path)], 2_000)
     started = time.perf_counter()
-    trace_layouts.for_files(files, [])
+    inputs.layouts_of(files, [], table=trace_layouts.TRACES)
     return time.perf_counter() - started
 
 

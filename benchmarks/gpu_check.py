@@ -142,8 +142,8 @@ def step_vllm(work: Path, gpu: bool) -> dict[str, Any]:
         return {"skipped": "needs a GPU"}
     if importlib.util.find_spec("vllm") is None:
         return {"skipped": "vllm is not installed here (its wheel is larger than a device call can carry)"}
+    from distill.stages import invoke
     from distill.teacher.config import TeacherConfig
-    from distill.teacher.stage import run_generate
     from distill.train.tiny import tiny_model_path
 
     prompts = work / "prompts.jsonl"
@@ -153,7 +153,7 @@ def step_vllm(work: Path, gpu: bool) -> dict[str, Any]:
             f.write(json.dumps(row) + "\n")
     cfg = TeacherConfig(backend="vllm", model=str(tiny_model_path()), samples=4, max_tokens=512, batch_size=1024,
                         vllm={"gpu_memory_utilization": 0.5, "max_model_len": 2048})  # fmt: skip
-    result = run_generate([str(prompts)], work / "traces", cfg, show_progress=False)
+    result = invoke("generate", [str(prompts)], work / "traces", settings=cfg, show_progress=False)
     run = result.manifest.stats["generate"]["this_run"]
     return {"requests": run["requests"], "seconds": run["seconds"], "tokens_per_s": run["tokens_per_s"]}
 

@@ -49,11 +49,11 @@ def main() -> None:
 
     from vllm import LLM, SamplingParams
 
+    from distill.stages import invoke
     from distill.teacher import offline
     from distill.teacher.config import TeacherConfig
     from distill.teacher.offline import VLLMBackend, _prompt_text
     from distill.teacher.prompting import Request
-    from distill.teacher.stage import run_generate
     from distill.train.tiny import tiny_model_path
 
     model = str(tiny_model_path())
@@ -109,7 +109,7 @@ def main() -> None:
         offline.VLLMBackend = kind  # what make_backend builds for backend: vllm
         try:
             started = time.perf_counter()
-            result = run_generate([str(prompts)], out, offline_cfg, show_progress=False)
+            result = invoke("generate", [str(prompts)], out, settings=offline_cfg, show_progress=False)
             seconds = time.perf_counter() - started
         finally:
             offline.VLLMBackend = original

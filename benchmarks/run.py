@@ -253,7 +253,7 @@ def trace_layouts_section() -> list[str]:
         "per problem), given as distill's own trace records (Parquet), as OpenR1-Math-220k publishes them (Parquet,",
         "one row per problem: `generations`, `correctness_math_verify`, `finish_reasons` lists) and as a plain dump",
         "(JSONL: problem + response with the think block inline). The real `distill filter --preset filters/r1.yaml`,",
-        "all cores, no config. Detection: `trace_layouts.for_files` on the file, as the filter calls it.",
+        "all cores, no config. Detection: `inputs.layouts_of` on the file, as the filter calls it.",
         "Baseline: the same traces as distill's own records (no layout to read).",
         "",
         "| given as | input | traces/s | goal | vs goal | / own records | layout detection | goal "

@@ -1,6 +1,7 @@
 """The `distill` command line (DESIGN.md, "The command line": the names are a contract).
 
-Only commands that are built are here; the stages of later issues join as they are finished.
+Every step's command comes from its declaration (`distill/stages.py`); the commands here by hand are the
+ones that are no step: run, plan, render-chat, inspect, view, doctor.
 A user's mistake prints one line on stderr and exits with status 2; an interrupted run says how to
 resume.
 """
@@ -8,13 +9,17 @@ resume.
 from __future__ import annotations
 
 import functools
+import inspect as inspect_mod
 import shlex
 import sys
+import types
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from pydantic_core import PydanticUndefined
 
 from distill import __version__, stages
 from distill.errors import UserError
@@ -119,9 +124,139 @@ def run(
     pipeline_mod.run(pipeline, out, overwrite=overwrite, workers=workers, show_progress=progress, executor=executor)
 
 
-# prompts, generate, filter, select, mix and DISTILL_STAGES' stages: a command per declaration (distill/stages.py)
+# --- a command per declared step (distill/stages.py): prompts ... compare and DISTILL_STAGES' stages -------
+
+
+def _simple(annotation: Any) -> Any | None:
+    """The type a flag can carry for a field of this annotation, or None (nested models come via --config)."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _simple(args[0]) if len(args) == 1 else None
+    if origin is typing.Literal:
+        return str
+    if origin is list:
+        (item,) = typing.get_args(annotation) or (str,)
+        return list[item] if item in (str, int, float, Path) else None
+    return annotation if annotation in (str, int, float, bool, Path) else None
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _set(data: dict[str, Any], dotted: str, value: Any, append: bool) -> None:
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        data = data.setdefault(key, {})
+    data[leaf] = [*data.get(leaf, []), *value] if append else value
+
+
+def command(stage: stages.Stage) -> Callable[..., None]:
+    """The `distill NAME` command of a declared step: its positional argument, --input (or the stage's own
+    input flag) and --out, a flag per simple option (its default and help from the options model), the
+    stage's own flags, the common flags; built as a function whose signature typer reads."""
+    params: list[inspect_mod.Parameter] = []
+    arg = stage.argument
+
+    def add(name: str, annotation: Any, default: Any, param_decls: list[str], **option: Any) -> None:
+        option = Annotated[annotation, typer.Option(*param_decls, **option)]
+        kind = inspect_mod.Parameter.KEYWORD_ONLY
+        params.append(inspect_mod.Parameter(name, kind, default=default, annotation=option))
+
+    if arg is not None:
+        typ = list[str] if arg.many else str
+        params.append(inspect_mod.Parameter("argument", inspect_mod.Parameter.KEYWORD_ONLY, default=...,
+                                            annotation=Annotated[typ, typer.Argument(help=arg.help)]))  # fmt: skip
+    if stage.takes_input and stage.input_flag and (arg is None or arg.target != "input"):
+        required = not stage.input_optional
+        add("input", list[str] if required else list[str] | None, ... if required else None,
+            param_decls=[stage.input_flag], help=stage.input_help + " Repeatable." * required)  # fmt: skip
+    if stage.out_help is not None:
+        add("out", Path | None if stage.out_optional else Path, None if stage.out_optional else ...,
+            param_decls=["--out"], help=stage.out_help)  # fmt: skip
+    fields, needs_config = {}, False
+    flagged = {f.target for f in stage.flags.values()}
+    for name, info in stage.options.model_fields.items():
+        typ = _simple(info.annotation)
+        if typ is None or name in flagged or (arg is not None and arg.target == name):
+            needs_config = needs_config or (info.is_required() and name not in flagged and typ is None)
+            continue
+        fields[name] = info
+        # a missing required option is the options model's one line (exit 2), like every other mistake
+        doc = (info.description or name.replace("_", " ")).rstrip(".") + "."
+        if info.is_required():
+            doc += " Required." if not stage.config_flag else " Required (here or in --config)."
+        elif info.default not in (None, [], PydanticUndefined, False):
+            doc += f" Default: {info.default}."
+        decls = [f"{_flag(name)}/--no-{name.replace('_', '-')}"] if typ is bool else [_flag(name)]
+        add(f"opt_{name}", typ | None, None, param_decls=decls, help=doc)
+    for name, flag in stage.flags.items():
+        add(f"flag_{name.replace('-', '_')}", flag.type | None, None, param_decls=[f"--{name}"], help=flag.help)
+    if stage.config_flag:
+        add("config", Path if needs_config else Path | None, ... if needs_config else None, param_decls=["--config"],
+            help=stage.config_help)  # fmt: skip
+    if stage.writes_dataset:
+        add("rows_per_shard", int, stage.rows_per_shard, param_decls=["--rows-per-shard"], min=1, help=stage.rows_help)
+    if stage.parallel:
+        add("workers", int | None, None, param_decls=["--workers"], min=1, help="Processes; default: all cores.")
+        add("executor", str, "local", param_decls=["--executor"],
+            help="local: a process pool on this machine; ray: tasks on the Ray cluster in RAY_ADDRESS (or a local "
+            "Ray instance). Same rows either way.")  # fmt: skip
+    add("overwrite", bool, False, param_decls=["--overwrite"], help="Discard an existing --out and start afresh.")
+    add("progress", bool, True, param_decls=["--progress/--no-progress"], help="Show progress bars.")
+
+    def run(**kw: Any) -> None:
+        from distill.config import load_yaml
+
+        base = Path.cwd()
+        data: dict[str, Any] = {}
+        where = f"distill {stage.name}"
+        if kw.get("config") is not None:
+            data = load_yaml(kw["config"])
+            if not isinstance(data, dict):
+                stages.parse_options(stage, data, str(kw["config"]), "")  # the one line for a file not a mapping
+            # checked once, with the flags given beside it (a required option may come from either)
+            where, base = f"{kw['config']} (with the command's flags)", kw["config"].resolve().parent
+        for name in fields:
+            value = kw.get(f"opt_{name}")
+            if value is not None:
+                data[name] = [str(v) for v in value] if isinstance(value, list) else value
+        for name, flag in stage.flags.items():
+            value = kw.get(f"flag_{name.replace('-', '_')}")
+            if value is None or value == []:
+                continue
+            if flag.path:  # given here, so relative to here even when --config moved `base`
+                value = [str(Path(v).absolute()) for v in value] if isinstance(value, list) else Path(value).absolute()
+                value = str(value) if flag.type is str else value
+            _set(data, flag.target, value, flag.append)
+        inputs = list(kw.get("input") or [])
+        if arg is not None:
+            value = arg.parse(kw["argument"]) if arg.parse else kw["argument"]
+            if arg.target == "input":
+                inputs = value if isinstance(value, list) else [value]
+            else:
+                data[arg.target] = value
+        for name, info in fields.items():
+            if info.is_required() and name not in data:
+                raise UserError(f"distill {stage.name}: {_flag(name)} is required ({info.description}); pass it"
+                                + " or set it in --config" * stage.config_flag)  # fmt: skip
+        opts = stages.parse_options(stage, data, where, "pass --rows-per-shard N instead")
+        knobs = (kw.get("rows_per_shard") or 0, kw.get("workers"), kw.get("executor", "local"))
+        ctx = stages.Context(inputs, kw.get("out") or Path(), opts, base, *knobs, kw["overwrite"], kw["progress"])
+        result = stages.execute(stage, stages.loaded(stage, ctx))
+        if isinstance(result, stages.Done) and stage.details is None:
+            print(f"{stage.name}: {result.report}", file=sys.stderr)
+
+    run.__signature__ = inspect_mod.Signature(params)  # type: ignore[attr-defined]
+    run.__doc__ = stage.help
+    run.__name__ = stage.name.replace("-", "_")
+    return run
+
+
 try:
-    stages.add_commands(app, user_errors)
+    for declared in stages.registry().values():
+        app.command(name=declared.name, help=declared.help)(user_errors(command(declared)))
 except UserError as e:  # a DISTILL_STAGES module that cannot be imported: one line, before any command
     print(f"error: {e}", file=sys.stderr)
     raise SystemExit(2) from None
@@ -172,145 +307,6 @@ def render_chat(
 
 @app.command()
 @user_errors
-def train(
-    student: Annotated[Path, typer.Argument(help="Student recipe YAML (students/*.yaml).")],
-    data: Annotated[
-        str | None,
-        typer.Option("--data", help="SFT dataset directory, .parquet/.jsonl, or hf:NAME; default: the YAML's."),
-    ] = None,
-    out: Annotated[
-        Path | None, typer.Option("--out", help="Checkpoint folder; default: the YAML's output_dir.")
-    ] = None,
-    max_steps: Annotated[int | None, typer.Option("--max-steps", min=1, help="Stop after N optimizer steps.")] = None,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Tokenize, check and print the plan (with --launch: the command).")
-    ] = False,
-    launch: Annotated[
-        bool, typer.Option("--launch", help="Run under `accelerate launch` with the recipe's config and GPU count.")
-    ] = False,
-    nodes: Annotated[
-        int | None, typer.Option("--nodes", min=1, help="With --launch: nodes (default: the recipe's).")
-    ] = None,
-    num_processes: Annotated[
-        int | None, typer.Option("--num-processes", min=1, help="With --launch: GPUs in all (default: the recipe's).")
-    ] = None,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Remove checkpoints of another recipe or data in --out; start afresh.")
-    ] = False,
-) -> None:
-    """Fine-tune a student on SFT rows (TRL SFTTrainer); resumes from the last checkpoint in --out.
-
-    Run it through `accelerate launch` for several GPUs (the Makefile's `distill-*` targets do). Before
-    any training it tokenizes the rows with the student's template, drops rows longer than
-    `max_length` (counted), checks the loss mask and prints the plan: rows, tokens, steps, GPU-hours.
-
-    Example:
-
-      distill train students/tiny.yaml --data runs/demo/sft --out runs/students/tiny
-
-      accelerate launch --config_file configs/accelerate/zero3.yaml -m distill.cli train students/qwen-7b.yaml
-    """
-    from distill.config import load_config
-    from distill.train.config import StudentConfig
-    from distill.train.sft import check_sft_args
-    from distill.train.sft import train as run_train
-
-    cfg = load_config(student, StudentConfig)
-    check_sft_args(cfg)  # before a launcher starts N processes that would each fail the same way
-    if launch:
-        import os
-        import subprocess
-
-        from distill.train.launch import launch_command, show
-
-        cmd = launch_command(cfg, student, data=data, out=out, max_steps=max_steps, nodes=nodes,
-                             num_processes=num_processes, for_display=dry_run, overwrite=overwrite)  # fmt: skip
-        print(show(cmd), file=sys.stderr if not dry_run else sys.stdout)
-        if dry_run:
-            return
-        raise typer.Exit(subprocess.run(cmd, env={**os.environ}).returncode)
-    run_train(cfg, data, out, max_steps=max_steps, dry_run=dry_run, overwrite=overwrite)
-
-
-@app.command(name="eval")
-@user_errors
-def eval_(
-    model: Annotated[
-        str | None, typer.Option("--model", help="A checkpoint folder, or the base URL of an OpenAI-compatible server.")
-    ] = None,
-    benchmark: Annotated[
-        Path | None, typer.Option("--benchmark", help="Benchmark .jsonl/.parquet/.csv (problem, answer|tests, domain).")
-    ] = None,
-    samples: Annotated[int, typer.Option("--samples", min=1, help="Samples per problem (k); R1 used 64 for AIME.")] = 4,
-    out: Annotated[Path | None, typer.Option("--out", help="Output folder: samples/, scored/, results.json.")] = None,
-    teacher: Annotated[
-        Path | None, typer.Option("--teacher", help="Teacher YAML: any backend with its settings, instead of --model.")
-    ] = None,
-    backend: Annotated[
-        str, typer.Option("--backend", help="For a checkpoint folder: transformers (CPU / one GPU) or vllm.")
-    ] = "transformers",
-    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Generated tokens per sample.")] = 32_768,
-    temperature: Annotated[
-        float | None, typer.Option("--temperature", help="Default: the checkpoint's generation config, else 0.6.")
-    ] = None,
-    top_p: Annotated[float | None, typer.Option("--top-p", help="Default: the checkpoint's, else 0.95.")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seeds every sample (per problem and sample index).")] = 0,
-    served_model_name: Annotated[
-        str | None, typer.Option("--served-model-name", help="With a URL: the model name (default: the first listed).")
-    ] = None,
-    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="With a URL: requests in flight.")] = 64,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Offline backends: prompts per batch.")] = 16,
-    compare: Annotated[
-        bool, typer.Option("--compare", help="Print the result beside the published R1-Distill scores.")
-    ] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Discard an existing --out and start afresh.")] = False,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
-) -> None:
-    """Evaluate a model: k samples per problem, scored by the filters' verifiers; pass@1, maj@k, and more.
-
-    Sampling follows the R1 protocol (temperature 0.6, top-p 0.95, up to 32,768 tokens, no system
-    prompt; math asks for \\boxed{}). Killed and rerun, it continues where it stopped. Writes
-    OUT/results.json (metrics, fingerprints of model, data and parameters, seed) and per-sample rows
-    in OUT/scored/.
-
-    Example:
-
-      distill eval --model runs/students/tiny --benchmark data/demo/heldout.jsonl --samples 4 --out runs/eval/tiny
-
-      distill eval --teacher configs/teacher/synthetic.yaml --benchmark data/demo/heldout.jsonl --out runs/eval/syn
-
-    A served model: `--model http://localhost:8000/v1`; beside the published R1-Distill scores: `--compare`.
-    """
-    from distill.eval.published import compare_table
-    from distill.eval.run import print_results, run_eval
-
-    if benchmark is None or out is None or (model is None and teacher is None):
-        raise UserError("eval needs --benchmark FILE, --out DIR and --model (a checkpoint folder or URL) or --teacher")
-    if backend not in ("transformers", "vllm"):
-        raise UserError(f"--backend {backend!r}: use transformers or vllm")
-    teacher_cfg = None
-    if teacher is not None:
-        from distill.config import load_config
-        from distill.teacher.config import TeacherConfig
-
-        teacher_cfg = load_config(teacher, TeacherConfig)
-    results = run_eval(
-        model or str(teacher), benchmark, samples, out, teacher=teacher_cfg, backend=backend, max_tokens=max_tokens,
-        temperature=temperature, top_p=top_p, seed=seed, served_model_name=served_model_name, concurrency=concurrency,
-        batch_size=batch_size, overwrite=overwrite, show_progress=progress,
-    )  # fmt: skip
-    print_results(results)
-    name = results["benchmark"].get("published")
-    if compare:
-        if name is None:
-            print("  --compare: no published R1-Distill score for this benchmark", file=sys.stderr)
-        else:
-            for line in compare_table(name, results):
-                print(line)
-
-
-@app.command()
-@user_errors
 def plan(
     pipeline: Annotated[Path, typer.Argument(help="The pipeline YAML (see pipelines/).")],
     out: Annotated[Path | None, typer.Option("--out", help="Run directory, as for `distill run`.")] = None,
@@ -329,55 +325,6 @@ def plan(
     loaded = pipeline_mod.load(pipeline, out)
     for line in plan_pipeline(loaded, pipeline_mod.contexts(loaded, pipeline)):
         print(line)
-
-
-@app.command()
-@user_errors
-def card(
-    directory: Annotated[Path, typer.Argument(help="A finished dataset directory (e.g. the --out of `distill mix`).")],
-    license: Annotated[str, typer.Option("--license", help="License id for the Hub metadata.")] = "other",
-    name: Annotated[str | None, typer.Option("--name", help="Pretty name; default: the directory's name.")] = None,
-) -> None:
-    """Write the data card `DIR/README.md`: Hub metadata, contents, token lengths with a histogram,
-    languages, how it was built (prompts, filter funnel, selection, mix) and the commands that rebuild it.
-
-    Example:
-
-      distill card runs/demo/sft --license apache-2.0
-    """
-    from distill.card import write_card
-
-    path = write_card(directory, license=license, pretty_name=name)
-    print(f"card: {path}", file=sys.stderr)
-
-
-@app.command()
-@user_errors
-def publish(
-    directory: Annotated[Path, typer.Argument(help="A finished dataset directory.")],
-    repo_id: Annotated[str, typer.Option("--repo-id", help="The Hub dataset repo, ORG/NAME.")],
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Stage and validate the exact upload folder; send nothing.")
-    ] = False,
-    private: Annotated[bool, typer.Option("--private", help="Create the repo private.")] = False,
-) -> None:
-    """Upload shards, card and manifest to a Hub dataset repo; only files the repo lacks are sent.
-
-    The token: HF_TOKEN, else the one `hf auth login` saved.
-
-    Example:
-
-      distill publish runs/demo/sft --repo-id my-org/demo-sft --dry-run
-    """
-    from distill.hub import publish as publish_dir
-
-    done = publish_dir(directory, repo_id, dry_run=dry_run, private=private)
-    print(f"publish: {done.staging} validated ({len(done.files)} files)", file=sys.stderr)
-    if dry_run:
-        for p in done.files:
-            print(f"  would upload  {p}", file=sys.stderr)
-    else:
-        print(f"publish: {repo_id} holds it: {done.url} (files it already had were not sent)", file=sys.stderr)
 
 
 @app.command()
@@ -490,9 +437,9 @@ def doctor() -> None:
 
 
 def main() -> None:
-    from distill import store
+    import distill
 
-    store.COMMAND = shlex.join(["distill", *sys.argv[1:]])
+    distill.COMMAND = shlex.join(["distill", *sys.argv[1:]])
     app()
 
 

@@ -55,7 +55,7 @@ BOOTSTRAP = 10_000
 
 def per_problem(results: dict[str, Any]) -> dict[str, float]:
     """Problem id -> share of its samples judged correct, from an eval's scored samples."""
-    from distill.difficulty import pass_rates
+    from distill.filters.difficulty import pass_rates
 
     return {pid: correct / n for pid, (n, _, correct) in pass_rates(Path(results["samples_dir"])).items()}
 

@@ -36,11 +36,11 @@ from typing import Any
 
 import pyarrow as pa
 
-from distill import inputs as inputs_mod
-from distill.config import SourceMapping, TraceMapping
 from distill.errors import UserError
-from distill.progress import StageProgress, summary_line
+from distill.progress import StageProgress
 from distill.records import Record, conform_table, get_record
+from distill.sources import inputs as inputs_mod
+from distill.sources.mapping import SourceMapping, TraceMapping
 from distill.store import ShardWriter, StageOutput, StageResult, totals
 
 BatchFunction = Callable[..., pa.RecordBatch | pa.Table]
@@ -341,12 +341,3 @@ def _die_with_parent() -> None:
     fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_ASYNC)
     if not parent.is_alive():  # it died before the line above: no signal will come
         os._exit(1)
-
-
-def print_result(stage_name: str, result: StageResult, out: Path) -> None:
-    for line in result.redone:
-        print(f"  redo  {line}", file=sys.stderr)
-    print(
-        summary_line(stage_name, result.manifest, result.seconds, out, skipped=result.skipped),
-        file=sys.stderr,
-    )

@@ -57,8 +57,8 @@ def inspect_dir(
         console.print(f"  {f.name}: {f.type}")
 
     stage = stages.registry().get(m.stage or "")
-    if stage is not None and stage.inspect is not None:  # what only this stage's output says
-        stage.inspect(reader, console, matches)
+    if stage is not None and (own := stage.hook("inspect")) is not None:  # what only this stage's output says
+        own(reader, console, matches)
 
     if "reject_reason" in schema.names:
         _funnel(reader.iter_batches(columns=["reject_reason"], batch_size=65_536), m.rows, console)

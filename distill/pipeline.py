@@ -9,20 +9,100 @@ unless `--overwrite` is given, so an edited recipe never mixes old and new rows 
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from distill import stages
-from distill.config import PipelineConfig, Step, load_config
+from distill.config import StrictModel, load_config
 from distill.errors import UserError
 from distill.executor import MapStage, check_executor, load_function, run_map_stage
-from distill.stages import Context, Done, Stage, execute, get, loaded
+from distill.plan import PlanAssumptions
+from distill.records import RECORDS
+from distill.stages import Context, Done, Stage, execute, get, known, loaded
 from distill.store import StageResult
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class Step(StrictModel):
+    """One stage of a pipeline; its output is `<run dir>/<name>/`."""
+
+    name: str = Field(description="the step's name and the name of its output directory")
+    stage: str | None = Field(default=None, description="a declared stage (distill/stages.py); settings in `options`")
+    function: str | None = Field(
+        default=None,
+        description="or a batch function: 'package.module:callable' or 'path/to/file.py:callable' "
+        "(relative to the pipeline file)",
+    )
+    input: list[str] = Field(
+        default_factory=list,
+        description="earlier steps by name, or paths (dataset directories, .parquet, .jsonl, globs) "
+        "relative to the pipeline file",
+    )
+    options: dict[str, Any] = Field(default_factory=dict, description="the stage's options (checked by its model)")
+    input_record: str | None = Field(default=None, description="conform input rows to this record")
+    output_record: str | None = Field(default=None, description="conform output rows to this record")
+    rows_per_shard: int | None = Field(default=None, ge=1, description="rows per output shard; default: the stage's")
+    batch_size: int = Field(default=1024, ge=1)
+    workers: int | None = Field(default=None, ge=1, description="processes; default: all cores")
+
+    @model_validator(mode="after")
+    def _stage_or_function(self) -> Step:
+        if (self.stage is None) == (self.function is None):
+            raise ValueError(f"step {self.name!r}: give either `stage` (a declared stage) or `function`, not both")
+        return self
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_folder_name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError("use letters, digits, '_', '-' and '.' (it names a folder)")
+        return v
+
+    @field_validator("stage")
+    @classmethod
+    def _declared_stage(cls, v: str | None) -> str | None:
+        if v is not None and v not in known():
+            raise ValueError(f"unknown stage {v!r}; the stages are {', '.join(known())}")
+        return v
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _one_input_is_a_list(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("input_record", "output_record")
+    @classmethod
+    def _known_record(cls, v: str | None) -> str | None:
+        if v is not None and v not in RECORDS:
+            raise ValueError(f"unknown record {v!r}; use one of {', '.join(RECORDS)}")
+        return v
+
+
+class PipelineConfig(StrictModel):
+    name: str
+    out: str | None = Field(default=None, description="run directory; default runs/<name>")
+    steps: list[Step] = Field(min_length=1)
+    plan: PlanAssumptions = Field(default_factory=PlanAssumptions, description="assumptions of `run --dry-run`")
+
+    @model_validator(mode="after")
+    def _steps_are_ordered(self) -> PipelineConfig:
+        seen: set[str] = set()
+        names = [s.name for s in self.steps]
+        for i, step in enumerate(self.steps):
+            if step.name in seen:
+                raise ValueError(f"steps[{i}]: a second step named {step.name!r}; step names must differ")
+            for inp in step.input:
+                if inp in names and inp not in seen:
+                    raise ValueError(f"steps[{i}] ({step.name}) reads step {inp!r}, which does not come before it")
+            seen.add(step.name)
+        return self
 
 
 class FunctionOptions(BaseModel):
@@ -66,7 +146,7 @@ class PipelineRun:
                                  executor=ctx.executor)  # fmt: skip
 
         return Stage(name="function", help=step.function, options=FunctionOptions, run=run,
-                     load=lambda ctx: load_function(mapped.function), cli=False)  # fmt: skip
+                     load=lambda ctx: load_function(mapped.function))  # fmt: skip
 
     def context(self, i: int, *, overwrite: bool = False, workers: int | None = None, show_progress: bool = True,
                 executor: str = "local", where: str = "") -> Context:  # fmt: skip
@@ -83,7 +163,7 @@ class PipelineRun:
         done = {s.name: self.step_out(s) for s in self.config.steps[:i]}
         later = {s.name for s in self.config.steps[i:]}
         knob = "set it on the step, beside `options:` (every stage's shards are sized there)"
-        options = stages.options(stage, step.options, f"{where}.options", knob)
+        options = stages.parse_options(stage, step.options, f"{where}.options", knob)
         for name in stage.reads(options) if stage.reads else []:
             if name in later:
                 raise UserError(
@@ -162,8 +242,8 @@ def report(pipeline: PipelineRun, results: dict[str, StageResult | Done]) -> lis
         r, out, stage = results[step.name], pipeline.step_out(step), pipeline.stage(step)
         if isinstance(r, Done):
             text = r.report
-        elif stage.report is not None:
-            text = stage.report(r, out)
+        elif (own := stage.hook("report")) is not None:
+            text = own(r, out)
         else:
             text = f"{r.manifest.rows:,} rows ({step.stage or 'function'}) -> {out}"
         first, *more = text.splitlines()  # a comparison's table goes under its line

@@ -12,24 +12,31 @@ from __future__ import annotations
 
 from typing import Any
 
-from distill.config import PlanAssumptions
+from pydantic import Field
+
+from distill.config import StrictModel
+from distill.sources import inputs
 from distill.stages import Context, Flow, PlanContext
+
+
+class PlanAssumptions(StrictModel):
+    """What `distill run --dry-run` assumes where the inputs cannot tell (every figure is printed with it)."""
+
+    prompts: int | None = Field(default=None, ge=1, description="prompts after curation, if inputs are not local")
+    mean_prompt_tokens: float = Field(default=150, gt=0)
+    mean_completion_tokens: float = Field(default=8_000, gt=0, description="R1 traces: thousands of tokens")
+    teacher_tokens_per_s: float = Field(default=2_500, gt=0, description="generated tokens/s of one serving replica")
+    gpus_per_teacher_replica: int = Field(default=16, ge=1, description="R1 671B: 2 nodes of 8xH100")
+    keep_rate: float = Field(default=0.6, gt=0, le=1, description="share of traces the filter keeps")
+    bytes_per_token: float = Field(default=4.0, gt=0, description="UTF-8 bytes per token of text")
+    compression: float = Field(default=3.0, ge=1, description="text bytes / zstd Parquet bytes")
+    shares: dict[str, float] = Field(
+        default_factory=dict, description="function steps by name: the share of their input rows they keep (1.0)"
+    )
 
 
 def _gb(tokens: float, a: PlanAssumptions) -> float:
     return tokens * a.bytes_per_token / a.compression / 1e9
-
-
-def local_rows(specs: list[str]) -> int | None:
-    """Rows of local inputs, or None when any is missing or remote (hf:)."""
-    from distill import inputs
-
-    if any(s.startswith("hf:") for s in specs):
-        return None
-    try:
-        return sum(f.rows for f in inputs.resolve(specs, 10_000))
-    except Exception:  # a missing or unreadable input: the plan falls back on its assumption
-        return None
 
 
 def _together(upstream: list[Flow]) -> Flow | None:
@@ -47,7 +54,7 @@ def _together(upstream: list[Flow]) -> Flow | None:
 def _function_flow(name: str, src: Flow | None, specs: list[str], a: PlanAssumptions) -> Flow:
     """A batch function's output: its input's rows times `plan.shares[name]` (all of them when not given)."""
     if src is None:
-        rows = local_rows(specs) if specs else None
+        rows = inputs.count_rows(specs) if specs else None
         if rows is None:
             return Flow(0, 0, "output size not estimated")
         return Flow(rows, a.mean_prompt_tokens, f"{rows:,} rows of its local input")
@@ -70,8 +77,8 @@ def plan_pipeline(pipeline: Any, contexts: list[Context]) -> list[str]:
         stage = pipeline.stage(step)
         upstream = [flows[i] for i in step.input if i in flows]
         src = _together(upstream)
-        if stage.plan is not None:
-            flow = stage.plan(PlanContext(a, ctx.options, ctx.inputs, src, flows, ctx))
+        if (plan := stage.hook("plan")) is not None:
+            flow = plan(PlanContext(a, ctx.options, ctx.inputs, src, flows, ctx))
         else:
             flow = _function_flow(step.name, src, ctx.inputs, a)
         disk = _gb(flow.rows * flow.tokens_per_row, a) if stage.writes_dataset else 0.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from pathlib import Path
 from types import TracebackType
@@ -18,7 +19,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from distill.store import Manifest, totals
+from distill.store import Manifest, StageResult, totals
 
 _console = Console(stderr=True)
 
@@ -123,3 +124,12 @@ class GenerateProgress:
         if rate_wait_s >= 1:
             shown = ", ".join(x for x in (f"waited {rate_wait_s:,.0f}s for the rate limit", shown) if x)
         self._progress.update(self._task, advance=requests, rates=rates, errors=shown)
+
+
+def print_result(stage_name: str, result: StageResult, out: Path) -> None:
+    for line in result.redone:
+        print(f"  redo  {line}", file=sys.stderr)
+    print(
+        summary_line(stage_name, result.manifest, result.seconds, out, skipped=result.skipped),
+        file=sys.stderr,
+    )

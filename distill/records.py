@@ -22,10 +22,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from distill.config import DOMAINS
 from distill.errors import RowError, UserError
 from distill.normalize import normalize
-
-DOMAINS = ("math", "code", "science", "general")
 
 MESSAGE = pa.struct([pa.field("role", pa.string(), nullable=False), pa.field("content", pa.large_string())])
 

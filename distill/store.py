@@ -42,6 +42,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+import distill
 from distill import __version__
 from distill.errors import UserError
 
@@ -58,7 +59,6 @@ _LEGACY_WORK = ("_work", "_parts")  # where generate kept them before 2026-12 (m
 FORMAT = "distill.dataset"
 FORMAT_VERSION = 1
 
-COMMAND: str | None = None  # the command line that runs the stages: set by the CLI, shown by data cards
 ROW_GROUP_BYTES = 64 << 20  # bounds reader memory: one row group of one column is the unit read
 REJECT_RAW_BYTES = 1 << 20  # a reject keeps at most this much of its raw text; `input`+`row` locate the rest
 
@@ -321,7 +321,7 @@ class Manifest:
     created_at: str = field(default_factory=_now)
     updated_at: str = field(default_factory=_now)
     distill_version: str = __version__
-    command: str | None = field(default_factory=lambda: COMMAND)
+    command: str | None = field(default_factory=lambda: distill.COMMAND)
 
     def to_json(self) -> dict[str, Any]:
         return {

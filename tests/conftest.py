@@ -173,3 +173,16 @@ def viewer(view_runs: Path):
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
+
+
+def curate(specs: list, out: Path, cfg: object = None, benchmarks: list | None = None, **knobs: object) -> object:
+    """`distill prompts` from Python (as the command runs it), with extra benchmark files beside the config's."""
+    from distill.prompts.config import PromptsConfig
+    from distill.stages import invoke
+
+    cfg = cfg or PromptsConfig()
+    if benchmarks:
+        deco = cfg.decontaminate  # type: ignore[attr-defined]
+        deco = deco.model_copy(update={"benchmarks": [*deco.benchmarks, *map(str, benchmarks)]})
+        cfg = cfg.model_copy(update={"decontaminate": deco})  # type: ignore[attr-defined]
+    return invoke("prompts", specs, out, cfg, **knobs)  # type: ignore[arg-type]

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from distill.config import MixConfig
-from distill.mix import run_mix
+from distill.mix.config import MixConfig
+from distill.stages import invoke
 from tests.conftest import read_rows, run_cli, write_jsonl
 
 
@@ -26,7 +26,7 @@ def sft_dir(tmp_path: Path) -> Path:
         {"seed": 2, "sources": [{"name": "r", "path": "kept.jsonl", "quota": 100},
                                 {"name": "c", "path": "chat.jsonl", "quota": 30}]}
     )  # fmt: skip
-    run_mix(cfg, tmp_path / "sft", base=tmp_path, rows_per_shard=40, show_progress=False)
+    invoke("mix", [], tmp_path / "sft", cfg, base=tmp_path, rows_per_shard=40, show_progress=False)
     return tmp_path / "sft"
 
 

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from distill.config import PromptsConfig
+from distill.prompts.config import PromptsConfig
 from distill.prompts.decontaminate import gram_hashes, strip_figures, tokens_for
-from distill.prompts.stage import run_prompts
-from tests.conftest import read_rows, read_side, write_jsonl
+from tests.conftest import curate, read_rows, read_side, write_jsonl
 
 STOCK = (
     "The probability can be written as $\\frac{m}{n}$, where $m$ and $n$ are relatively prime positive integers. "
@@ -43,7 +42,7 @@ def _contaminated(tmp_path: Path, rows: list[dict], bench: list[dict]) -> dict[s
     inp = write_jsonl(tmp_path / "in.jsonl", rows)
     b = write_jsonl(tmp_path / "bench.jsonl", bench)
     out = tmp_path / "out"
-    run_prompts([str(inp)], out, PromptsConfig(), benchmarks=[str(b)], workers=1, show_progress=False)
+    curate([str(inp)], out, PromptsConfig(), benchmarks=[str(b)], workers=1, show_progress=False)
     return {r["problem"]: r for r in read_side(out, "removed") if r["reason"] == "contaminated"}
 
 
@@ -95,7 +94,7 @@ def test_open_r1_rule_is_any_shared_8_gram_of_lower_cased_white_space_words(tmp_
     inp = write_jsonl(tmp_path / "in.jsonl", rows)
     b = write_jsonl(tmp_path / "b.jsonl", [{"problem": item}])
     cfg = PromptsConfig.model_validate({"decontaminate": {"rule": "open-r1"}})
-    run_prompts([str(inp)], tmp_path / "o", cfg, benchmarks=[str(b)], workers=1, show_progress=False)
+    curate([str(inp)], tmp_path / "o", cfg, benchmarks=[str(b)], workers=1, show_progress=False)
     [removed] = read_side(tmp_path / "o", "removed")
     assert removed["problem"] == rows[0]["problem"] and removed["matched_span"].startswith("find the number")
     assert [r["problem"] for r in read_rows(tmp_path / "o")] == [rows[1]["problem"]]
@@ -129,7 +128,7 @@ def test_benchmarks_in_other_layouts_are_matched_on_their_problem_text(tmp_path:
     inp = write_jsonl(tmp_path / "in.jsonl", rows)
     benches = [str(write_jsonl(tmp_path / "gpqa.jsonl", gpqa)), str(write_jsonl(tmp_path / "lcb.jsonl", lcb))]
     out = tmp_path / "out"
-    result = run_prompts([str(inp)], out, PromptsConfig(), benchmarks=benches, workers=1, show_progress=False)
+    result = curate([str(inp)], out, PromptsConfig(), benchmarks=benches, workers=1, show_progress=False)
     found = {r["matched_id"]: r for r in read_side(out, "removed") if r["reason"] == "contaminated"}
     assert set(found) == {"rec1", "abc301_a"}
     assert found["rec1"]["matched_text"] == question  # the question itself: the options are not matched

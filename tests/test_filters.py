@@ -11,7 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from distill.config import FilterPreset, load_config
+from distill.config import load_config
+from distill.filters.config import FilterPreset
 from distill.filters.stage import verdicts
 from distill.records import RECORDS
 from tests.conftest import REPO

@@ -15,11 +15,11 @@ import pytest
 import yaml
 
 from distill.errors import UserError
+from distill.stages import invoke
 from distill.teacher.config import R1_MATH_SUFFIX, TeacherConfig
 from distill.teacher.fault_server import FAULTS, ServerConfig, ThreadedServer
 from distill.teacher.parse import from_message, split_output
 from distill.teacher.prompting import Request, completion_prompt
-from distill.teacher.stage import run_generate
 from tests.conftest import DISTILL, REPO, prompts, read_rejects, read_rows, run_cli, write_jsonl
 
 SYNTHETIC = REPO / "configs" / "teacher" / "synthetic.yaml"
@@ -160,8 +160,13 @@ def test_every_fault_and_a_dead_endpoint_still_give_each_pair_exactly_once(tmp_p
     server = ThreadedServer(ServerConfig(fault_rate=0.35, hang_s=3.0, seed=7))
     dead = "http://127.0.0.1:9/v1"  # nothing listens on the discard port
     try:
-        result = run_generate(
-            [str(prompt_file)], tmp_path / "out", teacher([server.url, dead]), rows_per_shard=25, show_progress=False
+        result = invoke(
+            "generate",
+            [str(prompt_file)],
+            tmp_path / "out",
+            settings=teacher([server.url, dead]),
+            rows_per_shard=25,
+            show_progress=False,
         )
     finally:
         server.stop()
@@ -181,10 +186,11 @@ def test_retry_after_is_honoured(tmp_path: Path, prompt_file: Path) -> None:
         ServerConfig(fault_rate=0.5, faults=("http_429",), retry_after="0.3", seed=1), keep_events=True
     )
     try:
-        run_generate(
+        invoke(
+            "generate",
             [str(prompt_file)],
             tmp_path / "out",
-            teacher(server.url, samples=1),
+            settings=teacher(server.url, samples=1),
             rows_per_shard=100,
             show_progress=False,
         )
@@ -204,7 +210,9 @@ def test_streamed_and_completion_api_answers_parse_like_whole_ones(tmp_path: Pat
     try:
         outs = {}
         for name, kw in {"whole": {}, "stream": {"stream": True}, "completion": {"api": "completion"}}.items():
-            run_generate([str(prompt_file)], tmp_path / name, teacher(server.url, **kw), show_progress=False)
+            invoke(
+                "generate", [str(prompt_file)], tmp_path / name, settings=teacher(server.url, **kw), show_progress=False
+            )
             outs[name] = {(r["id"], r["sample"]): r for r in assert_exactly_once(tmp_path / name, prompt_file, 2)}
     finally:
         server.stop()
@@ -220,7 +228,7 @@ def test_failed_requests_are_rejected_then_the_next_run_fills_only_them(tmp_path
     out = tmp_path / "out"
     try:
         cfg = teacher(server.url, max_retries=2)
-        first = run_generate([str(prompt_file)], out, cfg, rows_per_shard=20, show_progress=False)
+        first = invoke("generate", [str(prompt_file)], out, settings=cfg, rows_per_shard=20, show_progress=False)
         assert first.manifest.complete and first.manifest.stats["generate"]["failed_requests"] == 2
         rejects = read_rejects(out)
         assert [r["error"].split(":")[0] for r in rejects] == ["request_failed"] * 2
@@ -228,7 +236,7 @@ def test_failed_requests_are_rejected_then_the_next_run_fills_only_them(tmp_path
         untouched = {s["file"]: s["sha256"] for s in json.loads((out / "_manifest.json").read_text())["shards"]}
         answered_before = server.stats.answered
         server.server.cfg.fail_matching = None  # the server recovers
-        second = run_generate([str(prompt_file)], out, cfg, rows_per_shard=20, show_progress=False)
+        second = invoke("generate", [str(prompt_file)], out, settings=cfg, rows_per_shard=20, show_progress=False)
     finally:
         server.stop()
     assert server.stats.answered - answered_before == 2  # only the two failed samples were asked again
@@ -338,17 +346,22 @@ def test_bad_teacher_yaml_is_one_line(tmp_path: Path, prompt_file: Path, doc: di
 
 def test_serving_settings_may_change_between_runs_but_sampling_may_not(tmp_path: Path, prompt_file: Path) -> None:
     base = TeacherConfig(backend="synthetic", model="s", samples=1)
-    run_generate([str(prompt_file)], tmp_path / "o", base, show_progress=False)
-    again = run_generate(
+    invoke("generate", [str(prompt_file)], tmp_path / "o", settings=base, show_progress=False)
+    again = invoke(
+        "generate",
         [str(prompt_file)],
         tmp_path / "o",
-        base.model_copy(update={"concurrency": 7, "batch_size": 3}),
+        settings=base.model_copy(update={"concurrency": 7, "batch_size": 3}),
         show_progress=False,
     )
     assert again.skipped
     with pytest.raises(UserError, match="config differs"):
-        run_generate(
-            [str(prompt_file)], tmp_path / "o", base.model_copy(update={"temperature": 1.0}), show_progress=False
+        invoke(
+            "generate",
+            [str(prompt_file)],
+            tmp_path / "o",
+            settings=base.model_copy(update={"temperature": 1.0}),
+            show_progress=False,
         )
 
 
@@ -357,7 +370,7 @@ def test_transformers_backend_generates_from_the_tiny_model(tmp_path: Path) -> N
 
     src = write_jsonl(tmp_path / "p.jsonl", prompts(5))
     cfg = TeacherConfig(backend="transformers", model=str(tiny_model_path()), samples=2, max_tokens=12, batch_size=4)
-    run_generate([str(src)], tmp_path / "o", cfg, show_progress=False)
+    invoke("generate", [str(src)], tmp_path / "o", settings=cfg, show_progress=False)
     rows = assert_exactly_once(tmp_path / "o", src, 2)
     assert all(0 < r["completion_tokens"] <= 12 and r["prompt_tokens"] > 0 for r in rows)
     assert all(r["finish_reason"] in ("stop", "length") for r in rows)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from distill.config import JUDGE_CORRECT, JudgeConfig
+from distill.filters.config import JUDGE_CORRECT, JudgeConfig
 from distill.filters.judge import JudgeItem, render
 from distill.teacher.fault_server import ServerConfig, ThreadedServer
 from tests.conftest import read_rows, run_cli, write_jsonl

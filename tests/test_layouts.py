@@ -1,4 +1,4 @@
-"""Known source layouts (`distill/layouts.py`): recognised from the columns, read without a config, reported;
+"""Known source layouts (`distill/sources/layouts.py`): recognised from the columns, read without a config, reported;
 an explicit mapping wins; a file no layout fits stops with one line (exit 2) and nothing is written."""
 
 from __future__ import annotations
@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from distill.config import PromptsConfig, SourceMapping
 from distill.errors import UserError
-from distill.layouts import detect
-from distill.prompts.stage import run_prompts
-from tests.conftest import read_rejects, read_rows, run_cli, write_jsonl
+from distill.prompts.config import PromptsConfig
+from distill.sources.layouts import detect
+from distill.sources.mapping import SourceMapping
+from tests.conftest import curate, read_rejects, read_rows, run_cli, write_jsonl
 
 SOURCES = {
     "mmlu": [{"question": "Which planet is largest?", "subject": "astronomy",
@@ -55,7 +55,7 @@ def test_each_layout_is_recognised_by_its_columns(name: str) -> None:
 def test_every_layout_reads_into_prompt_rows_without_a_config(tmp_path: Path) -> None:
     files = [str(write_jsonl(tmp_path / "in" / f"{name}.jsonl", rows)) for name, rows in SOURCES.items()]
     out = tmp_path / "out"
-    result = run_prompts(files, out, PromptsConfig(), workers=1, show_progress=False)
+    result = curate(files, out, PromptsConfig(), workers=1, show_progress=False)
     rows = {r["source"]: r for r in read_rows(out)}
     assert rows["mmlu"]["answer"] == "B" and "B) Jupiter" in rows["mmlu"]["problem"]
     assert rows["mmlu"]["domain"] == "science"
@@ -88,15 +88,15 @@ def test_an_explicit_mapping_wins_and_can_name_a_layout(tmp_path: Path) -> None:
     rows = [{"question": "What is 6 * 7?", "answer": "42"}]  # question + answer: read as math QA by default
     inp = str(write_jsonl(tmp_path / "qa.jsonl", rows))
     cfg = PromptsConfig(sources=[SourceMapping(match="qa.jsonl", columns={"question": "problem"}, domain="general")])
-    run_prompts([inp], tmp_path / "a", cfg, workers=1, show_progress=False)
+    curate([inp], tmp_path / "a", cfg, workers=1, show_progress=False)
     assert read_rows(tmp_path / "a")[0]["domain"] == "general"
     cfg = PromptsConfig(sources=[SourceMapping(match="*.jsonl", layout="question-answer", name="facts")])
-    result = run_prompts([inp], tmp_path / "b", cfg, workers=1, show_progress=False)
+    result = curate([inp], tmp_path / "b", cfg, workers=1, show_progress=False)
     [row] = read_rows(tmp_path / "b")
     assert row["source"] == "facts" and row["problem"] == "What is 6 * 7?" and row["domain"] == "math"
     assert result.manifest.stats["report"]["sources"][0]["layout"] == "question-answer"
     with pytest.raises(ValueError, match="unknown layout"):
-        SourceMapping(layout="alpaca")
+        PromptsConfig(sources=[SourceMapping(layout="alpaca")])
     with pytest.raises(ValueError, match="drop columns"):
         SourceMapping(layout="gsm8k", columns={"q": "problem"})
 

@@ -11,8 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from distill.config import MixConfig
-from distill.mix import assistant_text, run_mix
+from distill.mix.config import MixConfig
+from distill.mix.stage import assistant_text, warnings
+from distill.stages import invoke
 from distill.tokenizer import count_tokens, load_tokenizer, tiny_tokenizer_path
 from tests.conftest import read_rejects, read_rows, run_cli, write_jsonl
 
@@ -42,8 +43,8 @@ def test_quotas_are_honoured_exactly_and_rows_are_rendered(tmp_path: Path) -> No
     cfg = _mix(tmp_path, "seed: 1\ntotal: 250\nsources:\n"
                          "  - {name: reasoning, path: kept.jsonl, share: 0.84}\n"
                          "  - {name: chat, path: chat.parquet, quota: 40}\n")  # fmt: skip
-    result, warnings = run_mix(cfg, tmp_path / "out", base=tmp_path, rows_per_shard=64, show_progress=False)
-    assert warnings == []
+    result = invoke("mix", [], tmp_path / "out", cfg, base=tmp_path, rows_per_shard=64, show_progress=False)
+    assert warnings(result.manifest.stats["mix"]["sources"]) == []
     rows = read_rows(tmp_path / "out")
     assert Counter(r["source"] for r in rows) == {"reasoning": 210, "chat": 40}
     assert len({r["id"] for r in rows if r["source"] == "reasoning"}) == 210  # no row twice without upsample
@@ -79,7 +80,7 @@ def test_same_seed_gives_byte_identical_shards_and_another_seed_does_not(tmp_pat
     digests = []
     for k, seed in enumerate((7, 7, 8)):
         cfg = _mix(tmp_path, body.format(seed=seed))
-        run_mix(cfg, tmp_path / f"out{k}", base=tmp_path, rows_per_shard=50, show_progress=False)
+        invoke("mix", [], tmp_path / f"out{k}", cfg, base=tmp_path, rows_per_shard=50, show_progress=False)
         digests.append(_shard_digests(tmp_path / f"out{k}"))
     assert digests[0] == digests[1] and len(digests[0]) == 3
     assert digests[0] != digests[2]
@@ -88,12 +89,15 @@ def test_same_seed_gives_byte_identical_shards_and_another_seed_does_not(tmp_pat
 def test_short_source_takes_all_and_says_so_and_upsample_fills(tmp_path: Path) -> None:
     _sources(tmp_path, chat=10)
     cfg = _mix(tmp_path, "sources:\n  - {name: c, path: chat.parquet, quota: 25}\n")
-    _, warnings = run_mix(cfg, tmp_path / "a", base=tmp_path, show_progress=False)
-    assert len(read_rows(tmp_path / "a")) == 10 and "10 rows for a quota of 25; took all of them" in warnings[0]
+    said = warnings(
+        invoke("mix", [], tmp_path / "a", cfg, base=tmp_path, show_progress=False).manifest.stats["mix"]["sources"]
+    )
+    assert len(read_rows(tmp_path / "a")) == 10 and "10 rows for a quota of 25; took all of them" in said[0]
     cfg = _mix(tmp_path, "sources:\n  - {name: c, path: chat.parquet, quota: 25, upsample: true}\n")
-    result, warnings = run_mix(cfg, tmp_path / "b", base=tmp_path, show_progress=False)
+    result = invoke("mix", [], tmp_path / "b", cfg, base=tmp_path, show_progress=False)
     rows = read_rows(tmp_path / "b")
-    assert len(rows) == 25 and len({r["id"] for r in rows}) == 10 and "upsample" in warnings[0]
+    assert len(rows) == 25 and len({r["id"] for r in rows}) == 10
+    assert "upsample" in warnings(result.manifest.stats["mix"]["sources"])[0]
     assert result.manifest.stats["mix"]["sources"]["c"]["upsampled"] == 15
 
 
@@ -108,7 +112,7 @@ def test_no_think_mode_messages_rows_and_bad_rows(tmp_path: Path) -> None:
         ],
     )
     cfg = _mix(tmp_path, "non_reasoning: no_think\nsources:\n  - {name: s, path: sft.jsonl, quota: 4}\n")
-    run_mix(cfg, tmp_path / "out", base=tmp_path, show_progress=False)
+    invoke("mix", [], tmp_path / "out", cfg, base=tmp_path, show_progress=False)
     [row] = read_rows(tmp_path / "out")
     assert row["id"] == "m1" and row["messages"][1]["content"] == "hello"
     codes = sorted(r["error"].split(":")[0] for r in read_rejects(tmp_path / "out"))
@@ -120,7 +124,7 @@ def test_a_named_tokenizer_folder_and_bad_configs(tmp_path: Path) -> None:
     _sources(tmp_path, reasoning=20, chat=5)
     folder = tiny_tokenizer_path()
     cfg = _mix(tmp_path, f"tokenizer: {folder}\nsources:\n  - {{name: r, path: kept.jsonl, quota: 5}}\n")
-    run_mix(cfg, tmp_path / "out", base=tmp_path, show_progress=False)
+    invoke("mix", [], tmp_path / "out", cfg, base=tmp_path, show_progress=False)
     assert all(r["num_tokens"] > 0 for r in read_rows(tmp_path / "out"))
     (tmp_path / "bad.yaml").write_text("sources:\n  - {name: r, path: kept.jsonl, share: 0.5}\n")
     r = run_cli("mix", "--config", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "o2"))

@@ -15,11 +15,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from distill.config import DedupConfig, PromptsConfig, SourceMapping
 from distill.errors import UserError
-from distill.prompts.stage import run_prompts
+from distill.prompts.config import DedupConfig, PromptsConfig
+from distill.sources.mapping import SourceMapping
 from distill.store import read_manifest
-from tests.conftest import read_rejects, read_rows, read_side, run_cli, write_jsonl
+from tests.conftest import curate, read_rejects, read_rows, read_side, run_cli, write_jsonl
 
 BASE = (
     "A bag holds {a} red marbles and {b} blue marbles. Two marbles are drawn at random without replacement. "
@@ -36,7 +36,7 @@ def _run(tmp_path: Path, rows: list, cfg: PromptsConfig | None = None, bench: li
     inp = write_jsonl(tmp_path / "in.jsonl", rows)
     benchmarks = [str(write_jsonl(tmp_path / "aime.jsonl", bench))] if bench else None
     out = tmp_path / "out"
-    run_prompts([str(inp)], out, cfg or PromptsConfig(), benchmarks=benchmarks, workers=1, show_progress=False)
+    curate([str(inp)], out, cfg or PromptsConfig(), benchmarks=benchmarks, workers=1, show_progress=False)
     return out
 
 
@@ -173,7 +173,7 @@ def test_csv_parquet_saved_dataset_and_load_dataset_inputs(tmp_path: Path) -> No
     (tmp_path / "hub").mkdir()
     write_jsonl(tmp_path / "hub" / "train.jsonl", [{"problem": "A problem loaded by load_dataset."}])
     specs = [str(tmp_path / "a.csv"), str(tmp_path / "b.parquet"), str(tmp_path / "saved"), f"hf:{tmp_path / 'hub'}"]
-    run_prompts(specs, tmp_path / "out", PromptsConfig(), workers=1, show_progress=False)
+    curate(specs, tmp_path / "out", PromptsConfig(), workers=1, show_progress=False)
     kept = read_rows(tmp_path / "out")
     assert [(r["problem"], r["source"]) for r in kept] == [
         ('A CSV problem, with a comma and a "quote".', "a"),
@@ -234,7 +234,7 @@ def test_column_mapping_boxed_answers_and_multiple_choice(tmp_path: Path) -> Non
     )
     out = tmp_path / "out"
     specs = [str(tmp_path / f) for f in ("numina.jsonl", "gpqa.jsonl", "mmlu.jsonl")]
-    run_prompts(specs, out, cfg, workers=1, show_progress=False)
+    curate(specs, out, cfg, workers=1, show_progress=False)
     kept = {r["source"] + ":" + r["problem"].split("\n")[0]: r for r in read_rows(out)}
     assert kept["numina:Compute 6 times 7."]["answer"] == "42"
     assert kept["numina:Find x with 2x = \\frac{1}{2}."]["answer"] == "\\frac14"  # the last box
@@ -267,7 +267,7 @@ def test_shuffled_choices_are_stable_across_runs(tmp_path: Path) -> None:
     )
     answers = []
     for k in range(2):
-        run_prompts([str(tmp_path / "g.jsonl")], tmp_path / f"o{k}", cfg, workers=1, show_progress=False)
+        curate([str(tmp_path / "g.jsonl")], tmp_path / f"o{k}", cfg, workers=1, show_progress=False)
         answers.append([r["answer"] for r in read_rows(tmp_path / f"o{k}")])
     assert answers[0] == answers[1]
     assert len(set(answers[0])) > 1  # not always the same letter

@@ -1,4 +1,4 @@
-"""Every stage reads every input format the README promises, through one reader layer (`distill.inputs`):
+"""Every stage reads every input format the README promises, through one reader layer (`distill.sources.inputs`):
 JSON lines, one Parquet file, a dataset directory, a plain folder of Parquet files (a downloaded Hub
 dataset), with the same rows out whichever it is."""
 

@@ -25,7 +25,7 @@ from pydantic import Field
 
 from distill.config import StrictModel
 from distill.executor import MapStage, run_map_stage
-from distill.plan import local_rows
+from distill.sources.inputs import count_rows
 from distill.stages import Flow, Stage, register
 
 
@@ -48,7 +48,7 @@ def run(ctx):
 
 
 def plan(p):
-    rows = local_rows(p.inputs) or 0
+    rows = count_rows(p.inputs) or 0
     return Flow(rows, 20, f"words of {rows:,.0f} rows, at least {p.options.min_words}")
 
 

@@ -13,9 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from distill.config import TraceMapping
 from distill.errors import RowError
-from distill.trace_layouts import TRACE_LAYOUTS, detect, label_value, to_traces
+from distill.sources.trace_layouts import TRACE_LAYOUTS, TraceMapping, detect, label_value, to_traces
 from tests.conftest import read_rows, run_cli, write_jsonl
 
 MATH = "traces_r1distill_math_thought_anchors.jsonl"
@@ -381,8 +380,9 @@ ENGLISH = (
 
 
 def _language(reasoning: str) -> tuple[str | None, str | None]:
-    from distill.config import FilterPreset, load_config
+    from distill.config import load_config
     from distill.filters import langcheck
+    from distill.filters.config import FilterPreset
     from tests.conftest import REPO
 
     cfg = load_config(REPO / "filters" / "r1.yaml", FilterPreset).language

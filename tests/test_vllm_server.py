@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from distill.stages import invoke
 from distill.store import DatasetReader
 from distill.teacher.config import TeacherConfig
-from distill.teacher.stage import run_generate
 from tests.conftest import REPO, prompts, write_jsonl
 
 VLLM_PYTHON = os.environ.get("DISTILL_VLLM_PYTHON") or str(REPO / ".venv-vllm" / "bin" / "python")
@@ -89,7 +89,7 @@ def _generate(url: str, out: Path, src: Path, **kw) -> dict[tuple[str, int], dic
     cfg = TeacherConfig(
         backend="openai", model="tiny", base_urls=[url], samples=2, max_tokens=MAX_TOKENS, concurrency=32, **kw
     )
-    run_generate([str(src)], out, cfg, rows_per_shard=10, show_progress=False)
+    invoke("generate", [str(src)], out, settings=cfg, rows_per_shard=10, show_progress=False)
     rows = [r for b in DatasetReader(out).iter_batches() for r in b.to_pylist()]
     by_key = {(r["id"], r["sample"]): r for r in rows}
     assert len(by_key) == len(rows) == 2 * 25, "exactly one row per (id, sample)"

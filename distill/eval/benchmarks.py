@@ -3,7 +3,7 @@
 The documented schema is the prompt record's: `problem`, `answer` (math: the final answer; science:
 the option letter, with the options written into the problem), `tests` (code: JSON stdin/stdout cases
 or asserts), `domain` (`math` | `science` | `code`), optional `id`. Files in the usual public layouts
-are recognised by their columns (`distill/layouts.py`: the layouts `distill prompts` reads) and converted:
+are recognised by their columns (`distill/sources/layouts.py`: the layouts `distill prompts` reads) and converted:
 
 - AIME 2024 (e.g. HuggingFaceH4/aime_2024): `problem`, `answer` (an integer) -> math;
 - MATH-500 (HuggingFaceH4/MATH-500): `problem`, `answer`, `solution`, `unique_id` -> math;
@@ -23,10 +23,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from distill import layouts
 from distill.errors import RowError, UserError
-from distill.prompts.ingest import apply_mapping
 from distill.records import stable_id
+from distill.sources import layouts
+from distill.sources.mapping import apply_mapping
 
 
 def read_table(path: Path) -> list[dict[str, Any]]:
@@ -74,7 +74,7 @@ def _lcb_tests(row: dict[str, Any]) -> tuple[list[dict[str, str]], list[str]]:
 
 
 def to_prompts(path: Path, layout: str | None = None) -> tuple[str, list[dict[str, Any]]]:
-    """(layout, prompt rows) of a benchmark file in any known layout (`distill/layouts.py`)."""
+    """(layout, prompt rows) of a benchmark file in any known layout (`distill/sources/layouts.py`)."""
     rows = read_table(path)
     if not rows:
         raise UserError(f"--benchmark {path}: has no rows")

@@ -20,10 +20,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from distill.config import CorrectnessConfig, FilterPreset, LanguageCheckConfig, ReadabilityConfig
 from distill.errors import UserError
 from distill.eval.benchmarks import published_benchmark, to_prompts
 from distill.eval.metrics import final_answer, has_box, summarize
+from distill.filters.config import CorrectnessConfig, FilterPreset, LanguageCheckConfig, ReadabilityConfig
 from distill.filters.readability import split_think
 from distill.store import DatasetReader, atomic_write_bytes, fingerprint
 from distill.teacher.config import TeacherConfig
@@ -141,8 +141,7 @@ def run_eval(
     show_progress: bool = True,
     workers: int | None = None,
 ) -> dict[str, Any]:
-    from distill.filters.stage import run_filter
-    from distill.teacher.stage import run_generate
+    from distill.stages import invoke
 
     out = Path(out)
     model = resolve_model(model)
@@ -161,8 +160,9 @@ def run_eval(
     if not bench_file.exists() or bench_file.read_bytes() != blob:  # rewritten only when it changed
         atomic_write_bytes(bench_file, blob)
     common = {"overwrite": overwrite, "show_progress": show_progress}
-    generated = run_generate([str(bench_file)], out / "samples", cfg, rows_per_shard=max(1, 256 // samples), **common)
-    scored = run_filter([str(out / "samples")], out / "scored", EVAL_PRESET, workers=workers, **common)
+    generated = invoke("generate", [bench_file], out / "samples", settings=cfg, rows_per_shard=max(1, 256 // samples),
+                       **common)  # fmt: skip
+    scored = invoke("filter", [out / "samples"], out / "scored", settings=EVAL_PRESET, workers=workers, **common)
 
     columns = ["id", "sample", "domain", "correct", "reasoning", "content", "finish_reason", "completion_tokens"]
     rows = []

@@ -27,8 +27,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from distill.config import JudgeConfig, load_config
+from distill.config import load_config
 from distill.errors import UserError
+from distill.filters.config import JudgeConfig
 from distill.teacher.config import TeacherConfig
 from distill.tokenizer import cache_dir
 

@@ -15,7 +15,7 @@ import re
 from collections import Counter
 
 from distill import language
-from distill.config import LanguageCheckConfig
+from distill.filters.config import LanguageCheckConfig
 
 SCRIPTS = {
     "cjk": re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff]"),

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numpy.lib.stride_tricks import sliding_window_view
 
-from distill.config import ReadabilityConfig
+from distill.filters.config import ReadabilityConfig
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 # OpenThoughts / Bespoke-Stratos (Sky-T1's format) mark the thinking and the answer with their own tags

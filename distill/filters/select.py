@@ -24,16 +24,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
-from pydantic import Field, model_validator
 
-from distill import inputs
-from distill.config import StrictModel
-from distill.difficulty import histogram, histogram_line, prompt_counts, read_rates
 from distill.errors import UserError
 from distill.executor import check_executor, executor_map
+from distill.filters.config import SelectOptions
+from distill.filters.difficulty import histogram, histogram_line, prompt_counts, read_rates
 from distill.progress import StageProgress
 from distill.records import RECORDS
-from distill.stages import Context, Flow, PlanContext, Stage, register
+from distill.sources import inputs
+from distill.stages import Context, Flow, PlanContext
 from distill.store import DatasetReader, ShardWriter, StageOutput, StageResult
 
 VERDICT = RECORDS["verdict"]
@@ -148,24 +147,15 @@ def _write(task: WriteTask) -> dict[str, Any]:
         raise
 
 
-def run_select(
-    input_specs: list[str],
-    out: Path,
-    *,
-    per_prompt: int,
-    seed: int = 0,
-    min_pass_rate: float = 0.0,
-    max_pass_rate: float = 1.0,
-    student_rates: Path | None = None,
-    max_student_pass_rate: float = 1.0,
-    overwrite: bool = False,
-    show_progress: bool = True,
-    workers: int | None = None,
-    executor: str = "local",
-    rows_per_shard: int = 10_000,
-) -> StageResult:
+def run(ctx: Context) -> StageResult:
     """Two passes over the input chunks (any input format), each chunk a task on the executor: the kept
     traces' keys, then (after the driver's choice) each chunk's chosen rows as the shard of the same number."""
+    o: SelectOptions = ctx.options
+    input_specs, out, rows_per_shard = ctx.inputs, ctx.out, ctx.rows_per_shard
+    workers, executor = ctx.workers, ctx.executor
+    per_prompt, seed, min_pass_rate, max_pass_rate = o.per_prompt, o.seed, o.min_pass_rate, o.max_pass_rate
+    student_rates = ctx.path(o.student_rates) if o.student_rates else None
+    max_student_pass_rate, overwrite, show_progress = o.max_student_pass_rate, ctx.overwrite, ctx.show_progress
     check_executor(executor)
     if per_prompt < 1:
         raise UserError(f"--per-prompt is {per_prompt}; it must be at least 1")
@@ -230,43 +220,7 @@ def run_select(
         return o.finish({"select": stats})
 
 
-class SelectOptions(StrictModel):
-    """The options of `distill select` and of a pipeline step with `stage: select`."""
-
-    per_prompt: int = Field(ge=1, description="At most this many traces per prompt")
-    seed: int = Field(default=0, description="Seed of the choice among a prompt's kept traces")
-    min_pass_rate: float = Field(
-        default=0.0, ge=0, le=1, description="Keep only prompts whose teacher samples are correct at least this often"
-    )
-    max_pass_rate: float = Field(
-        default=1.0, ge=0, le=1, description="Keep only prompts whose teacher samples are correct at most this often "
-        "(below 1: drop what the teacher always solves)",
-    )  # fmt: skip
-    student_rates: str | None = Field(
-        default=None, description="The --out of `distill difficulty` (a pipeline: its step's name)"
-    )
-    max_student_pass_rate: float = Field(
-        default=1.0, ge=0, le=1, description="Keep only prompts the student solves at most this often (needs "
-        "--student-rates)",
-    )  # fmt: skip
-
-    @model_validator(mode="after")
-    def _ordered(self) -> SelectOptions:
-        if self.min_pass_rate > self.max_pass_rate:
-            raise ValueError(f"min_pass_rate {self.min_pass_rate} is above max_pass_rate {self.max_pass_rate}")
-        return self
-
-
-def _stage_run(ctx: Context) -> StageResult:
-    o = ctx.options
-    rates = ctx.path(o.student_rates) if o.student_rates else None
-    return run_select(ctx.inputs, ctx.out, per_prompt=o.per_prompt, seed=o.seed, min_pass_rate=o.min_pass_rate,
-                      max_pass_rate=o.max_pass_rate, student_rates=rates, max_student_pass_rate=o.max_student_pass_rate,
-                      overwrite=ctx.overwrite, show_progress=ctx.show_progress, workers=ctx.workers,
-                      executor=ctx.executor, rows_per_shard=ctx.rows_per_shard)  # fmt: skip
-
-
-def _stage_plan(p: PlanContext) -> Flow:
+def plan(p: PlanContext) -> Flow:
     src, k = p.upstream, p.options.per_prompt
     kept = src.extra.get("kept", src.rows) if src else 0
     if src and "prompts" in src.extra:  # prompts with at least one kept sample, k of them each at most
@@ -279,7 +233,7 @@ def _stage_plan(p: PlanContext) -> Flow:
     return Flow(kept, src.tokens_per_row if src else 0, f"~{kept:,.0f} traces (at most {k} per prompt{band})")
 
 
-def _stage_details(result: StageResult, ctx: Context) -> None:
+def details(result: StageResult, ctx: Context) -> None:
     s = result.manifest.stats["select"]
     print(
         f"  {s['selected']:,} traces for {s['prompts']:,} prompts; dropped {s['identical_dropped']:,} identical, "
@@ -296,25 +250,3 @@ def _stage_details(result: StageResult, ctx: Context) -> None:
         st = rate["student"]
         print(f"  student pass rate per prompt: {histogram_line(st['histogram'])}; dropped {st['solved_dropped']:,} "
               f"the student solves more often than {st['max']:g}", file=sys.stderr)  # fmt: skip
-
-
-STAGE = register(
-    Stage(
-        name="select",
-        help="""Keep at most K kept traces per prompt: identical traces count once, then a seeded order decides.
-
-    Example:
-
-      distill select --input runs/demo/verdicts --out runs/kept-4 --per-prompt 4
-
-      distill select --input runs/demo/verdicts --out runs/kept-hard --per-prompt 2 --max-pass-rate 0.75
-    """,
-        options=SelectOptions,
-        run=_stage_run,
-        reads=lambda o: [o.student_rates] if o.student_rates else [],
-        plan=_stage_plan,
-        details=_stage_details,
-        input_help="Verdicts: the --out of `distill filter`, or verdict rows in any input format.",
-        out_help="Output dataset directory of the chosen traces.",
-    )
-)

@@ -22,18 +22,20 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import Field, field_validator
 
-from distill import inputs, language, layouts, trace_layouts
-from distill.config import FilterPreset, JudgeConfig, StrictModel, TraceMapping, load_config
+from distill import language
+from distill.config import load_config
 from distill.executor import MapStage, check_executor, run_map_stage
 from distill.filters import judge as judge_mod
 from distill.filters import langcheck, readability, sandbox
 from distill.filters.answers import choice_letter, final_boxed
+from distill.filters.config import FilterPreset, JudgeConfig
 from distill.filters.judge import JudgeItem
 from distill.filters.mathcheck import BAD_GOLD, CORRECT, TIMEOUT, MathChecker
 from distill.filters.sandbox import Limits, last_code_block, run_tests
-from distill.stages import Context, Flag, Flow, PlanContext, Stage, register
+from distill.sources import inputs, layouts, trace_layouts
+from distill.sources.mapping import TraceMapping
+from distill.stages import Context, Flow, PlanContext
 from distill.store import DatasetReader, StageResult
 
 _GOLD_LETTER = re.compile(r"^\s*\(?\s*([A-Za-z])\s*\)?\s*\.?\s*$")
@@ -345,22 +347,19 @@ def agreement_lines(a: dict[str, Any]) -> list[str]:
     return lines
 
 
-def run_filter(
-    input_specs: list[str],
-    out: Path,
-    preset: FilterPreset,
-    *,
-    workers: int | None = None,
-    overwrite: bool = False,
-    rows_per_shard: int = 2_000,
-    show_progress: bool = True,
-    executor: str = "local",
-    sources: list[TraceMapping] | tuple[TraceMapping, ...] = (),
-    layout: str | None = None,
-) -> StageResult:
+def load(ctx: Context) -> FilterPreset:
+    return load_preset(ctx.path(ctx.options.preset))
+
+
+def run(ctx: Context) -> StageResult:
+    input_specs, out, preset, rows_per_shard = ctx.inputs, ctx.out, ctx.settings, ctx.rows_per_shard
+    executor = ctx.executor
+    sources, layout = ctx.options.sources, ctx.options.layout
     check_executor(executor)  # a bad --executor is named before any input is read
     files = inputs.resolve(input_specs, rows_per_shard)
-    found = trace_layouts.for_files(files, list(sources), layout=layout)  # an unknown layout: one line, exit 2
+    found = inputs.layouts_of(
+        files, list(sources), table=trace_layouts.TRACES, layout=layout
+    )  # an unknown layout: one line, exit 2
     described = [{"path": f.path, "layout": name} for f, (name, _) in zip(files, found, strict=True)]
     # A shard is cut from input rows: where a row holds a list of traces (OpenR1's generations, an API reply's
     # choices), fewer rows make a shard, so shards stay ~rows_per_shard traces and every core gets work.
@@ -395,43 +394,16 @@ def run_filter(
         stage,
         input_specs,
         Path(out),
-        workers=workers,
-        overwrite=overwrite,
+        workers=ctx.workers,
+        overwrite=ctx.overwrite,
         rows_per_shard=rows_per_shard,
-        show_progress=show_progress,
+        show_progress=ctx.show_progress,
         extra_stats=stats,
         executor=executor,
     )
 
 
-class FilterOptions(StrictModel):
-    """The options of `distill filter` and of a pipeline step with `stage: filter`."""
-
-    preset: str = Field(description="Filter preset YAML (filters/r1.yaml, ...)")
-    layout: str | None = Field(
-        default=None,
-        description="Read every input in this trace layout (openr1-math, s1k, plain, ...) instead of detecting it",
-    )
-    sources: list[TraceMapping] = Field(
-        default_factory=list,
-        description="column mappings for trace files in no known layout (README, 'Public trace sets')",
-    )
-
-    @field_validator("layout")
-    @classmethod
-    def _known_layout(cls, v: str | None) -> str | None:
-        if v is not None and v not in trace_layouts.TRACE_LAYOUTS:
-            raise ValueError(f"unknown trace layout {v!r}; use one of {', '.join(trace_layouts.TRACE_LAYOUTS)}")
-        return v
-
-
-def _stage_run(ctx: Context) -> StageResult:
-    return run_filter(ctx.inputs, ctx.out, ctx.settings, workers=ctx.workers, overwrite=ctx.overwrite,
-                      rows_per_shard=ctx.rows_per_shard, show_progress=ctx.show_progress,
-                      executor=ctx.executor, sources=ctx.options.sources, layout=ctx.options.layout)  # fmt: skip
-
-
-def _stage_plan(p: PlanContext) -> Flow:
+def plan(p: PlanContext) -> Flow:
     cfg, src = p.ctx.settings, p.upstream
     checks = (cfg.correctness.enabled, cfg.readability.enabled, cfg.language.enabled)
     rate, how = (p.assumptions.keep_rate, f"plan.keep_rate {p.assumptions.keep_rate:.0%}") if any(checks) else (
@@ -442,7 +414,7 @@ def _stage_plan(p: PlanContext) -> Flow:
                 {**(src.extra if src else {}), "kept": kept, "keep_rate": rate})  # fmt: skip
 
 
-def _stage_details(result: StageResult, ctx: Context) -> None:
+def details(result: StageResult, ctx: Context) -> None:
     for line in layouts.report_lines(result.manifest.stats.get("layouts", []), trace_layouts.TRACE_LAYOUTS):
         print(f"  {line}", file=sys.stderr)
     f = result.manifest.stats["funnel"]
@@ -470,13 +442,13 @@ def judge_line(j: dict[str, Any]) -> str:
     return line
 
 
-def _stage_report(result: StageResult, out: Path) -> str:
+def report(result: StageResult, out: Path) -> str:
     f = result.manifest.stats["funnel"]
     reasons = ", ".join(f"{k} {v:,}" for k, v in f["by_reason"].items() if k != "kept")
     return f"kept {f['kept']:,} of {f['traces']:,} traces{f' ({reasons})' if reasons else ''} -> {out}"
 
 
-def _stage_inspect(reader: DatasetReader, console: Any, limit: int) -> None:
+def inspect_output(reader: DatasetReader, console: Any, limit: int) -> None:
     m = reader.manifest
     for line in layouts.report_lines(m.stats.get("layouts", []), trace_layouts.TRACE_LAYOUTS):
         console.print(line, highlight=False, markup=False)
@@ -492,33 +464,3 @@ def _stage_inspect(reader: DatasetReader, console: Any, limit: int) -> None:
             console.print(
                 f"  {domain:<10} {reasons.get('kept', 0):>8,} kept of {total:,}" + (f" ({detail})" if detail else "")
             )
-
-
-STAGE = register(
-    Stage(
-        name="filter",
-        help="""Judge every trace: one verdict row each, with `correct`, `readable`, `language_ok`, `keep` and
-    `reject_reason` (the first check that failed) plus `reject_detail`.
-
-    Example:
-
-      distill filter --input runs/demo/traces --preset filters/r1.yaml --out runs/verdicts
-    """,
-        options=FilterOptions,
-        load=lambda ctx: load_preset(ctx.path(ctx.options.preset)),
-        config_flag=True,
-        config_help="YAML of the options: `preset`, `layout`, and `sources` (trace mappings for files in no known "
-        "layout); flags override it.",
-        # a path typed on the command line is relative to the working directory, even beside --config
-        flags={"preset": Flag("preset", str, "Filter preset YAML (filters/r1.yaml, ...).", path=True)},
-        run=_stage_run,
-        plan=_stage_plan,
-        details=_stage_details,
-        report=_stage_report,
-        inspect=_stage_inspect,
-        rows_per_shard=2_000,
-        rows_help="Traces per output shard (the unit of work and resume).",
-        input_help="Traces: a dataset directory, .parquet or .jsonl file, a folder of them, a glob.",
-        out_help="Output dataset directory of verdicts.",
-    )
-)

@@ -59,8 +59,9 @@ from distill.errors import UserError
 from distill.normalize import word_tokens, words
 
 if TYPE_CHECKING:
-    from distill.config import DecontaminateConfig, SourceMapping
-    from distill.inputs import InputFile
+    from distill.prompts.config import DecontaminateConfig
+    from distill.sources.inputs import InputFile
+    from distill.sources.mapping import SourceMapping
 
 ID_COLUMNS = ("id", "ID", "unique_id", "problem_id", "question_id", "task_id", "Record ID")
 # Candidates come from n-grams shared by at most this many benchmark items (and each item's rarest
@@ -183,7 +184,7 @@ def build_index(
     files: list[InputFile], cfg: DecontaminateConfig, mappings: list[SourceMapping] | None = None
 ) -> tuple[BenchmarkIndex, list[dict[str, str]]]:
     """The index of the benchmark files (any input format, any known layout) and, per file, its layout."""
-    from distill import inputs, layouts
+    from distill.sources import inputs
 
     n = cfg.n
     per_item: list[np.ndarray] = []
@@ -192,7 +193,7 @@ def build_index(
     sources: list[str] = []
     texts: list[str] = []
     nums: list[list[str]] = []
-    found = layouts.for_files(files, mappings or [], what="--decontaminate")
+    found = inputs.layouts_of(files, mappings or [], what="--decontaminate")
     described = []
     for f, (layout, mapping) in zip(files, found, strict=True):
         described.append({"path": f.path, "layout": layout})

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from distill.config import DedupConfig
+from distill.prompts.config import DedupConfig
 
 KEPT, CONTAMINATED, EXACT, NEAR = 0, 1, 2, 3
 REASONS = {CONTAMINATED: "contaminated", EXACT: "exact_duplicate", NEAR: "near_duplicate"}

@@ -23,15 +23,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from distill import inputs, layouts
-from distill.config import PromptsConfig
 from distill.executor import MapStage, check_executor, run_map_stage
 from distill.progress import StageProgress
 from distill.prompts import decontaminate
+from distill.prompts.config import PromptsConfig
 from distill.prompts.decontaminate import BenchmarkIndex, build_index
 from distill.prompts.dedup import CONTAMINATED, KEPT, REASONS, Decisions, cluster_roots, decide
 from distill.records import RECORDS
-from distill.stages import Context, Flag, Flow, PlanContext, Stage, register
+from distill.sources import inputs, layouts
+from distill.stages import Context, Flow, PlanContext
 from distill.store import WORK, DatasetReader, DatasetWriter, StageOutput, StageResult
 
 PROMPT = RECORDS["prompt"]
@@ -48,24 +48,16 @@ REMOVED_COLUMNS = [
 ]
 
 
-def run_prompts(
-    input_specs: list[str],
-    out: Path,
-    cfg: PromptsConfig,
-    *,
-    benchmarks: list[str] | None = None,
-    rows_per_shard: int = 10_000,
-    workers: int | None = None,
-    overwrite: bool = False,
-    show_progress: bool = True,
-    executor: str = "local",
-) -> StageResult:
+def run(ctx: Context) -> StageResult:
+    cfg: PromptsConfig = ctx.options
+    input_specs, out, rows_per_shard, workers = ctx.inputs, ctx.out, ctx.rows_per_shard, ctx.workers
+    overwrite, show_progress, executor = ctx.overwrite, ctx.show_progress, ctx.executor
     check_executor(executor)
-    out = Path(out)
-    bench_specs = [*cfg.decontaminate.benchmarks, *(benchmarks or [])]
+    bench_specs = [str(ctx.path(b)) for b in cfg.decontaminate.benchmarks]
+    cfg = cfg.model_copy(update={"decontaminate": cfg.decontaminate.model_copy(update={"benchmarks": bench_specs})})
     files = inputs.resolve(input_specs, rows_per_shard)
     bench_files = inputs.resolve(bench_specs, 1 << 30, what="--decontaminate") if bench_specs else []
-    found = layouts.for_files(files, cfg.sources)
+    found = inputs.layouts_of(files, cfg.sources)
     mappings = tuple(m for _, m in found if m is not None)
     sources = [
         {
@@ -352,7 +344,7 @@ def _contamination(reader: DatasetReader, console: Any, limit: int) -> None:
         console.print(f"  … {len(ranked) - limit:,} more items (--matches N, or read _removed/ with DuckDB)")
 
 
-def _stage_inspect(reader: DatasetReader, console: Any, limit: int) -> None:
+def inspect_output(reader: DatasetReader, console: Any, limit: int) -> None:
     removed = reader.manifest.stats.get("report", {}).get("removed")
     if not removed:
         return
@@ -363,18 +355,8 @@ def _stage_inspect(reader: DatasetReader, console: Any, limit: int) -> None:
         _contamination(reader, console, limit)
 
 
-def _stage_run(ctx: Context) -> StageResult:
-    cfg: PromptsConfig = ctx.options
-    benchmarks = [str(ctx.path(b)) for b in cfg.decontaminate.benchmarks]
-    cfg = cfg.model_copy(update={"decontaminate": cfg.decontaminate.model_copy(update={"benchmarks": benchmarks})})
-    return run_prompts(ctx.inputs, ctx.out, cfg, rows_per_shard=ctx.rows_per_shard, workers=ctx.workers,
-                       overwrite=ctx.overwrite, show_progress=ctx.show_progress, executor=ctx.executor)  # fmt: skip
-
-
-def _stage_plan(p: PlanContext) -> Flow:
-    from distill.plan import local_rows
-
-    counted = local_rows(p.inputs)
+def plan(p: PlanContext) -> Flow:
+    counted = inputs.count_rows(p.inputs)
     rows = counted if counted is not None else p.assumptions.prompts
     if rows is None:
         rows, how = 0, "inputs not local and no plan.prompts"
@@ -383,40 +365,5 @@ def _stage_plan(p: PlanContext) -> Flow:
     return Flow(rows, p.assumptions.mean_prompt_tokens, f"{rows:,.0f} prompts ({how}; dedup not estimated)")
 
 
-STAGE = register(
-    Stage(
-        name="prompts",
-        help="""Ingest prompts, drop exact and near duplicates and benchmark leaks; every removal is explained.
-
-    Kept rows go to `OUT/train-*.parquet`; removed rows to `OUT/_removed/` with `reason`
-    (`exact_duplicate`, `near_duplicate`, `contaminated`), `matched_id`, `matched_source` and
-    `similarity`; unreadable rows to `OUT/_rejects/`. The first occurrence of a duplicate stays.
-
-    Example:
-
-      distill prompts --input data/demo/prompts.jsonl --out runs/prompts --decontaminate data/demo/benchmark.jsonl
-
-      distill prompts --input 'data/demo/*.jsonl' --out runs/prompts-all --config configs/prompts/default.yaml --ngram 8
-    """,
-        options=PromptsConfig,
-        run=_stage_run,
-        plan=_stage_plan,
-        details=lambda result, ctx: print_report(result.manifest.stats["report"]),
-        inspect=_stage_inspect,
-        config_flag=True,
-        config_help="Prompt-curation YAML: column mappings, dedup and decontamination settings (paths in it are "
-        "relative to it); flags override it.",
-        flags={
-            "decontaminate": Flag(
-                "decontaminate.benchmarks",
-                list[str],
-                "Benchmark file whose problems must not be in the prompts. Repeatable.",
-                append=True,
-                path=True,
-            ),
-            "ngram": Flag("decontaminate.ngram", int, "Decontamination n-gram length (default 5; open-r1's rule: 8)."),
-        },
-        input_help="Prompt source: a .jsonl/.parquet/.csv file, a dataset directory, a `save_to_disk` folder, "
-        "`hf:NAME[@SPLIT]`, or a glob.",
-    )
-)
+def details(result: StageResult, ctx: Context) -> None:
+    print_report(result.manifest.stats["report"])

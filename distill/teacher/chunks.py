@@ -16,8 +16,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from distill import inputs as inputs_mod
 from distill.records import get_record, output_schema
+from distill.sources import inputs as inputs_mod
 from distill.store import ShardWriter
 from distill.teacher.config import TeacherConfig
 from distill.teacher.journal import JOURNALS, Journal, journal_path

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from distill.config import StrictModel
+from distill.stages import Stage, register
 
 R1_MATH_SUFFIX = "Please reason step by step, and put your final answer within \\boxed{}."
 
@@ -178,3 +179,49 @@ class TeacherConfig(StrictModel):
             return None
         digest = hashlib.sha256(f"{self.seed}:{prompt_id}:{sample}".encode()).digest()
         return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+class GenerateOptions(StrictModel):
+    """The options of `distill generate` and of a pipeline step with `stage: generate`."""
+
+    teacher: str = Field(description="Teacher YAML (configs/teacher/*.yaml): backend, model, sampling")
+    shard: str | None = Field(
+        default=None,
+        description="i/n: this process takes the i-th of n disjoint parts of the prompts (0-based); `slurm`: i and "
+        "n from SLURM_PROCID and SLURM_NTASKS. The last part to finish merges all n into --out",
+    )
+    base_url: list[str] | None = Field(
+        default=None, description="Server base URL(s) for this process, replacing the YAML's base_urls"
+    )
+
+
+STAGE = register(
+    Stage(
+        name="generate",
+        help="""Sample the teacher: `samples` traces per prompt, exactly one row per (`id`, `sample`).
+
+    Each row has the prompt's columns, `sample`, `reasoning` (inside <think>), `content` (after
+    </think>), `finish_reason`, token counts, `teacher`, `params` and `latency_s`. Killed and rerun,
+    it asks only for the samples not yet written; samples that failed every retry are in
+    `OUT/_rejects/` and are asked for again by the next run of the same command.
+
+    Example:
+
+      distill generate --input runs/demo/prompts --teacher configs/teacher/synthetic.yaml --out runs/traces
+
+    With the full R1 behind vLLM: `--teacher configs/teacher/r1-vllm.yaml` (its `base_urls`); one client of
+    16, each beside its own server: `--shard 3/16 --base-url http://localhost:8000/v1` (README, "Teacher
+    traces").
+    """,
+        options=GenerateOptions,
+        load="distill.teacher.stage:load",
+        run="distill.teacher.stage:run",
+        plan="distill.teacher.stage:plan",
+        details="distill.teacher.stage:details",
+        rows_per_shard=1_000,
+        rows_help="Prompts per shard (a shard is written once all its samples are in): the unit of resume.",
+        parallel=False,  # one process of many concurrent requests; more processes: --shard
+        input_help="Prompts: the --out of `distill prompts`, or any prompt file.",
+        out_help="Output dataset directory of traces.",
+    )
+)

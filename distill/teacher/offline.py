@@ -71,8 +71,8 @@ class ReplayBackend(_Offline):
     as a request would, and is retried on the next run."""
 
     def load(self) -> None:
-        from distill import inputs
         from distill.records import stable_id
+        from distill.sources import inputs
 
         files = inputs.resolve([self.cfg.model], 1 << 30)
         self.answers: dict[str, tuple[str | None, str]] = {}

@@ -12,7 +12,7 @@ order), committed, recorded in the manifest, and the journal deleted. So:
   for the failed samples only;
 - a prompt id seen earlier in the input is rejected (`duplicate_id`), so no pair can appear twice.
 
-This module is the scheduler and the stage's declaration; a chunk's requests and commit are in
+This module is the scheduler (its options and declaration are in `config.py`); a chunk's requests and commit are in
 `chunks.py`, the backends behind `Backend` in `backends.py`, `--shard i/n` runs and their merge in
 `parts.py`.
 """
@@ -27,13 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
-
-from distill import inputs as inputs_mod
-from distill.config import StrictModel, load_config
+from distill.config import load_config
 from distill.errors import UserError
 from distill.progress import GenerateProgress
-from distill.stages import Context, Flow, PlanContext, Stage, register
+from distill.sources import inputs as inputs_mod
+from distill.stages import Context, Flow, PlanContext
 from distill.store import WORK, DatasetWriter, StageOutput, StageResult
 from distill.teacher.backends import Backend, make_backend
 from distill.teacher.chunks import (
@@ -47,7 +45,7 @@ from distill.teacher.chunks import (
     journaled,
     load_chunk,
 )
-from distill.teacher.config import TeacherConfig
+from distill.teacher.config import GenerateOptions, TeacherConfig
 from distill.teacher.parts import merge_if_whole, merged_already, move_legacy_work, parse_shard, part_dir
 from distill.teacher.prompting import Request
 
@@ -135,20 +133,13 @@ async def _generate(
         await task
 
 
-def run_generate(
-    input_specs: list[str],
-    out: Path,
-    cfg: TeacherConfig,
-    *,
-    rows_per_shard: int = 1_000,
-    overwrite: bool = False,
-    show_progress: bool = True,
-    shard: tuple[int, int] | None = None,
-) -> StageResult:
-    """Generate into `out`; with `shard=(i, n)`, only chunks k with k % n == i, into `out/.work/parts/i-of-n/`,
+def run(ctx: Context) -> StageResult:
+    """Generate into `out`; with `--shard i/n`, only chunks k with k % n == i, into `out/.work/parts/i-of-n/`,
     and whichever of the n processes finds all parts complete merges them into `out` (`merge_parts`)."""
     started = time.perf_counter()
-    out = Path(out)
+    input_specs, out, cfg, rows_per_shard = ctx.inputs, ctx.out, ctx.settings, ctx.rows_per_shard
+    overwrite, show_progress = ctx.overwrite, ctx.show_progress
+    shard = parse_shard(ctx.options.shard) if ctx.options.shard is not None else None
     files = inputs_mod.resolve(input_specs, rows_per_shard)
     inputs_mod.check_columns(files, PROMPT)
     inputs_mod.preflight(files, PROMPT)
@@ -312,21 +303,7 @@ def print_generate(stats: dict[str, Any], merged_hint: bool = False) -> None:
         )
 
 
-class GenerateOptions(StrictModel):
-    """The options of `distill generate` and of a pipeline step with `stage: generate`."""
-
-    teacher: str = Field(description="Teacher YAML (configs/teacher/*.yaml): backend, model, sampling")
-    shard: str | None = Field(
-        default=None,
-        description="i/n: this process takes the i-th of n disjoint parts of the prompts (0-based); `slurm`: i and "
-        "n from SLURM_PROCID and SLURM_NTASKS. The last part to finish merges all n into --out",
-    )
-    base_url: list[str] | None = Field(
-        default=None, description="Server base URL(s) for this process, replacing the YAML's base_urls"
-    )
-
-
-def _stage_load(ctx: Context) -> TeacherConfig:
+def load(ctx: Context) -> TeacherConfig:
     opts: GenerateOptions = ctx.options
     path = ctx.path(opts.teacher)
     cfg = load_config(path, TeacherConfig)
@@ -340,13 +317,7 @@ def _stage_load(ctx: Context) -> TeacherConfig:
     return cfg.model_copy(update={"base_urls": opts.base_url}) if opts.base_url else cfg
 
 
-def _stage_run(ctx: Context) -> StageResult:
-    shard = parse_shard(ctx.options.shard) if ctx.options.shard is not None else None
-    return run_generate(ctx.inputs, ctx.out, ctx.settings, rows_per_shard=ctx.rows_per_shard,
-                        overwrite=ctx.overwrite, show_progress=ctx.show_progress, shard=shard)  # fmt: skip
-
-
-def _stage_plan(p: PlanContext) -> Flow:
+def plan(p: PlanContext) -> Flow:
     a, cfg, src = p.assumptions, p.ctx.settings, p.upstream
     requests = (src.rows if src else 0) * cfg.samples
     tokens = requests * a.mean_completion_tokens
@@ -371,38 +342,6 @@ def _stage_plan(p: PlanContext) -> Flow:
     )
 
 
-def _stage_details(result: StageResult, ctx: Context) -> None:
+def details(result: StageResult, ctx: Context) -> None:
     stats = result.manifest.stats["generate"]
     print_generate(stats, merged_hint=ctx.options.shard is not None and "parts" in stats)
-
-
-STAGE = register(
-    Stage(
-        name="generate",
-        help="""Sample the teacher: `samples` traces per prompt, exactly one row per (`id`, `sample`).
-
-    Each row has the prompt's columns, `sample`, `reasoning` (inside <think>), `content` (after
-    </think>), `finish_reason`, token counts, `teacher`, `params` and `latency_s`. Killed and rerun,
-    it asks only for the samples not yet written; samples that failed every retry are in
-    `OUT/_rejects/` and are asked for again by the next run of the same command.
-
-    Example:
-
-      distill generate --input runs/demo/prompts --teacher configs/teacher/synthetic.yaml --out runs/traces
-
-    With the full R1 behind vLLM: `--teacher configs/teacher/r1-vllm.yaml` (its `base_urls`); one client of
-    16, each beside its own server: `--shard 3/16 --base-url http://localhost:8000/v1` (README, "Teacher
-    traces").
-    """,
-        options=GenerateOptions,
-        load=_stage_load,
-        run=_stage_run,
-        plan=_stage_plan,
-        details=_stage_details,
-        rows_per_shard=1_000,
-        rows_help="Prompts per shard (a shard is written once all its samples are in): the unit of resume.",
-        parallel=False,  # one process of many concurrent requests; more processes: --shard
-        input_help="Prompts: the --out of `distill prompts`, or any prompt file.",
-        out_help="Output dataset directory of traces.",
-    )
-)

@@ -11,9 +11,44 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from distill.config import StrictModel
-from distill.train.memory import Architecture
+from distill.stages import Argument, Stage, register
 
 TINY = "distill:tiny-qwen2"  # `base_model` of the tiny student: built here, no hub needed
+
+
+class Architecture(StrictModel):
+    """The shapes the estimate needs (the base model's config.json keys of the same names)."""
+
+    hidden_size: int = Field(ge=1)
+    intermediate_size: int = Field(ge=1)
+    num_hidden_layers: int = Field(ge=1)
+    num_attention_heads: int = Field(ge=1)
+    num_key_value_heads: int = Field(ge=1)
+    vocab_size: int = Field(ge=1)
+    tie_word_embeddings: bool = False
+    attention_bias: bool = False  # Qwen2 has biases on q, k, v
+
+    @property
+    def kv_width(self) -> int:
+        return self.hidden_size // self.num_attention_heads * self.num_key_value_heads
+
+    def layer_params(self) -> int:
+        h, kv, i = self.hidden_size, self.kv_width, self.intermediate_size
+        attention = 2 * h * h + 2 * h * kv + (h + 2 * kv if self.attention_bias else 0)
+        return attention + 3 * h * i + 2 * h  # + the two RMSNorm weights
+
+    def embedding_params(self) -> int:
+        return self.vocab_size * self.hidden_size
+
+    def params(self) -> int:
+        heads = 1 if self.tie_word_embeddings else 2
+        return self.num_hidden_layers * self.layer_params() + heads * self.embedding_params() + self.hidden_size
+
+    @classmethod
+    def from_hf(cls, config: object) -> Architecture:
+        keys = {f: getattr(config, f) for f in cls.model_fields if f != "attention_bias" and hasattr(config, f)}
+        bias = getattr(config, "attention_bias", getattr(config, "model_type", "") == "qwen2")
+        return cls(**keys, attention_bias=bool(bias))
 
 
 class Hardware(StrictModel):
@@ -102,3 +137,54 @@ class StudentConfig(StrictModel):
         if self.num_processes % self.nodes:
             raise ValueError(f"num_processes {self.num_processes} is not a multiple of nodes {self.nodes}")
         return self
+
+
+class TrainOptions(StrictModel):
+    """The options of `distill train` and of a pipeline step with `stage: train`."""
+
+    student: str = Field(description="Student recipe YAML (students/*.yaml)")
+    max_steps: int | None = Field(default=None, ge=1, description="Stop after N optimizer steps")
+    epochs: float | None = Field(default=None, gt=0, description="Overrides the recipe's epochs")
+    seed: int | None = Field(default=None, description="Overrides the recipe's seed (data order, sampling)")
+    launch: bool = Field(
+        default=False, description="Run under `accelerate launch` with the recipe's accelerate_config, GPU count and "
+        "nodes (the Makefile's `distill-*` targets do)",
+    )  # fmt: skip
+    nodes: int | None = Field(default=None, ge=1, description="With --launch: nodes (default: the recipe's)")
+    num_processes: int | None = Field(
+        default=None, ge=1, description="With --launch: GPUs in all (default: the recipe's)"
+    )
+    dry_run: bool = Field(
+        default=False, description="Tokenize, check and print the plan; train nothing (with --launch: the command)"
+    )
+
+
+register(
+    Stage(
+        name="train",
+        help="""Fine-tune a student on SFT rows (TRL SFTTrainer); resumes from the last checkpoint in --out.
+
+    Run it through `accelerate launch` for several GPUs (`--launch`; the Makefile's `distill-*` targets do).
+    Before any training it tokenizes the rows with the student's template, drops rows longer than
+    `max_length` (counted), checks the loss mask and prints the plan: rows, tokens, steps, GPU-hours.
+
+    Example:
+
+      distill train students/tiny.yaml --data runs/demo/sft --out runs/students/tiny
+
+      distill train students/qwen-7b.yaml --launch --dry-run
+    """,
+        options=TrainOptions,
+        argument=Argument("student", "Student recipe YAML (students/*.yaml)."),
+        load="distill.downstream:load_student",
+        run="distill.downstream:train",
+        plan="distill.downstream:plan_train",
+        rows_per_shard=None,
+        parallel=False,
+        input_optional=True,
+        input_flag="--data",
+        input_help="SFT dataset directory, .parquet/.jsonl, or hf:NAME; default: the recipe's `data`.",
+        out_help="Checkpoint folder; default: the recipe's output_dir.",
+        out_optional=True,
+    )
+)

@@ -22,14 +22,14 @@ PREFLIGHT_ROWS = 64  # rows whose rendering and mask are checked token by token
 
 
 def load_rows(data: str) -> Any:
-    """The `id` and `messages` of SFT rows, from anything the reader layer reads (`distill.inputs`): a dataset
+    """The `id` and `messages` of SFT rows, from anything the reader layer reads (`distill.sources.inputs`): a dataset
     directory, Parquet / JSONL / CSV files, a plain folder of them (a downloaded Hub dataset), a glob,
     `hf:NAME[@SPLIT]`. A row that is not an SFT row stops the run with one line naming it."""
     import datasets
     import pyarrow as pa
 
-    from distill import inputs
     from distill.records import RECORDS
+    from distill.sources import inputs
 
     sft = RECORDS["sft"]
     files = inputs.resolve([data], 1 << 30, what="--data")

@@ -30,56 +30,17 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import yaml
-from pydantic import Field
 
-from distill.config import StrictModel
-
-if TYPE_CHECKING:
-    from distill.train.config import StudentConfig
+from distill.train.config import TINY, Architecture, StudentConfig
 
 GIB = 1024**3
 OVERHEAD_GIB = 3.0
 HEADROOM = 0.9  # the share of a GPU a run may plan to fill
 # What torch.cuda reports as total memory (GiB) for the GPUs recipes name; `hardware.memory_gib` overrides.
 GPU_MEMORY_GIB = {"H100": 79.6, "H200": 139.8, "A100": 79.2, "A100-40GB": 39.4, "L40S": 44.4, "B200": 178.4}
-
-
-class Architecture(StrictModel):
-    """The shapes the estimate needs (the base model's config.json keys of the same names)."""
-
-    hidden_size: int = Field(ge=1)
-    intermediate_size: int = Field(ge=1)
-    num_hidden_layers: int = Field(ge=1)
-    num_attention_heads: int = Field(ge=1)
-    num_key_value_heads: int = Field(ge=1)
-    vocab_size: int = Field(ge=1)
-    tie_word_embeddings: bool = False
-    attention_bias: bool = False  # Qwen2 has biases on q, k, v
-
-    @property
-    def kv_width(self) -> int:
-        return self.hidden_size // self.num_attention_heads * self.num_key_value_heads
-
-    def layer_params(self) -> int:
-        h, kv, i = self.hidden_size, self.kv_width, self.intermediate_size
-        attention = 2 * h * h + 2 * h * kv + (h + 2 * kv if self.attention_bias else 0)
-        return attention + 3 * h * i + 2 * h  # + the two RMSNorm weights
-
-    def embedding_params(self) -> int:
-        return self.vocab_size * self.hidden_size
-
-    def params(self) -> int:
-        heads = 1 if self.tie_word_embeddings else 2
-        return self.num_hidden_layers * self.layer_params() + heads * self.embedding_params() + self.hidden_size
-
-    @classmethod
-    def from_hf(cls, config: object) -> Architecture:
-        keys = {f: getattr(config, f) for f in cls.model_fields if f != "attention_bias" and hasattr(config, f)}
-        bias = getattr(config, "attention_bias", getattr(config, "model_type", "") == "qwen2")
-        return cls(**keys, attention_bias=bool(bias))
 
 
 @dataclass(frozen=True)
@@ -276,7 +237,6 @@ def architecture_of(cfg: StudentConfig) -> Architecture | str:
     """The recipe's `architecture`, else the base model's config where this machine has it; else why not."""
     if cfg.architecture is not None:
         return cfg.architecture
-    from distill.train.config import TINY
 
     path = cfg.base_model
     if path == TINY:

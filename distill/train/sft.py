@@ -56,7 +56,7 @@ def data_fingerprint(data: str) -> str:
         return manifest.fingerprint
     if path.is_file():
         return sha256_file(path)
-    from distill import inputs
+    from distill.sources import inputs
     from distill.store import inputs_fingerprint
 
     # a plain folder of files, a glob, hf:NAME: the files it stands for, each by its content

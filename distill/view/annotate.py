@@ -15,9 +15,9 @@ import re
 from collections import Counter
 from typing import Any
 
-from distill.config import FilterPreset, LanguageCheckConfig, ReadabilityConfig
 from distill.filters import langcheck
 from distill.filters.answers import box_spans, choice_letter_span
+from distill.filters.config import FilterPreset, LanguageCheckConfig, ReadabilityConfig
 from distill.filters.readability import split_think
 
 MAX_SCAN = 400_000  # characters of a field searched for marks; a runaway trace is marked in its first part

@@ -4,7 +4,7 @@ Most teams start from traces someone else generated: OpenR1-Math-220k, OpenThoug
 s1K, or their own dumps of a chat API. Each names its columns its own way and packs its traces differently
 (a list of generations per problem, ShareGPT turns with `<|begin_of_thought|>` markers, a thinking column
 beside an attempt column). Each layout here is a `TraceMapping` (the same rules a user writes in a config)
-plus the test that recognises it from a file's columns and first rows, exactly as `distill/layouts.py`
+plus the test that recognises it from a file's columns and first rows, exactly as `distill/sources/layouts.py`
 does for prompt files; `to_traces` turns one source row into its trace records.
 
 What each publisher's card says (checked against the cards on the Hub; the rows the tests build follow them):
@@ -29,18 +29,16 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from distill.config import TraceMapping
 from distill.errors import RowError, UserError
-from distill.layouts import Layouts
-from distill.prompts.ingest import answer_after, last_boxed
 from distill.records import DOMAINS, RECORDS, stable_id
-
-if TYPE_CHECKING:
-    from distill.inputs import InputFile
+from distill.sources.layouts import Layouts
+from distill.sources.mapping import TraceMapping, answer_after, last_boxed
 
 Rows = Sequence[dict[str, Any]]
+
+
 TRACE = RECORDS["trace"]
 
 PROBLEM_NAMES = ("problem", "question", "Question", "prompt", "instruction", "query", "input")
@@ -266,15 +264,6 @@ TRACES: Layouts[TraceMapping] = Layouts(
     TRACE_LAYOUTS, unrecognised, _reads_as_is, own=(frozenset({"trace", "verdict"}), "trace")
 )
 detect, resolve = TRACES.detect, TRACES.resolve
-
-
-def for_files(
-    files: Sequence[InputFile], explicit: Sequence[TraceMapping], *, layout: str | None = None, what: str = "--input"
-) -> list[tuple[str, TraceMapping | None]]:
-    """Per input file: its trace layout's name and the mapping that reads it (None where the file is already in
-    the trace record's columns); `layout` (a known name) stands for every file no explicit mapping matches."""
-    default = TraceMapping(layout=layout) if layout is not None else None
-    return TRACES.for_files(files, explicit, default=default, what=what)
 
 
 # --- one source row -> its traces -------------------------------------------------------------------

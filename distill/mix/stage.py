@@ -28,14 +28,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from distill import inputs, trace_layouts
-from distill.config import MixConfig, TraceMapping
 from distill.errors import RowError
 from distill.executor import check_executor, executor_map
 from distill.filters.readability import split_think
+from distill.mix.config import MixConfig
 from distill.progress import StageProgress
 from distill.records import MESSAGE, RECORDS, coerce_row, stable_id
-from distill.stages import Context, Flow, PlanContext, Stage, register
+from distill.sources import inputs, trace_layouts
+from distill.sources.mapping import TraceMapping
+from distill.stages import Context, Flow, PlanContext
 from distill.store import WORK, DatasetWriter, ShardWriter, StageOutput, StageResult, atomic_write_bytes, crash_point
 from distill.tokenizer import count_tokens, load_counter, load_tokenizer, save_counter
 
@@ -128,7 +129,9 @@ def _choose(n: int, quota: int, upsample: bool, rng: np.random.Generator) -> np.
     return np.sort(np.concatenate([np.arange(n), rng.choice(n, size=quota - n, replace=True)]))
 
 
-def plan(cfg: MixConfig, files: dict[str, list[inputs.InputFile]]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def choose_rows(
+    cfg: MixConfig, files: dict[str, list[inputs.InputFile]]
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """The chosen row numbers of each source and what the report says about them."""
     chosen: dict[str, np.ndarray] = {}
     report: dict[str, Any] = {}
@@ -148,20 +151,14 @@ def plan(cfg: MixConfig, files: dict[str, list[inputs.InputFile]]) -> tuple[dict
     return chosen, report
 
 
-def run_mix(
-    cfg: MixConfig,
-    out: Path,
-    *,
-    base: Path = Path("."),
-    rows_per_shard: int = 10_000,
-    workers: int | None = None,
-    overwrite: bool = False,
-    show_progress: bool = True,
-    executor: str = "local",
-) -> tuple[StageResult, list[str]]:
-    """Returns the result and the warnings (sources short of their quota)."""
+def run(ctx: Context) -> StageResult:
+    """A source that names an earlier step of the pipeline reads that step's output."""
+    out, base, rows_per_shard, workers = ctx.out, ctx.base, ctx.rows_per_shard, ctx.workers
+    overwrite, show_progress, executor = ctx.overwrite, ctx.show_progress, ctx.executor
+    steps = {name: str(path.absolute()) for name, path in ctx.steps.items()}  # other paths: relative to ctx.base
+    sources = [s.model_copy(update={"path": steps[s.path]}) if s.path in steps else s for s in ctx.options.sources]
+    cfg: MixConfig = ctx.options.model_copy(update={"sources": sources})
     check_executor(executor)
-    out = Path(out)
     files = {
         s.name: inputs.resolve([str(_resolve(base, s.path))], CHUNK_ROWS, what=f"source {s.name!r}")
         for s in cfg.sources
@@ -175,15 +172,9 @@ def run_mix(
     }
     all_files = [f.describe() for s in cfg.sources for f in files[s.name]]
     with StageOutput(out, stage="mix", record=SFT, config=config, inputs=all_files, overwrite=overwrite) as o:
-        chosen, report = plan(cfg, files)
-        warnings = [
-            f"source {name!r}: {r['available']:,} rows for a quota of {r['quota']:,}; "
-            + ("took all and repeated sampled rows to fill it (upsample)" if r["upsampled"] else "took all of them")
-            for name, r in report.items()
-            if r["available"] < r["quota"]
-        ]
+        chosen, report = choose_rows(cfg, files)
         if o.complete:
-            return o.skipped(), warnings
+            return o.skipped()
         total = sum(len(v) for v in chosen.values())
         positions = np.random.default_rng(cfg.seed).permutation(total)
         buckets = -(-total // rows_per_shard)
@@ -202,7 +193,7 @@ def run_mix(
                 o.writer.record_shard(entry)
                 progress.advance(entry["rows_in"])
         stats = {"sources": report, **_token_stats(out, o.writer), **({"render": resumed} if resumed else {})}
-        return o.finish({"mix": stats}), warnings
+        return o.finish({"mix": stats})
 
 
 def _tokenizer_ref(base: Path, name: str | None) -> str | None:
@@ -355,7 +346,7 @@ def _layouts(files: list[inputs.InputFile]) -> dict[str, TraceMapping | None]:
         if f.record is not None or "messages" in columns or {"problem", "content"} <= set(columns):
             out[f.path] = None
             continue
-        ((_, mapping),) = trace_layouts.for_files([f], [], what="source")
+        ((_, mapping),) = inputs.layouts_of([f], [], table=trace_layouts.TRACES, what="source")
         out[f.path] = mapping
     return out
 
@@ -455,27 +446,12 @@ def _token_stats(out: Path, ds: DatasetWriter) -> dict[str, Any]:
     }
 
 
-def _stage_run(ctx: Context) -> StageResult:
-    """A source that names an earlier step of the pipeline reads that step's output."""
-    cfg: MixConfig = ctx.options
-    steps = {name: str(path.absolute()) for name, path in ctx.steps.items()}  # other paths: relative to ctx.base
-    sources = [s.model_copy(update={"path": steps[s.path]}) if s.path in steps else s for s in cfg.sources]
-    result, warnings = run_mix(cfg.model_copy(update={"sources": sources}), ctx.out, base=ctx.base,
-                               rows_per_shard=ctx.rows_per_shard, workers=ctx.workers, overwrite=ctx.overwrite,
-                               show_progress=ctx.show_progress, executor=ctx.executor)  # fmt: skip
-    for w in warnings:
-        print(f"warning: {w}", file=sys.stderr)
-    return result
-
-
-def _stage_plan(p: PlanContext) -> Flow:
-    from distill.plan import local_rows
-
+def plan(p: PlanContext) -> Flow:
     cfg: MixConfig = p.options
     rows, toks, assumed = 0.0, 0.0, []
     for source in cfg.sources:
         flow = p.flows.get(source.path)
-        available = flow.rows if flow else local_rows([str(p.ctx.path(source.path))])
+        available = flow.rows if flow else inputs.count_rows([str(p.ctx.path(source.path))])
         if available is None:  # not there yet: assume it fills its quota
             available = cfg.quota(source)
             assumed.append(source.name)
@@ -488,8 +464,20 @@ def _stage_plan(p: PlanContext) -> Flow:
     return Flow(rows, toks / rows if rows else 0, note)
 
 
-def _stage_details(result: StageResult, ctx: Context) -> None:
+def warnings(report: dict[str, Any]) -> list[str]:
+    """A line for each source short of its quota (`stats.mix.sources`)."""
+    return [
+        f"source {name!r}: {r['available']:,} rows for a quota of {r['quota']:,}; "
+        + ("took all and repeated sampled rows to fill it (upsample)" if r["upsampled"] else "took all of them")
+        for name, r in report.items()
+        if r["available"] < r["quota"]
+    ]
+
+
+def details(result: StageResult, ctx: Context) -> None:
     m = result.manifest.stats["mix"]
+    for w in warnings(m["sources"]):
+        print(f"warning: {w}", file=sys.stderr)
     for name, r in m["sources"].items():
         print(f"  {name:<20} {r['taken']:>10,} of quota {r['quota']:>10,} ({r['available']:,} available)",
               file=sys.stderr)  # fmt: skip
@@ -497,28 +485,3 @@ def _stage_details(result: StageResult, ctx: Context) -> None:
     if m["rows"]:
         summary = f"mean {t['mean']:,.0f}, p50 {t['p50']:,}, p99 {t['p99']:,}, max {t['max']:,}"
         print(f"  tokens: {t['total']:,} in all; {summary}", file=sys.stderr)
-
-
-STAGE = register(
-    Stage(
-        name="mix",
-        help="""Build the SFT set: rows from each source by quota, as chat messages with token counts, shuffled.
-
-    Paths in the YAML are relative to it. A source with fewer rows than its quota gives all it has (and
-    says so); only `upsample: true` repeats rows. Same config and inputs give byte-identical shards.
-
-    Example:
-
-      distill mix --config configs/mix/demo.yaml --out runs/sft-demo
-    """,
-        options=MixConfig,
-        run=_stage_run,
-        plan=_stage_plan,
-        details=_stage_details,
-        takes_input=False,
-        reads=lambda cfg: [s.path for s in cfg.sources],
-        config_flag=True,
-        config_help="Mix YAML: seed, sources with quota or share, total, tokenizer (paths in it are relative to it).",
-        out_help="Output dataset directory of SFT rows.",
-    )
-)

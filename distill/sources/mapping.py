@@ -1,6 +1,6 @@
-"""Column mapping for prompt sources whose columns are not the prompt record's.
+"""Column mappings: how to read a source whose columns are not the record's (the known layouts are mappings too).
 
-A mapping (`SourceMapping` in config.py) renames columns, pulls the final `\\boxed{}` answer out of a
+A mapping (`SourceMapping`; `TraceMapping` for trace files) renames columns, pulls the final `\\boxed{}` answer out of a
 worked solution, and turns a list of options into a lettered multiple-choice problem. It runs on each
 row before the row is validated, so a row it cannot map becomes a reject with the reason.
 """
@@ -14,14 +14,120 @@ import random
 import re
 from typing import Any
 
-from distill.config import SourceMapping
+from pydantic import Field, model_validator
+
+from distill.config import StrictModel
 from distill.errors import RowError
+
+
+class SourceMapping(StrictModel):
+    """How to read one kind of source whose columns differ from the prompt record.
+
+    Either `layout` (a known layout by name, `distill/sources/layouts.py`; files in a known layout need no mapping
+    at all, this only picks one where the columns alone are ambiguous) or the column rules below.
+    """
+
+    match: str = Field(default="*", description="glob on the input path or file name; the first match applies")
+    layout: str | None = Field(default=None, description="a known layout by name (e.g. gsm8k, math-solution)")
+    name: str | None = Field(default=None, description="`source` of these rows; default: the file's name")
+    columns: dict[str, str] = Field(default_factory=dict, description="source column -> prompt column")
+    answer_from_boxed: bool = Field(
+        default=False, description="`answer` holds a worked solution: keep its last \\boxed{} as the answer"
+    )
+    answer_after: str | None = Field(
+        default=None, description="`answer` holds a worked solution: the answer is the text after this marker"
+    )
+    choices: str | list[str] | None = Field(
+        default=None, description="a column holding a list of options, or the columns that each hold one"
+    )
+    correct_choice: str | None = Field(default=None, description="with a list of option columns: the right one")
+    shuffle_choices: bool = Field(default=False, description="shuffle options (seeded by the problem)")
+    messages: str | None = Field(
+        default=None,
+        description="a column of chat turns ({role, content} or {from, value}): the user turn is the problem",
+    )
+    domain: str | None = None
+    language: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SourceMapping:
+        if self.correct_choice is not None and (
+            not isinstance(self.choices, list) or self.correct_choice not in self.choices
+        ):
+            raise ValueError("correct_choice must be one of the columns listed in `choices`")
+        if self.answer_from_boxed and self.answer_after is not None:
+            raise ValueError("give either answer_from_boxed or answer_after, not both")
+        if self.layout is not None:
+            rules = ("columns", "answer_from_boxed", "answer_after", "choices", "correct_choice", "messages")
+            if given := [k for k in rules if k in self.model_fields_set]:
+                raise ValueError(f"`layout` already says how to read the columns; drop {', '.join(given)}")
+        return self
+
+
+class TraceMapping(StrictModel):
+    """How to read one kind of trace file whose columns differ from the trace record.
+
+    Either `layout` (a known trace layout by name, `distill/sources/trace_layouts.py`; files in a known layout need
+    no mapping at all) or the column rules below. The reply comes from exactly one of: `generations` (a list,
+    one trace per element), `reasoning` + `content`, `response` (think block inline, or opened in the prompt),
+    or the last assistant turn of `messages`. Columns no rule names are kept in `meta`.
+    """
+
+    match: str = Field(default="*", description="glob on the input path or file name; the first match applies")
+    layout: str | None = Field(default=None, description="a known trace layout by name (e.g. openr1-math, s1k)")
+    name: str | None = Field(default=None, description="`source` of these rows; default: the file's name")
+    columns: dict[str, str] = Field(default_factory=dict, description="renames applied first: column -> column")
+    problem: str | None = Field(default=None, description="column of the problem (default: from `messages`)")
+    prompt: str | None = Field(default=None, description="column of the user turn exactly as the teacher got it")
+    response: str | None = Field(default=None, description="column of the whole reply, think block inline")
+    reasoning: str | None = Field(default=None, description="column of the thinking (a list is joined)")
+    content: str | None = Field(default=None, description="column of the answer after the thinking")
+    generations: str | None = Field(default=None, description="a list column: one trace per element")
+    choices: str | None = Field(
+        default=None,
+        description="an OpenAI-style reply's `choices` ({message: {content, reasoning_content}, "
+        "finish_reason}): one trace each",
+    )
+    messages: str | None = Field(
+        default=None,
+        description="chat turns ({role, content} or {from, value}): user -> problem, last assistant -> trace",
+    )
+    system: str | None = Field(default=None, description="column of a system prompt (kept in meta)")
+    answer: str | None = Field(default=None, description="column of the gold answer")
+    answer_from_solution: bool = Field(
+        default=False, description="`answer` is a worked solution: its last \\boxed{}, or the text when it is short"
+    )
+    answer_after: str | None = Field(default=None, description="`answer` is worked: the answer follows this marker")
+    tests: str | None = Field(default=None, description="column of code tests (JSON)")
+    labels: list[str] = Field(
+        default_factory=list, description="columns of the publisher's own verdict (bool, yes/no; lists per generation)"
+    )
+    finish_reason: str | None = Field(default=None, description="column of the finish reason (a list per generation)")
+    teacher: str | None = Field(default=None, description="column naming the model that wrote the trace")
+    sample: str | None = Field(default=None, description="column of the sample index (default: position, else 0)")
+    aligned: list[str] = Field(
+        default_factory=list, description="other list columns aligned with `generations`: element k goes to meta"
+    )
+    drop: list[str] = Field(default_factory=list, description="columns that only copy others (not kept in meta)")
+    domain: str | None = Field(default=None, description="domain of rows that have none")
+    language: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TraceMapping:
+        if self.layout is not None:
+            rules = set(self.model_fields_set) - {"match", "layout", "name", "domain", "language"}
+            if rules:
+                raise ValueError(f"`layout` already says how to read the columns; drop {', '.join(sorted(rules))}")
+        if self.answer_from_solution and self.answer_after is not None:
+            raise ValueError("give either answer_from_solution or answer_after, not both")
+        return self
+
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
-def mapping_for(path: str, mappings: list[SourceMapping]) -> SourceMapping | None:
-    """The first mapping whose `match` glob matches the input's path (or its file name)."""
+def mapping_for(path: str, mappings: list[Any]) -> Any:
+    """The first mapping (a `SourceMapping` or `TraceMapping`) whose `match` glob fits the path or file name."""
     name = path.rsplit("/", 1)[-1]
     for m in mappings:
         if fnmatch.fnmatch(path, m.match) or fnmatch.fnmatch(name, m.match):

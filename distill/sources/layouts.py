@@ -15,18 +15,14 @@ line that names the columns it saw and the mapping that would read them.
 
 from __future__ import annotations
 
-import glob
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from distill.config import SourceMapping
 from distill.errors import UserError
-
-if TYPE_CHECKING:
-    from distill.inputs import InputFile
+from distill.sources.mapping import SourceMapping
 
 Rows = Sequence[dict[str, Any]]
 M = TypeVar("M")
@@ -205,7 +201,7 @@ def _reads_as_is(m: SourceMapping, columns: Sequence[str]) -> bool:
 @dataclass(frozen=True)
 class Layouts(Generic[M]):
     """A list of known layouts and what reading by them means: the prompt layouts here, the trace layouts in
-    `distill/trace_layouts.py`. One detector, one way an explicit mapping wins, one report per file."""
+    `distill/sources/trace_layouts.py`. One detector, one way an explicit mapping wins, one report per file."""
 
     table: dict[str, Any]  # name -> a layout with `name`, `what`, `recognise(columns, rows)` and `mapping(...)`
     unrecognised: Callable[[frozenset[str], Rows], str]  # the one line for a file no layout recognises
@@ -231,36 +227,6 @@ class Layouts(Generic[M]):
         overrides = {k: getattr(mapping, k) for k in ("match", "name", "domain", "language") if k in given}
         return base.model_copy(update={**overrides, "layout": mapping.layout})  # type: ignore[attr-defined]
 
-    def for_files(
-        self, files: Sequence[InputFile], explicit: Sequence[M], *, default: M | None = None, what: str = "--input"
-    ) -> list[tuple[str, M | None]]:
-        """Per input file: its layout's name and the mapping that reads it (None where the file already has the
-        record's columns). An explicit mapping whose `match` fits the file wins over detection; `default` (a
-        mapping that names a layout) stands for every file no explicit mapping matches."""
-        from distill import inputs
-        from distill.prompts.ingest import mapping_for
-
-        found: list[tuple[str, M | None]] = []
-        for f in files:
-            chosen = mapping_for(f.path, list(explicit)) or default  # type: ignore[arg-type]
-            if chosen is None and self.own and f.record in self.own[0]:
-                found.append((self.own[1], None))  # a stage's own output: no rows to sample (500 shards cost 0 s)
-                continue
-            columns, rows = inputs.sample_rows(f)
-            if chosen is not None and chosen.layout is None:
-                found.append(("mapping", chosen))
-                continue
-            if not rows:  # nothing readable at the top: its rows become rejects one by one, with their reasons
-                found.append(("unreadable", None))
-                continue
-            if chosen is not None:
-                name, m = chosen.layout or "", self.resolve(chosen, columns, rows)
-            else:
-                name, m = self.detect(columns, rows, f"{what} {f.path}")
-            m = m.model_copy(update={"match": glob.escape(f.path)})  # type: ignore[attr-defined]
-            found.append((name, None if self.reads_as_is(m, columns) else m))
-        return found
-
 
 def report_lines(found: Sequence[dict[str, Any]], table: dict[str, Any], kind: str = "layout") -> list[str]:
     """`KIND  PATH: NAME (what it is)` per input file, as a manifest records them (`path`, `layout`); many files of
@@ -283,8 +249,9 @@ PROMPT_LAYOUTS: Layouts[SourceMapping] = Layouts(LAYOUTS, unrecognised, _reads_a
 detect, resolve = PROMPT_LAYOUTS.detect, PROMPT_LAYOUTS.resolve
 
 
-def for_files(
-    files: Sequence[InputFile], explicit: Sequence[SourceMapping], *, what: str = "--input"
-) -> list[tuple[str, SourceMapping | None]]:
-    """Per input file: its prompt layout's name and the mapping that reads it (`Layouts.for_files`)."""
-    return PROMPT_LAYOUTS.for_files(files, explicit, what=what)
+def check_names(mappings: Sequence[Any], table: dict[str, Any], kind: str = "layout") -> None:
+    """A `ValueError` naming the first mapping whose `layout` is not in `table`: the options that hold mappings
+    call it from their validators (the mapping models sit below the layouts made of them)."""
+    for i, m in enumerate(mappings):
+        if m.layout is not None and m.layout not in table:
+            raise ValueError(f"[{i}].layout: unknown {kind} {m.layout!r}; use one of {', '.join(table)}")

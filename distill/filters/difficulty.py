@@ -17,17 +17,14 @@ from __future__ import annotations
 import sys
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pyarrow as pa
-from pydantic import Field
 
-from distill import inputs
-from distill.config import StrictModel
 from distill.records import RECORDS
-from distill.stages import Context, Flow, PlanContext, Stage, register
+from distill.sources import inputs
+from distill.stages import Context, Flow, PlanContext, invoke
 from distill.store import DatasetReader, ShardWriter, StageOutput, StageResult
-from distill.train.config import TINY
 
 RATE_BUCKETS = ((0.0, "0"), (0.25, "(0, 0.25]"), (0.5, "(0.25, 0.5]"), (0.75, "(0.5, 0.75]"), (0.999999, "(0.75, 1)"),
                 (1.0, "1"))  # fmt: skip
@@ -77,36 +74,11 @@ def read_rates(path: Path) -> dict[str, float | None]:
     return out
 
 
-class DifficultyOptions(StrictModel):
-    """The options of `distill difficulty` and of a pipeline step with `stage: difficulty`."""
-
-    model: str = Field(
-        description=f"The student before training: a checkpoint folder, a server URL, or {TINY} (the demo's)"
-    )
-    samples: int = Field(default=4, ge=1, description="Samples per prompt (k)")
-    seed: int = Field(default=0, description="Seed of the per-sample sampling seeds")
-    max_tokens: int = Field(default=4096, ge=1, description="Longest response")
-    temperature: float | None = Field(default=None, ge=0, description="Default: the checkpoint's, else 0.6")
-    top_p: float | None = Field(default=None, gt=0, le=1, description="Default: the checkpoint's, else 0.95")
-    backend: Literal["transformers", "vllm"] = Field(default="transformers", description="For a checkpoint folder")
-    served_model_name: str | None = Field(default=None, description="For a server URL: the model it serves")
-
-
-def run_difficulty(
-    input_specs: list[str],
-    out: Path,
-    opts: DifficultyOptions,
-    *,
-    overwrite: bool = False,
-    show_progress: bool = True,
-    workers: int | None = None,
-    rows_per_shard: int = 256,
-) -> StageResult:
+def run(ctx: Context) -> StageResult:
     from distill.eval.run import EVAL_PRESET, model_fingerprint, resolve_model, teacher_for
-    from distill.filters.stage import run_filter
-    from distill.teacher.stage import run_generate
 
-    out = Path(out)
+    input_specs, out, opts, rows_per_shard = ctx.inputs, ctx.out, ctx.options, ctx.rows_per_shard
+    overwrite, show_progress = ctx.overwrite, ctx.show_progress
     opts = opts.model_copy(update={"model": resolve_model(opts.model)})
     cfg = teacher_for(opts.model, opts.samples, backend=opts.backend, max_tokens=opts.max_tokens,
                       temperature=opts.temperature, top_p=opts.top_p, seed=opts.seed,
@@ -121,10 +93,9 @@ def run_difficulty(
         if o.complete:
             return o.skipped()
         common = {"overwrite": overwrite, "show_progress": show_progress}
-        run_generate(
-            input_specs, out / "_samples", cfg, rows_per_shard=max(1, rows_per_shard // opts.samples), **common
-        )
-        run_filter([str(out / "_samples")], out / "_scored", EVAL_PRESET, workers=workers, **common)
+        invoke("generate", input_specs, out / "_samples", settings=cfg,
+               rows_per_shard=max(1, rows_per_shard // opts.samples), **common)  # fmt: skip
+        invoke("filter", [out / "_samples"], out / "_scored", settings=EVAL_PRESET, workers=ctx.workers, **common)
         counts = pass_rates(out / "_scored")
         prompts: dict[str, dict[str, Any]] = {}
         for chunk in inputs.plan(files, 1 << 62):  # the prompts in input order, each once
@@ -153,13 +124,7 @@ def run_difficulty(
         return o.finish({"difficulty": stats})
 
 
-def _stage_run(ctx: Context) -> StageResult:
-    return run_difficulty(ctx.inputs, ctx.out, ctx.options, overwrite=ctx.overwrite,
-                          show_progress=ctx.show_progress, workers=ctx.workers,
-                          rows_per_shard=ctx.rows_per_shard)  # fmt: skip
-
-
-def _stage_plan(p: PlanContext) -> Flow:
+def plan(p: PlanContext) -> Flow:
     src, k = p.upstream, p.options.samples
     rows = src.rows if src else 0
     return Flow(rows, 0, f"the student's pass rate on {rows:,.0f} prompts ({k} samples each)")
@@ -172,33 +137,10 @@ def rate_line(s: dict[str, Any]) -> str:
     return f"student {s['student']}: mean pass rate {mean} over {s['prompts']:,} prompts x {k}; {hist}"
 
 
-def _stage_details(result: StageResult, ctx: Context) -> None:
+def details(result: StageResult, ctx: Context) -> None:
     stats = result.manifest.stats["difficulty"]
     print(f"  {rate_line(stats)}", file=sys.stderr)
     if stats.get("no_verifier"):
         print(f"  {stats['no_verifier']:,} prompts have no verifier (domain general, or no answer / tests): no rate; "
               "run `distill prompts` on a raw file first, it detects math, code and multiple-choice layouts",
               file=sys.stderr)  # fmt: skip
-
-
-STAGE = register(
-    Stage(
-        name="difficulty",
-        help="""Each prompt's pass rate for a student: k samples through the eval's generation and verifiers.
-
-    `distill select --student-rates DIR --max-student-pass-rate X` then drops what the student already solves.
-
-    Example:
-
-      distill difficulty --input data/demo/heldout.jsonl --model distill:tiny-qwen2 --max-tokens 32 --out runs/rates
-    """,
-        options=DifficultyOptions,
-        run=_stage_run,
-        plan=_stage_plan,
-        details=_stage_details,
-        rows_per_shard=256,
-        rows_help="Student samples per shard of _samples/ (the unit of resume).",
-        input_help="Prompts: a dataset directory, .parquet or .jsonl file, a folder of them, a glob.",
-        out_help="Output dataset directory: one row per prompt with the student's pass rate.",
-    )
-)

@@ -28,10 +28,11 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from distill.config import SourceMapping, TraceMapping
 from distill.errors import RowError, UserError
-from distill.prompts.ingest import apply_mapping, mapping_for
 from distill.records import Record, coerce_row, conform_table, output_schema
+from distill.sources.layouts import PROMPT_LAYOUTS, Layouts
+from distill.sources.mapping import SourceMapping, TraceMapping, apply_mapping, mapping_for
+from distill.sources.trace_layouts import TRACES, to_traces
 from distill.store import DatasetReader, check_shard, is_dataset_dir
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
@@ -73,6 +74,16 @@ def resolve(specs: list[str], rows_per_shard: int, *, what: str = "--input") -> 
     for spec in specs:
         files.extend(_resolve_one(spec, rows_per_shard, what))
     return files
+
+
+def count_rows(specs: list[str]) -> int | None:
+    """Rows of local inputs, or None when any is missing or remote (hf:): what a plan counts."""
+    if any(s.startswith("hf:") for s in specs):
+        return None
+    try:
+        return sum(f.rows for f in resolve(specs, 10_000))
+    except Exception:  # a missing or unreadable input: the plan falls back on its assumption
+        return None
 
 
 def _resolve_one(spec: str, rows_per_shard: int, what: str) -> list[InputFile]:
@@ -296,6 +307,40 @@ def sample_rows(f: InputFile, k: int = 20) -> tuple[list[str], list[dict[str, An
     for _, table in _table_slices(chunk, k):
         return table.column_names, table.to_pylist()
     return [], []
+
+
+def layouts_of(
+    files: Sequence[InputFile],
+    explicit: Sequence[Any],
+    *,
+    table: Layouts[Any] = PROMPT_LAYOUTS,
+    layout: str | None = None,
+    what: str = "--input",
+) -> list[tuple[str, Any]]:
+    """Per input file: its layout's name (in `table`: the prompt layouts, or `TRACES`) and the mapping that reads
+    it (None where the file already has the record's columns). An explicit mapping whose `match` fits the file
+    wins over detection; `layout` (a known name) stands for every file no explicit mapping matches."""
+    default = None if layout is None else (TraceMapping if table is TRACES else SourceMapping)(layout=layout)
+    found: list[tuple[str, Any]] = []
+    for f in files:
+        chosen = mapping_for(f.path, list(explicit)) or default
+        if chosen is None and table.own and f.record in table.own[0]:
+            found.append((table.own[1], None))  # a stage's own output: no rows to sample (500 shards cost 0 s)
+            continue
+        columns, rows = sample_rows(f)
+        if chosen is not None and chosen.layout is None:
+            found.append(("mapping", chosen))
+            continue
+        if not rows:  # nothing readable at the top: its rows become rejects one by one, with their reasons
+            found.append(("unreadable", None))
+            continue
+        if chosen is not None:
+            name, m = chosen.layout or "", table.resolve(chosen, columns, rows)
+        else:
+            name, m = table.detect(columns, rows, f"{what} {f.path}")
+        m = m.model_copy(update={"match": glob.escape(f.path)})
+        found.append((name, None if table.reads_as_is(m, columns) else m))
+    return found
 
 
 def column_has(files: list[InputFile], column: str, value: str) -> bool:
@@ -607,8 +652,6 @@ def _convert(
     if not isinstance(obj, dict):
         raise RowError("not_an_object", "a row must be a JSON object")
     if isinstance(mapping, TraceMapping):
-        from distill.trace_layouts import to_traces
-
         found = to_traces(obj, mapping, source, number)
     else:
         found = [apply_mapping(obj, mapping) if mapping is not None else obj]
