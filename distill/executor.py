@@ -41,6 +41,7 @@ from distill.progress import StageProgress
 from distill.records import Record, conform_table, get_record
 from distill.sources import inputs as inputs_mod
 from distill.sources.mapping import SourceMapping, TraceMapping
+from distill.stages import Context
 from distill.store import ShardWriter, StageOutput, StageResult, totals
 
 BatchFunction = Callable[..., pa.RecordBatch | pa.Table]
@@ -216,17 +217,15 @@ def _conform_output(out: pa.Table, record: Record | None, stage: MapStage, write
 
 def run_map_stage(
     stage: MapStage,
-    input_specs: list[str],
-    out: Path,
+    ctx: Context,
     *,
-    workers: int | None = None,
-    overwrite: bool = False,
-    rows_per_shard: int = 10_000,
-    show_progress: bool = True,
+    rows_per_shard: int | None = None,
     extra_stats: Callable[[], dict[str, Any]] | None = None,
-    executor: str = "local",
 ) -> StageResult:
-    """Run `stage` over the inputs into `out`; `extra_stats` adds to the manifest's stats once all shards are in."""
+    """Run `stage` over the context's inputs into its `out` (`rows_per_shard`: other than the step's, e.g. the
+    filter's traces per row); `extra_stats` adds to the manifest's stats once all shards are in."""
+    input_specs, out, executor = ctx.inputs, ctx.out, ctx.executor
+    rows_per_shard = rows_per_shard or ctx.rows_per_shard
     if rows_per_shard < 1:
         raise UserError(f"rows_per_shard is {rows_per_shard}; it must be at least 1")
     check_executor(executor)
@@ -239,7 +238,7 @@ def run_map_stage(
     out_record = get_record(stage.output_record) if stage.output_record else None
     described = [f.describe() for f in files]
     with StageOutput(out, stage=stage.name, record=out_record, config=stage.config(rows_per_shard),
-                     inputs=described, overwrite=overwrite) as o:  # fmt: skip
+                     inputs=described, overwrite=ctx.overwrite) as o:  # fmt: skip
         if o.complete:
             return o.skipped()
         o.writer.set_plan(len(chunks))
@@ -248,8 +247,8 @@ def run_map_stage(
                 if k not in o.opened.done]  # fmt: skip
         total_rows = sum(c.stop - c.start for c in chunks)
         done_rows = sum(s.get("rows_in", 0) for s in o.opened.manifest.shards.values())
-        with StageProgress(stage.name, total_rows, done_rows, enabled=show_progress) as progress:
-            for entry in executor_map(run_shard, todo, workers, executor):
+        with StageProgress(stage.name, total_rows, done_rows, enabled=ctx.show_progress) as progress:
+            for entry in executor_map(run_shard, todo, ctx.workers, executor):
                 o.writer.record_shard(entry)
                 progress.advance(entry["rows_in"], Counter(entry.get("rejects", {}).get("codes", {})))
         nothing_out(stage.name, o.writer.manifest, out)

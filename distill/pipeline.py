@@ -141,9 +141,7 @@ class PipelineRun:
                           batch_size=step.batch_size)  # fmt: skip
 
         def run(ctx: Context) -> StageResult:
-            return run_map_stage(mapped, ctx.inputs, ctx.out, workers=ctx.workers, overwrite=ctx.overwrite,
-                                 rows_per_shard=ctx.rows_per_shard, show_progress=ctx.show_progress,
-                                 executor=ctx.executor)  # fmt: skip
+            return run_map_stage(mapped, ctx)
 
         return Stage(name="function", help=step.function, options=FunctionOptions, run=run,
                      load=lambda ctx: load_function(mapped.function))  # fmt: skip

@@ -43,8 +43,7 @@ def count(batch: pa.RecordBatch, column: str, min_words: int) -> pa.Table:
 def run(ctx):
     o = ctx.options
     step = MapStage("wordcount", "wordcount_stage:count", {"column": o.column, "min_words": o.min_words})
-    return run_map_stage(step, ctx.inputs, ctx.out, workers=ctx.workers, overwrite=ctx.overwrite,
-                         rows_per_shard=ctx.rows_per_shard, show_progress=ctx.show_progress, executor=ctx.executor)
+    return run_map_stage(step, ctx)
 
 
 def plan(p):

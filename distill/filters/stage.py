@@ -352,18 +352,15 @@ def load(ctx: Context) -> FilterPreset:
 
 
 def run(ctx: Context) -> StageResult:
-    input_specs, out, preset, rows_per_shard = ctx.inputs, ctx.out, ctx.settings, ctx.rows_per_shard
-    executor = ctx.executor
-    sources, layout = ctx.options.sources, ctx.options.layout
-    check_executor(executor)  # a bad --executor is named before any input is read
-    files = inputs.resolve(input_specs, rows_per_shard)
-    found = inputs.layouts_of(
-        files, list(sources), table=trace_layouts.TRACES, layout=layout
-    )  # an unknown layout: one line, exit 2
+    out, preset = ctx.out, ctx.settings
+    check_executor(ctx.executor)  # a bad --executor is named before any input is read
+    files = inputs.resolve(ctx.inputs, ctx.rows_per_shard)
+    # an unknown layout: one line, exit 2
+    found = inputs.layouts_of(files, ctx.options.sources, table=trace_layouts.TRACES, layout=ctx.options.layout)
     described = [{"path": f.path, "layout": name} for f, (name, _) in zip(files, found, strict=True)]
     # A shard is cut from input rows: where a row holds a list of traces (OpenR1's generations, an API reply's
     # choices), fewer rows make a shard, so shards stay ~rows_per_shard traces and every core gets work.
-    rows_per_shard = max(1, round(rows_per_shard / _traces_per_row(files, found)))
+    rows_per_shard = max(1, round(ctx.rows_per_shard / _traces_per_row(files, found)))
     isolation = _isolation(files, preset, any(m is not None and m.tests for _, m in found))
     options = preset.model_dump()
     if options["judge"] is None:
@@ -390,17 +387,7 @@ def run(ctx: Context) -> StageResult:
             **_judge_stats(Path(out), preset, started),
         }
 
-    return run_map_stage(
-        stage,
-        input_specs,
-        Path(out),
-        workers=ctx.workers,
-        overwrite=ctx.overwrite,
-        rows_per_shard=rows_per_shard,
-        show_progress=ctx.show_progress,
-        extra_stats=stats,
-        executor=executor,
-    )
+    return run_map_stage(stage, ctx, rows_per_shard=rows_per_shard, extra_stats=stats)
 
 
 def plan(p: PlanContext) -> Flow:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter, defaultdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,7 @@ REMOVED_COLUMNS = [
 
 def run(ctx: Context) -> StageResult:
     cfg: PromptsConfig = ctx.options
-    input_specs, out, rows_per_shard, workers = ctx.inputs, ctx.out, ctx.rows_per_shard, ctx.workers
+    input_specs, out, rows_per_shard = ctx.inputs, ctx.out, ctx.rows_per_shard
     overwrite, show_progress, executor = ctx.overwrite, ctx.show_progress, ctx.executor
     check_executor(executor)
     bench_specs = [str(ctx.path(b)) for b in cfg.decontaminate.benchmarks]
@@ -102,15 +103,7 @@ def run(ctx: Context) -> StageResult:
             input_record=PROMPT.name,
             mappings=mappings,
         )
-        run_map_stage(
-            pass1,
-            input_specs,
-            signatures,
-            workers=workers,
-            rows_per_shard=rows_per_shard,
-            show_progress=show_progress,
-            executor=executor,
-        )
+        run_map_stage(pass1, replace(ctx, out=signatures, overwrite=False))
 
         # Pass 2: global decisions (seconds; recomputed on a resume rather than stored).
         reader = DatasetReader(signatures)
