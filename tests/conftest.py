@@ -186,3 +186,73 @@ def curate(specs: list, out: Path, cfg: object = None, benchmarks: list | None =
         deco = deco.model_copy(update={"benchmarks": [*deco.benchmarks, *map(str, benchmarks)]})
         cfg = cfg.model_copy(update={"decontaminate": deco})  # type: ignore[attr-defined]
     return invoke("prompts", specs, out, cfg, **knobs)  # type: ignore[arg-type]
+
+
+# `make test-fast` runs what is not marked slow (`-m "not slow"`): whole files that start real servers, a Ray
+# cluster, a browser, the hostile sandbox suite or whole chains, and the tests measured at 4 s or more on 2 cores
+# (pytest --durations, 2026-12-07). `make test` (CI) runs everything. A new slow test goes in a list below.
+SLOW_FILES = {
+    "test_vllm_server.py",
+    "test_cluster.py",
+    "test_view_browser.py",
+    "test_demo.py",
+    "test_efficacy.py",
+    "test_help_examples.py",
+    "test_isolation.py",
+    "test_sandbox.py",
+    "test_crash_resume.py",
+    "test_ratelimit.py",
+}
+SLOW_TESTS = {
+    "test_bad_inputs.py::test_csv_whose_types_change_after_the_first_block_and_a_broken_csv",
+    "test_card_publish.py::test_a_wheel_carries_the_card_template_and_a_plain_install_writes_cards",
+    "test_card_publish.py::test_publish_finds_the_token_as_the_hub_client_does_and_says_what_failed",
+    "test_card_publish.py::test_the_card_is_the_same_from_any_working_directory",
+    "test_cli.py::test_run_then_rerun_skips_then_changed_config_is_refused",
+    "test_declarations.py::test_compare_from_the_command_line",
+    "test_declarations.py::test_every_step_is_a_command_from_its_declaration",
+    "test_difficulty.py::test_pass_rates_by_hand_then_select_what_the_student_does_not_solve",
+    "test_difficulty.py::test_real_math500_rows_need_the_prompts_stage_first_and_the_command_says_so",
+    "test_difficulty.py::test_the_tiny_student_is_reproducible_with_a_seed_in_a_pipeline",
+    "test_eval.py::test_a_killed_evaluation_continues_where_it_stopped",
+    "test_eval.py::test_tiny_checkpoint_same_seed_same_numbers_and_resume",
+    "test_filters.py::test_filter_then_select_commands",
+    "test_generate.py::test_sigkill_mid_run_then_rerun_requests_only_what_is_missing",
+    "test_generate.py::test_synthetic_kill_at_commit_steps_then_rerun_gives_the_clean_rows",
+    "test_generate.py::test_synthetic_teacher_faults_reach_every_filter",
+    "test_generate.py::test_wrong_api_key_stops_the_run_with_one_line",
+    "test_gpu_check.py::test_its_cpu_self_test_runs_every_step",
+    "test_judge.py::test_an_unreachable_judge_stops_the_run_without_marking_rows",
+    "test_judge.py::test_judge_decides_rescues_caches_and_reports_its_cost",
+    "test_memory.py::test_a_kernel_the_recipe_requires_and_the_machine_lacks_is_one_line",
+    "test_memory.py::test_every_recipe_dry_run_prints_its_memory_and_fits",
+    "test_mix.py::test_a_kill_while_rendering_resumes_from_the_chunks_already_rendered",
+    "test_mix.py::test_cli_mix_resumes_after_a_kill",
+    "test_nonreasoning.py::test_offline_run_through_to_the_mix",
+    "test_prompts.py::test_cli_prompts_killed_midway_resumes_to_the_same_output",
+    "test_readers.py::test_filter_reads_every_format_to_the_same_verdicts",
+    "test_readers.py::test_train_reads_a_plain_folder_of_parquet_files",
+    "test_real_data.py::test_every_gsm8k_row_is_read_with_the_number_after_the_marker_as_its_answer",
+    "test_trace_layouts.py::test_a_cut_shard_is_one_line_for_every_command_that_reads_one",
+    "test_trace_layouts.py::test_a_public_trace_set_is_a_mix_source",
+    "test_trace_layouts.py::test_demo_verdicts_as_jsonl_are_read_back_by_select",
+    "test_trace_layouts.py::test_each_public_layout_gives_the_plain_files_verdicts",
+    "test_trace_layouts.py::test_math_dense_english_does_not_read_as_another_language",
+    "test_trace_layouts.py::test_plain_files_as_published_no_config",
+    "test_train.py::test_a_killed_run_resumes_from_its_last_checkpoint",
+    "test_train.py::test_a_pipeline_train_step_launches_with_the_recipes_processes",
+    "test_train.py::test_a_recipe_passes_any_sftconfig_field_and_a_typo_is_one_line",
+    "test_train.py::test_long_rows_are_dropped_and_counted_in_the_plan",
+    "test_train.py::test_lora_student_and_a_template_whose_markers_the_tokenizer_lacks",
+    "test_train.py::test_preflight_fails_loudly_before_training",
+    "test_train.py::test_training_lowers_the_loss_and_saves_a_servable_checkpoint",
+    "test_train.py::test_two_process_fsdp_run_through_accelerate_really_shards",
+    "test_view.py::test_the_datasets_are_found_in_pipeline_order_and_linked",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        path, _, name = item.nodeid.partition("::")
+        if Path(path).name in SLOW_FILES or f"{Path(path).name}::{name.split('[')[0]}" in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
