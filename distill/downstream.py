@@ -103,8 +103,15 @@ def publish(ctx: Context) -> Done:
     o = ctx.options
     done = publish(_source(ctx), o.repo_id, dry_run=o.dry_run, private=o.private)
     what = f"dry run: would upload {len(done.files)} files to {o.repo_id}" if o.dry_run else f"uploaded: {done.url}"
-    lines = [f"  would upload  {p}" for p in done.files] if o.dry_run else []
-    return Done(False, "\n".join([f"{what} (staged in {done.staging}; files the repo has are not sent)", *lines]))
+    result = Done(False, f"{what} (staged in {done.staging}; files the repo has are not sent)")
+    result.files = done.files if o.dry_run else []  # type: ignore[attr-defined]  # for the command's details
+    return result
+
+
+def publish_details(done: Done, ctx: Context) -> None:
+    print(f"publish: {done.report}", file=sys.stderr)
+    for p in done.files:  # type: ignore[attr-defined]
+        print(f"  would upload  {p}", file=sys.stderr)
 
 
 register(
@@ -121,6 +128,7 @@ register(
         options=PublishOptions,
         argument=Argument("input", "A finished dataset directory."),
         run="distill.downstream:publish",
+        details="distill.downstream:publish_details",
         plan=lambda p: Flow(0, 0, f"upload to {p.options.repo_id}" + " (dry run)" * p.options.dry_run),
         rows_per_shard=None,
         parallel=False,

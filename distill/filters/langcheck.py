@@ -69,11 +69,6 @@ def foreign_words(text: str, target: str) -> tuple[int, int, tuple[int, int, str
     return foreign, total, longest
 
 
-def foreign_script_share(text: str, target: str) -> float:
-    foreign, total, _ = foreign_words(text, target)
-    return foreign / total if total else 0.0
-
-
 def window_spans(length: int, size: int, count: int) -> list[tuple[int, int]]:
     """(start, end) of up to `count` windows of `size` characters spread evenly over a text."""
     if length <= size:
