@@ -24,8 +24,8 @@ from typing import Any, Generic, TypeVar
 from distill.errors import UserError
 from distill.sources.mapping import SourceMapping
 
-Rows = Sequence[dict[str, Any]]
 M = TypeVar("M")
+Rows = Sequence[dict[str, Any]]
 
 # Column names a problem or an answer goes by in public sets (the first one found wins).
 QUESTION_NAMES = ("question", "Question", "Problem", "prompt", "query", "input", "instruction")
@@ -38,12 +38,14 @@ GPQA_OPTIONS = ["Correct Answer", "Incorrect Answer 1", "Incorrect Answer 2", "I
 
 
 @dataclass(frozen=True)
-class Layout:
+class Layout(Generic[M]):
+    """A known layout: prompt layouts give a `SourceMapping`, trace layouts (trace_layouts.py) a `TraceMapping`."""
+
     name: str
     what: str  # one line for the report: what was recognised and what it becomes
-    recognise: Callable[[frozenset[str], Rows], SourceMapping | None]  # the mapping, or None if not this layout
+    recognise: Callable[[frozenset[str], Rows], M | None]  # the mapping, or None if not this layout
 
-    def mapping(self, columns: frozenset[str], rows: Rows = ()) -> SourceMapping:
+    def mapping(self, columns: frozenset[str], rows: Rows = ()) -> M:
         m = self.recognise(columns, rows)
         if m is None:
             raise UserError(f"layout {self.name!r} does not fit columns {', '.join(sorted(columns))}")
@@ -155,7 +157,7 @@ def _problem_only(cols: frozenset[str], _rows: Rows) -> SourceMapping | None:
 
 
 # In order: the first layout that recognises a file's columns is its layout (more specific ones first).
-LAYOUTS: dict[str, Layout] = {
+LAYOUTS: dict[str, Layout[SourceMapping]] = {
     layout.name: layout
     for layout in (
         Layout("gpqa", "GPQA: Question + Correct Answer + 3 Incorrect -> shuffled lettered options", _gpqa),

@@ -27,13 +27,12 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
-from distill.errors import RowError, UserError
+from distill.errors import RowError
 from distill.records import DOMAINS, RECORDS, stable_id
-from distill.sources.layouts import Layouts
+from distill.sources.layouts import Layout, Layouts
 from distill.sources.mapping import TraceMapping, answer_after, last_boxed
 
 Rows = Sequence[dict[str, Any]]
@@ -53,19 +52,6 @@ LABEL_NAMES = ("correct", "is_correct", "correctness_math_verify", "correctness_
 THOUGHT_MARKERS = ("<|begin_of_thought|>", "<|end_of_thought|>")
 # Columns that only our own stages write: a file that has them is a distill trace / verdict file, read as is.
 OURS = ("reject_reason", "keep")
-
-
-@dataclass(frozen=True)
-class TraceLayout:
-    name: str
-    what: str  # one line for the report: what was recognised and what it becomes
-    recognise: Callable[[frozenset[str], Rows], TraceMapping | None]
-
-    def mapping(self, columns: frozenset[str], rows: Rows = ()) -> TraceMapping:
-        m = self.recognise(columns, rows)
-        if m is None:
-            raise UserError(f"trace layout {self.name!r} does not fit columns {', '.join(sorted(columns))}")
-        return m
 
 
 def _first(cols: frozenset[str], names: Sequence[str]) -> str | None:
@@ -218,26 +204,26 @@ def _chat(cols: frozenset[str], rows: Rows) -> TraceMapping | None:
 
 
 # In order: the first layout that recognises a file's columns is its layout (more specific ones first).
-TRACE_LAYOUTS: dict[str, TraceLayout] = {
+TRACE_LAYOUTS: dict[str, Layout[TraceMapping]] = {
     layout.name: layout
     for layout in (
-        TraceLayout("trace", "distill trace / verdict records (problem, sample, reasoning, content)", _trace),
-        TraceLayout("openr1-math", "OpenR1-Math-220k: problem + generations (one trace each) + correctness lists",
+        Layout("trace", "distill trace / verdict records (problem, sample, reasoning, content)", _trace),
+        Layout("openr1-math", "OpenR1-Math-220k: problem + generations (one trace each) + correctness lists",
                     _openr1),
-        TraceLayout("openthoughts-metadata", "OpenThoughts metadata: problem + deepseek_reasoning + deepseek_solution",
+        Layout("openthoughts-metadata", "OpenThoughts metadata: problem + deepseek_reasoning + deepseek_solution",
                     _openthoughts_metadata),
-        TraceLayout("s1k-1.1", "s1K-1.1: question + deepseek_thinking_trajectory + deepseek_attempt (+ deepseek_grade)",
+        Layout("s1k-1.1", "s1K-1.1: question + deepseek_thinking_trajectory + deepseek_attempt (+ deepseek_grade)",
                     _s1k_11),
-        TraceLayout("s1k", "s1K: question + thinking_trajectories + attempt", _s1k),
-        TraceLayout("sharegpt-thoughts", "OpenThoughts-114k / Bespoke-Stratos-17k: system + conversations with "
+        Layout("s1k", "s1K: question + thinking_trajectories + attempt", _s1k),
+        Layout("sharegpt-thoughts", "OpenThoughts-114k / Bespoke-Stratos-17k: system + conversations with "
                     "<|begin_of_thought|> markers", _sharegpt_thoughts),
-        TraceLayout("openai-reply", "a chat-completion reply saved whole: choices[].message (content, "
+        Layout("openai-reply", "a chat-completion reply saved whole: choices[].message (content, "
                     "reasoning_content) + the problem or the request's messages", _openai_reply),
-        TraceLayout("api-reply", "an API's saved reply: problem + reasoning_content (or reasoning) + content",
+        Layout("api-reply", "an API's saved reply: problem + reasoning_content (or reasoning) + content",
                     _api_reply),
-        TraceLayout("plain", "problem + response (think block inline, or opened in the prompt) + gold answer",
+        Layout("plain", "problem + response (think block inline, or opened in the prompt) + gold answer",
                     _plain),
-        TraceLayout("chat", "messages / conversations: the user turn is the problem, the last assistant turn the "
+        Layout("chat", "messages / conversations: the user turn is the problem, the last assistant turn the "
                     "trace", _chat),
     )
 }  # fmt: skip
