@@ -75,14 +75,9 @@ def _main(
     pass
 
 
-ExecutorOption = Annotated[
-    str,
-    typer.Option(
-        "--executor",
-        help="local: a process pool on this machine; ray: tasks on the Ray cluster in RAY_ADDRESS "
-        "(or a local Ray instance). Same rows either way.",
-    ),
-]
+EXECUTOR_HELP = ("local: a process pool on this machine; ray: tasks on the Ray cluster in RAY_ADDRESS (or a local "
+                 "Ray instance). Same rows either way.")  # fmt: skip
+ExecutorOption = Annotated[str, typer.Option("--executor", help=EXECUTOR_HELP)]
 
 
 @app.command()
@@ -166,8 +161,9 @@ def command(stage: stages.Stage) -> Callable[..., None]:
 
     if arg is not None:
         typ = list[str] if arg.many else str
+        positional = Annotated[typ, typer.Argument(help=arg.help, metavar=arg.metavar)]
         params.append(inspect_mod.Parameter("argument", inspect_mod.Parameter.KEYWORD_ONLY, default=...,
-                                            annotation=Annotated[typ, typer.Argument(help=arg.help)]))  # fmt: skip
+                                            annotation=positional))  # fmt: skip
     if stage.takes_input and stage.input_flag and (arg is None or arg.target != "input"):
         required = not stage.input_optional
         add("input", list[str] if required else list[str] | None, ... if required else None,
@@ -200,9 +196,7 @@ def command(stage: stages.Stage) -> Callable[..., None]:
         add("rows_per_shard", int, stage.rows_per_shard, param_decls=["--rows-per-shard"], min=1, help=stage.rows_help)
     if stage.parallel:
         add("workers", int | None, None, param_decls=["--workers"], min=1, help="Processes; default: all cores.")
-        add("executor", str, "local", param_decls=["--executor"],
-            help="local: a process pool on this machine; ray: tasks on the Ray cluster in RAY_ADDRESS (or a local "
-            "Ray instance). Same rows either way.")  # fmt: skip
+        add("executor", str, "local", param_decls=["--executor"], help=EXECUTOR_HELP)
     add("overwrite", bool, False, param_decls=["--overwrite"], help="Discard an existing --out and start afresh.")
     add("progress", bool, True, param_decls=["--progress/--no-progress"], help="Show progress bars.")
 

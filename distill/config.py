@@ -6,11 +6,9 @@ file, the key (as a path such as `steps[1].rows_per_shard`) and the fix; the CLI
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from distill.errors import UserError
@@ -30,6 +28,8 @@ class StrictModel(BaseModel):
 
 
 def load_yaml(path: str | Path) -> Any:
+    import yaml  # here: `distill --help` reads no YAML
+
     p = Path(path)
     try:
         if not p.exists():
@@ -73,6 +73,8 @@ def describe(error: ValidationError, model: type[BaseModel]) -> str:
     loc = _loc(first["loc"])
     kind = first["type"]
     if kind == "extra_forbidden":
+        import difflib
+
         known = _known_keys(model, first["loc"][:-1])
         close = difflib.get_close_matches(str(first["loc"][-1]), known, n=1)
         hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}"

@@ -324,7 +324,9 @@ register(
       distill compare student=runs/eval/tiny teacher=runs/eval/syn --out runs/eval/compare
     """,
         options=CompareOptions,
-        argument=Argument("arms", "Arms: NAME=DIR[,DIR...] (one eval folder per seed) or DIR.", many=True, parse=_arms),
+        argument=Argument(
+            "arms", "Arms: NAME=DIR[,DIR...] (one eval folder per seed) or DIR.", "ARM", many=True, parse=_arms
+        ),
         load="distill.downstream:check_arms",
         run="distill.downstream:compare",
         plan=_plan_compare,

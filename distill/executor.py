@@ -220,17 +220,19 @@ def run_map_stage(
     ctx: Context,
     *,
     rows_per_shard: int | None = None,
+    files: list[inputs_mod.InputFile] | None = None,
     extra_stats: Callable[[], dict[str, Any]] | None = None,
 ) -> StageResult:
     """Run `stage` over the context's inputs into its `out` (`rows_per_shard`: other than the step's, e.g. the
-    filter's traces per row); `extra_stats` adds to the manifest's stats once all shards are in."""
+    filter's traces per row; `files`: the inputs already resolved at that size); `extra_stats` adds to the
+    manifest's stats once all shards are in."""
     input_specs, out, executor = ctx.inputs, ctx.out, ctx.executor
     rows_per_shard = rows_per_shard or ctx.rows_per_shard
     if rows_per_shard < 1:
         raise UserError(f"rows_per_shard is {rows_per_shard}; it must be at least 1")
     check_executor(executor)
     load_function(stage.function)  # a bad function spec fails before anything is read
-    files = inputs_mod.resolve(input_specs, rows_per_shard)
+    files = files or inputs_mod.resolve(input_specs, rows_per_shard)
     in_record = get_record(stage.input_record) if stage.input_record else None
     inputs_mod.check_columns(files, in_record, list(stage.mappings))
     inputs_mod.preflight(files, in_record, stage.mappings)  # a file the record refuses stops here, before writing

@@ -107,6 +107,7 @@ class Argument:
 
     target: str  # "input", or the name of an option
     help: str
+    metavar: str = "DIR"  # how the usage line names it
     many: bool = False  # several values (`distill compare A B`)
     parse: Callable[[list[str]], Any] | None = None  # the values -> the option's value (compare: arms)
 

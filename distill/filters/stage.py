@@ -387,7 +387,8 @@ def run(ctx: Context) -> StageResult:
             **_judge_stats(Path(out), preset, started),
         }
 
-    return run_map_stage(stage, ctx, rows_per_shard=rows_per_shard, extra_stats=stats)
+    same = rows_per_shard == ctx.rows_per_shard  # the inputs as resolved above, unless shards are cut smaller
+    return run_map_stage(stage, ctx, rows_per_shard=rows_per_shard, files=files if same else None, extra_stats=stats)
 
 
 def plan(p: PlanContext) -> Flow:

@@ -175,7 +175,7 @@ register(
       distill train students/qwen-7b.yaml --launch --dry-run
     """,
         options=TrainOptions,
-        argument=Argument("student", "Student recipe YAML (students/*.yaml)."),
+        argument=Argument("student", "Student recipe YAML (students/*.yaml).", "STUDENT"),
         load="distill.downstream:load_student",
         run="distill.downstream:train",
         plan="distill.downstream:plan_train",
