@@ -103,14 +103,16 @@ def publish(ctx: Context) -> Done:
     o = ctx.options
     done = publish(_source(ctx), o.repo_id, dry_run=o.dry_run, private=o.private)
     what = f"dry run: would upload {len(done.files)} files to {o.repo_id}" if o.dry_run else f"uploaded: {done.url}"
-    result = Done(False, f"{what} (staged in {done.staging}; files the repo has are not sent)")
-    result.files = done.files if o.dry_run else []  # type: ignore[attr-defined]  # for the command's details
-    return result
+    return Done(
+        False,
+        f"{what} (staged in {done.staging}; files the repo has are not sent)",
+        detail=done.files if o.dry_run else [],
+    )
 
 
 def publish_details(done: Done, ctx: Context) -> None:
     print(f"publish: {done.report}", file=sys.stderr)
-    for p in done.files:  # type: ignore[attr-defined]
+    for p in done.detail:
         print(f"  would upload  {p}", file=sys.stderr)
 
 
@@ -169,7 +171,7 @@ def _launched(ctx: Context, data: str | None, out: Path | None) -> dict[str, Any
         print(show(launch_command(student, ctx.path(o.student), out=out, max_steps=o.max_steps, for_display=True,
                                   **common)))  # fmt: skip
         return None
-    out = Path(out or student.output_dir or Path("runs") / "students" / student.name)
+    out = student.checkpoints(out)
     if data and (done := already_trained(student, data, out)) is not None:
         return done
     out.mkdir(parents=True, exist_ok=True)
@@ -197,9 +199,8 @@ def train(ctx: Context) -> Done:
         return Done(False, "dry run: nothing trained")
     loss = summary["train_loss"]
     last = summary["loss_history"][-1] if summary["loss_history"] else loss
-    return Done(bool(summary.get("skipped")),
-                f"{summary['global_step']} steps, final loss {last:.3f} (mean {loss:.3f}) -> {summary.get('out', out)}",
-                time.perf_counter() - started)  # fmt: skip
+    said = f"{summary['global_step']} steps, final loss {last:.3f} (mean {loss:.3f}) -> {ctx.settings.checkpoints(out)}"
+    return Done(bool(summary.get("skipped")), said, time.perf_counter() - started)
 
 
 def plan_train(p: PlanContext) -> Flow:
@@ -245,22 +246,21 @@ def evaluate(ctx: Context) -> Done:
                        overwrite=ctx.overwrite, show_progress=ctx.show_progress)  # fmt: skip
     m = results["metrics"]
     k = m["samples_per_problem"]
-    done = Done(
+    return Done(
         results.get("reused", False),
         f"pass@1 {m['pass@1']:.1f} ± {m['pass@1_stderr']:.1f} on {m['problems']} problems x {k}, maj@{k} "
         f"{m.get(f'maj@{k}')}, think closed {m['closed_think_pct']}%, boxed {m['boxed_pct']}%, "
         f"mean {m['mean_response_tokens']} tokens -> {ctx.out / 'results.json'}",
         time.perf_counter() - started,
+        detail=results,
     )
-    done.results = results  # type: ignore[attr-defined]  # for the command's details
-    return done
 
 
 def eval_details(done: Done, ctx: Context) -> None:
     from distill.eval.published import compare_table
     from distill.eval.run import print_results
 
-    results = done.results  # type: ignore[attr-defined]
+    results = done.detail
     print_results(results)
     if ctx.options.compare:
         name = results["benchmark"].get("published")

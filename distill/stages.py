@@ -170,6 +170,7 @@ class Done:
     skipped: bool
     report: str  # one line for the pipeline's report (more lines go under it)
     seconds: float = 0.0
+    detail: Any = None  # what the command's `details` prints under it (eval's results, publish's file list)
 
 
 _REGISTRY: dict[str, Stage] = {}

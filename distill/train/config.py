@@ -6,6 +6,7 @@ shipped recipes says where it came from under `sources`.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -126,6 +127,10 @@ class StudentConfig(StrictModel):
         "read from the base model's config where this machine has it",
     )  # fmt: skip
     sources: dict[str, str] = Field(default_factory=dict, description="where each number came from")
+
+    def checkpoints(self, out: str | Path | None = None) -> Path:
+        """Where the run writes: `--out`, else `output_dir`, else runs/students/<name>."""
+        return Path(out or self.output_dir or Path("runs") / "students" / self.name)
 
     @field_validator("base_model", "data", "output_dir")
     @classmethod

@@ -279,7 +279,7 @@ def train(
     attention, liger = kernels(cfg, gpu)  # a kernel the recipe requires and this machine lacks stops here, first
     if not data:
         raise UserError(f"student {cfg.name!r}: no data; pass --data DIR or set `data` in the YAML")
-    out = Path(out or cfg.output_dir or Path("runs") / "students" / cfg.name)
+    out = cfg.checkpoints(out)
     student_fp, data_fp = student_fingerprint(cfg), data_fingerprint(data)
     if (previous := already_trained(cfg, data, out)) is not None:
         _log(f"train {cfg.name}: {out} already holds this recipe trained on this data; skipped")
