@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent / "distill"
 # Bottom up; a module may import its own layer and the ones below it, never one above. The first prefix
 # that matches a module names its layer (so `distill.train.config` is an option model, `distill.train` a stage).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundation", ("distill.errors", "distill.config", "distill.normalize", "distill.language")),
+    ("foundation", ("distill.errors", "distill.config", "distill.normalize", "distill.language",
+                    "distill.hub_offline")),
     ("records", ("distill.records", "distill.store", "distill.progress", "distill.tokenizer")),
     ("sources", ("distill.sources",)),
     ("declarations", ("distill.stages", "distill.prompts.config", "distill.filters.config", "distill.teacher.config",

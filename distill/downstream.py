@@ -166,7 +166,8 @@ def _launched(ctx: Context, data: str | None, out: Path | None) -> dict[str, Any
     o, student = ctx.options, ctx.settings
     if o.max_steps:
         student = student.model_copy(update={"max_steps": o.max_steps})
-    common = {"data": data, "nodes": o.nodes, "num_processes": o.num_processes, "overwrite": ctx.overwrite}
+    common = {"data": data, "nodes": o.nodes, "num_processes": o.num_processes, "overwrite": ctx.overwrite,
+              "verbose": o.verbose}  # fmt: skip
     if o.dry_run:  # the command, with the recipe as given
         print(show(launch_command(student, ctx.path(o.student), out=out, max_steps=o.max_steps, for_display=True,
                                   **common)))  # fmt: skip
@@ -194,7 +195,8 @@ def train(ctx: Context) -> Done:
     if o.launch:
         summary = _launched(ctx, data, out)
     else:
-        summary = train(ctx.settings, data, out, max_steps=o.max_steps, dry_run=o.dry_run, overwrite=ctx.overwrite)
+        summary = train(ctx.settings, data, out, max_steps=o.max_steps, dry_run=o.dry_run, overwrite=ctx.overwrite,
+                        verbose=o.verbose)  # fmt: skip
     if o.dry_run:
         return Done(False, "dry run: nothing trained")
     loss = summary["train_loss"]

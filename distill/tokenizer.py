@@ -101,13 +101,12 @@ def load_tokenizer(name_or_path: str | None) -> Any:
     from transformers import AutoTokenizer
 
     target = str(tiny_tokenizer_path()) if name_or_path is None else name_or_path
+    from distill.hub_offline import from_pretrained
+
     try:
-        tok = AutoTokenizer.from_pretrained(target, use_fast=True)
-    except (OSError, ValueError) as e:
-        raise UserError(
-            f"tokenizer {name_or_path!r}: cannot be loaded ({str(e).splitlines()[0][:160]}); give a local folder "
-            "or a Hub name this machine can reach, or leave `tokenizer` out for the project's tiny tokenizer"
-        ) from None
+        tok = from_pretrained(AutoTokenizer.from_pretrained, target, "tokenizer", use_fast=True)
+    except UserError as e:
+        raise UserError(f"{e}; or leave `tokenizer` out for the project's tiny tokenizer") from None
     if not getattr(tok, "is_fast", False):
         raise UserError(f"tokenizer {name_or_path!r}: is not a fast (Rust) tokenizer; counting tokens would be slow")
     return tok

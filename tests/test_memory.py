@@ -106,3 +106,16 @@ def test_a_kernel_the_recipe_requires_and_the_machine_lacks_is_one_line(tmp_path
         r = run_cli("train", str(path), "--data", "runs/nothing", "--out", str(tmp_path / "o"))
         assert r.returncode == 2 and said in r.stderr, r.stderr[-2000:]
         assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_dry_run_with_no_network_says_so_in_one_line_without_retrying(tmp_path: Path) -> None:
+    # no HF_HUB_OFFLINE: the Hub is simply not there (a refused port), as on a laptop on a train
+    env = {"HF_HUB_OFFLINE": "", "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf")}
+    r = run_cli("train", "students/qwen-7b.yaml", "--dry-run", "--data", "runs/none", env=env, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "Retry" not in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert ": fits (" in r.stderr  # the recipe's architecture needs no download
+    r = run_cli("train", "students/qwen-7b.yaml", "--dry-run", "--data", "data/demo/chat.jsonl", env=env, timeout=60)
+    said = [line for line in r.stderr.splitlines() if "data plan: not made" in line]
+    assert len(said) == 1 and "127.0.0.1 cannot be reached (offline)" in said[0], r.stderr
+    assert "hf download Qwen/Qwen2.5-Math-7B" in said[0] and "Retry" not in r.stderr

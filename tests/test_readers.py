@@ -124,3 +124,5 @@ def test_train_reads_a_plain_folder_of_parquet_files(tmp_path: Path, chain: dict
                 "--max-steps", "2")  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads((tmp_path / "s" / "distill_train.json").read_text())["global_step"] == 2
+    # a line per log, not the Trainer's raw dicts (those only with --verbose)
+    assert "done: 2 steps in" in r.stderr and "{'train_runtime'" not in r.stderr, r.stderr

@@ -16,6 +16,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
+import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -180,13 +181,18 @@ def _saved_dataset(path: Path, what: str) -> list[InputFile]:
 
 def _hub_dataset(spec: str, what: str) -> list[InputFile]:
     """`hf:NAME[@SPLIT]`: the real `datasets.load_dataset` (a Hub name, or a local folder of data files)."""
+    name, _, split = spec[3:].partition("@")
+    from distill.hub_offline import hub_reachable, is_local, reason
+
+    if not is_local(name) and not hub_reachable():
+        # datasets reads the offline switch when it is imported: set before, its cache answers without retries
+        os.environ["HF_HUB_OFFLINE"] = "1"
     import datasets
 
-    name, _, split = spec[3:].partition("@")
     try:
         ds = datasets.load_dataset(name, split=split or "train")
     except Exception as e:  # datasets raises many kinds: not found, offline, bad split, ...
-        raise UserError(f"{what} {spec}: datasets.load_dataset failed: {str(e).splitlines()[0]}") from None
+        raise UserError(f"{what} {spec}: datasets.load_dataset failed: {reason(name, e, 'dataset')}") from None
     files = [Path(c["filename"]) for c in ds.cache_files]
     if not files:
         raise UserError(f"{what} {spec}: the dataset has no cache files to read; save it with save_to_disk first")

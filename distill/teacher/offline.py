@@ -120,12 +120,11 @@ class TransformersBackend(_Offline):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(self.cfg.model)
-            dtype = getattr(torch, self.cfg.transformers.dtype)
-            model = AutoModelForCausalLM.from_pretrained(self.cfg.model, dtype=dtype)
-        except OSError as e:
-            raise UserError(f"teacher model {self.cfg.model!r}: cannot be loaded ({str(e).splitlines()[0]})") from None
+        from distill.hub_offline import from_pretrained
+
+        self.tokenizer = from_pretrained(AutoTokenizer.from_pretrained, self.cfg.model, "teacher model")
+        dtype = getattr(torch, self.cfg.transformers.dtype)
+        model = from_pretrained(AutoModelForCausalLM.from_pretrained, self.cfg.model, "teacher model", dtype=dtype)
         self.model = model.to(self.cfg.transformers.device).eval()
         self.tokenizer.padding_side = "left"  # generation continues each row from its own last token
         if self.tokenizer.pad_token is None:

@@ -162,6 +162,7 @@ class TrainOptions(StrictModel):
     dry_run: bool = Field(
         default=False, description="Tokenize, check and print the plan; train nothing (with --launch: the command)"
     )
+    verbose: bool = Field(default=False, description="Print the Trainer's raw log dicts too, not only a line per log")
 
 
 register(

@@ -28,6 +28,7 @@ def launch_command(
     num_processes: int | None = None,
     for_display: bool = False,
     overwrite: bool = False,
+    verbose: bool = False,
 ) -> list[str]:
     nodes = nodes or cfg.nodes
     per_node = cfg.num_processes // cfg.nodes
@@ -54,6 +55,8 @@ def launch_command(
         cmd += ["--max-steps", str(max_steps)]
     if overwrite:
         cmd += ["--overwrite"]
+    if verbose:
+        cmd += ["--verbose"]
     return cmd
 
 

@@ -243,12 +243,14 @@ def architecture_of(cfg: StudentConfig) -> Architecture | str:
         from distill.train.tiny import tiny_model_path
 
         path = str(tiny_model_path())
-    try:
-        from transformers import AutoConfig
+    from transformers import AutoConfig
 
-        config = AutoConfig.from_pretrained(path)
+    from distill.hub_offline import load_kwargs, reason
+
+    try:
+        config = AutoConfig.from_pretrained(path, **load_kwargs(path))
     except (OSError, ValueError) as e:
-        return f"{cfg.base_model}'s config.json is not on this machine ({str(e).splitlines()[0][:100]})"
+        return f"{cfg.base_model}'s config.json: {reason(path, e)}"
     for key, value in cfg.config_overrides.items():
         setattr(config, key, value)
     return Architecture.from_hf(config)

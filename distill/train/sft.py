@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.errors import UserError
+from distill.hub_offline import from_pretrained
 from distill.store import atomic_write_bytes, fingerprint
 from distill.train.config import TINY, StudentConfig
 from distill.train.data import load_rows, make_plan, preflight, prepare_tokenizer, tokenize
@@ -70,7 +71,9 @@ def count_params(path: str) -> int | None:
         from accelerate import init_empty_weights
         from transformers import AutoConfig, AutoModelForCausalLM
 
-        config = AutoConfig.from_pretrained(path)
+        from distill.hub_offline import load_kwargs
+
+        config = AutoConfig.from_pretrained(path, **load_kwargs(path))
         with init_empty_weights():
             model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
         return sum(p.numel() for p in model.parameters())
@@ -118,10 +121,7 @@ def prepare(cfg: StudentConfig, data: str, processes: int) -> tuple[Any, Any, An
 
     template = get_template(cfg.template)
     path = _model_path(cfg)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-    except OSError as e:
-        raise UserError(f"base_model {cfg.base_model!r}: no tokenizer ({str(e).splitlines()[0][:160]})") from None
+    tokenizer = from_pretrained(AutoTokenizer.from_pretrained, path, "base_model")
     added = prepare_tokenizer(tokenizer, template)
     notes = [f"added the template's markers to the tokenizer: {added}"] if added else []
     ds = tokenize(load_rows(data), tokenizer)
@@ -265,6 +265,7 @@ def train(
     max_steps: int | None = None,
     dry_run: bool = False,
     overwrite: bool = False,
+    verbose: bool = False,
 ) -> dict[str, Any]:
     import torch
 
@@ -291,7 +292,14 @@ def train(
         _log(f"  {line}")
 
     from transformers import AutoModelForCausalLM, GenerationConfig
+    from transformers.utils import logging as hf_logging
     from trl import SFTConfig, SFTTrainer
+
+    if not verbose:  # the loading, labelling, packing, shard-writing bars flash by and clutter the log
+        import datasets
+
+        hf_logging.disable_progress_bar()
+        datasets.disable_progress_bars()
 
     dtype = torch.bfloat16 if (cfg.bf16 and gpu) else torch.float32
     model_kwargs: dict[str, Any] = {"dtype": dtype}
@@ -312,13 +320,13 @@ def train(
     if cfg.config_overrides:
         from transformers import AutoConfig
 
-        config = AutoConfig.from_pretrained(_model_path(cfg))
+        config = from_pretrained(AutoConfig.from_pretrained, _model_path(cfg), "base_model")
         for key, value in cfg.config_overrides.items():
             if not hasattr(config, key):
                 raise UserError(f"config_overrides.{key}: the base model's config has no such key")
             setattr(config, key, value)
         model_kwargs["config"] = config
-    model = AutoModelForCausalLM.from_pretrained(_model_path(cfg), **model_kwargs)
+    model = from_pretrained(AutoModelForCausalLM.from_pretrained, _model_path(cfg), "base_model", **model_kwargs)
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=64)
     model.config.eos_token_id = tokenizer.eos_token_id
@@ -372,6 +380,13 @@ def train(
         peft_config=peft_config,
     )
     _fsdp_on_cpu(trainer)
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    from distill.train.progress import TrainProgress
+
+    for raw in (ProgressCallback, PrinterCallback):  # one readable line per log instead of the raw dicts
+        trainer.remove_callback(raw)
+    trainer.add_callback(TrainProgress(verbose))
     resume = last_checkpoint(out)
     if resume:
         _log(f"  resuming from {resume}")
