@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect as inspect_mod
+import os
 import shlex
 import sys
 import types
@@ -193,7 +194,9 @@ def command(stage: stages.Stage) -> Callable[..., None]:
         add("config", Path if needs_config else Path | None, ... if needs_config else None, param_decls=["--config"],
             help=stage.config_help)  # fmt: skip
     if stage.writes_dataset:
-        add("rows_per_shard", int, stage.rows_per_shard, param_decls=["--rows-per-shard"], min=1, help=stage.rows_help)
+        add("rows_per_shard", int | None, None, param_decls=["--rows-per-shard"], min=1,
+            help=f"{stage.rows_help} Default: the --out directory's own when it has one (a rerun resumes it), "
+                 f"else {stage.rows_per_shard:,}.")  # fmt: skip
     if stage.parallel:
         add("workers", int | None, None, param_decls=["--workers"], min=1, help="Processes; default: all cores.")
         add("executor", str, "local", param_decls=["--executor"], help=EXECUTOR_HELP)
@@ -236,7 +239,8 @@ def command(stage: stages.Stage) -> Callable[..., None]:
                 raise UserError(f"distill {stage.name}: {_flag(name)} is required ({info.description}); pass it"
                                 + " or set it in --config" * stage.config_flag)  # fmt: skip
         opts = stages.parse_options(stage, data, where, "pass --rows-per-shard N instead")
-        knobs = (kw.get("rows_per_shard") or 0, kw.get("workers"), kw.get("executor", "local"))
+        rows = kw.get("rows_per_shard") or _rows_per_shard_of(kw.get("out")) or stage.rows_per_shard or 0
+        knobs = (rows, kw.get("workers"), kw.get("executor", "local"))
         ctx = stages.Context(inputs, kw.get("out") or Path(), opts, base, *knobs, kw["overwrite"], kw["progress"])
         result = stages.execute(stage, stages.loaded(stage, ctx))
         if isinstance(result, stages.Done) and stage.details is None:
@@ -246,6 +250,18 @@ def command(stage: stages.Stage) -> Callable[..., None]:
     run.__doc__ = stage.help
     run.__name__ = stage.name.replace("-", "_")
     return run
+
+
+def _rows_per_shard_of(out: Path | None) -> int | None:
+    """The shard size `out` was written with: a command rerun on a pipeline's output (whose step may set its
+    own) resumes it or finds it done, instead of refusing it as another run's for this knob alone."""
+    if out is None or not (out / "_manifest.json").is_file():
+        return None
+    from distill.store import read_manifest
+
+    manifest = read_manifest(out)
+    value = manifest.config.get("rows_per_shard") if manifest is not None else None
+    return value if isinstance(value, int) and value > 0 else None
 
 
 try:
@@ -434,6 +450,12 @@ def main() -> None:
     import distill
 
     distill.COMMAND = shlex.join(["distill", *sys.argv[1:]])
+    # torch's OpenMP threads spin while they wait for each other: with a core taken by another process, a
+    # spinning thread holds its core from the one it waits for, and the demo's training ran 2.6x slower with
+    # one busy core (4.2x with two). Passive waiting leaves the numbers alone (same threads, same order of
+    # sums) and keeps a busy run within 1.7x (benchmarks/RESULTS.md, "The demo on a busy machine").
+    # Read by libgomp when torch loads: set before anything imports torch.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     app()
 
 

@@ -137,3 +137,22 @@ def test_compare_from_the_command_line(tmp_path: Path) -> None:
     assert "clean" in (tmp_path / "cmp" / "comparison.md").read_text()
     r = run_cli("compare", str(tmp_path / "clean0"), "--out", str(tmp_path / "one"))
     assert r.returncode == 2 and "arms" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_command_rerun_on_a_pipeline_steps_output_finds_it_done(tmp_path: Path) -> None:
+    """The demo's step writes 100 prompts per shard; the README's `distill generate ... --out runs/demo/traces`
+    (no --rows-per-shard) takes the directory's own, so it finds the work done rather than refusing it."""
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps({"id": f"q{i}", "problem": f"{i} + 1?", "answer": str(i + 1)}) + "\n"
+                               for i in range(30)))  # fmt: skip
+    doc = {"name": "p", "out": str(tmp_path / "run"), "steps": [
+        {"name": "traces", "stage": "generate", "input": str(prompts), "rows_per_shard": 10,
+         "options": {"teacher": str(REPO / "configs/teacher/synthetic.yaml")}}]}  # fmt: skip
+    (tmp_path / "p.yaml").write_text(json.dumps(doc))
+    assert run_cli("run", str(tmp_path / "p.yaml"), "--no-progress").returncode == 0
+    out = str(tmp_path / "run" / "traces")
+    words = ["generate", "--input", str(prompts), "--teacher", "configs/teacher/synthetic.yaml", "--out", out]
+    r = run_cli(*words, "--no-progress")
+    assert r.returncode == 0 and "already done, skipped" in r.stderr, r.stderr
+    r = run_cli(*words, "--rows-per-shard", "20", "--no-progress")  # asked for: another run, refused as before
+    assert r.returncode == 2 and "config differs in rows_per_shard" in r.stderr, r.stderr
