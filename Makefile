@@ -62,10 +62,15 @@ $(DISTILL_TARGETS): distill-%: setup
 	$(BIN)/distill train students/$*.yaml --launch $(if $(DATA),--data $(DATA)) $(if $(OUT),--out $(OUT)) \
 	  $(if $(NUM_PROCESSES),--num-processes $(NUM_PROCESSES)) $(if $(NODES),--nodes $(NODES)) $(if $(DRY_RUN),--dry-run)
 
+# Ends on the answer (the report's last lines: trained against untrained, the interval), then where the data
+# is and what to try next; `distill` itself lives in .venv, so the last lines say how to reach it.
 demo: setup
 	$(BIN)/distill run pipelines/demo.yaml
-	$(BIN)/distill inspect runs/demo/verdicts --rows 1
-	@echo "to look at every row in a browser: $(BIN)/distill view runs/demo"
+	@echo ""
+	@echo "the data: runs/demo/<step> for each step above (Parquet shards + _manifest.json; rejected rows in _rejects/)"
+	@echo "distill is in .venv: run 'source .venv/bin/activate' once in this shell (or call .venv/bin/distill), then:"
+	@echo "  distill view runs/demo                         every step's rows in your browser, the funnel first"
+	@echo "  distill run pipelines/r1-800k.yaml --dry-run   what the R1 recipe (800K rows, 7B student) would cost"
 
 # Filtered vs unfiltered teacher traces, the tiny student trained on each (3 seeds), ~15 minutes on 2 cores.
 efficacy: setup

@@ -6,7 +6,8 @@ from distill.train.progress import log_line
 def test_a_log_becomes_one_line_with_rate_and_time_left() -> None:
     logs = {"loss": "0.1442", "grad_norm": 0.5, "learning_rate": 0.003, "mean_token_accuracy": "0.88", "epoch": 1.6}
     line = log_line(logs, step=100, max_steps=434, elapsed=20.0, steps_done=100)
-    assert line == "step 100/434  loss 0.1442  lr 3.00e-03  grad norm 0.50  token accuracy 88.0%  5.0 steps/s  1:07 left"
+    shown = "step 100/434  loss 0.1442  lr 3.00e-03  grad norm 0.50  token accuracy 88.0%  5.0 steps/s  1:07 left"
+    assert line == shown
 
 
 def test_slow_runs_count_seconds_per_step_and_a_resumed_run_its_own_steps() -> None:

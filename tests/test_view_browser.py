@@ -61,10 +61,28 @@ def js(driver, script: str):
     return driver.execute_script(script)
 
 
-def test_the_demos_verdicts_load_with_the_funnel_the_stage_counted(browser, viewer: str, view_runs: Path) -> None:
+def test_the_first_page_is_the_pipeline_in_order_with_each_steps_counts(browser, viewer: str, view_runs: Path) -> None:
     show(browser, f"{viewer}/#/", "home", "home")
-    keys = js(browser, "return [...document.querySelectorAll('#datasets tr[data-key]')].map(r => r.dataset.key)")
-    assert "demo/verdicts" in keys and "demo/prompts" in keys
+    steps = js(browser, "return [...document.querySelectorAll('#pipeline li.step')].map(s => ({key: s.dataset.key, "
+                        "rows: +s.dataset.rows, link: s.querySelector('h2 a').getAttribute('href'), "
+                        "bars: Object.fromEntries([...s.querySelectorAll('.bar-row')].map(r => [r.dataset.reason, "
+                        "+r.dataset.count]))}))")  # fmt: skip
+    pipeline = ["demo/prompts", "demo/traces", "demo/verdicts", "demo/kept", "demo/sft"]
+    demo = [s for s in steps if s["key"] in pipeline]  # (the fixture adds verdicts of real traces beside them)
+    assert [s["key"] for s in demo] == pipeline
+    for s in demo:  # each step's count is its manifest's, and its heading links to its dataset
+        manifest = json.loads((view_runs / s["key"].split("/", 1)[1] / "_manifest.json").read_text())
+        assert s["rows"] == manifest["rows"] and s["link"] == "#/ds/" + s["key"].replace("/", "%2F"), s
+    by_key = {s["key"]: s for s in demo}
+    counted = json.loads((view_runs / "verdicts" / "_manifest.json").read_text())["stats"]["funnel"]["by_reason"]
+    assert by_key["demo/verdicts"]["bars"] == counted  # the filter's funnel on the first page
+    removed = by_key["demo/prompts"]["bars"]
+    assert removed["out"] == 600 and removed["contaminated"] == 1 and removed["bad row: malformed_json"] == 1
+    text = js(browser, "return document.getElementById('pipeline').innerText")
+    assert "2,400 in → 2,400 rows" not in text and "608 in → 600 rows" in text  # rows in shown where they differ
+
+
+def test_the_demos_verdicts_load_with_the_funnel_the_stage_counted(browser, viewer: str, view_runs: Path) -> None:
     show(browser, f"{viewer}/#/ds/demo%2Fverdicts", "stats", "overview-verdicts")
     shown = js(browser, "return Object.fromEntries([...document.querySelectorAll('#funnel .bar-row')]"
                         ".map(r => [r.dataset.reason, +r.dataset.count]))")  # fmt: skip

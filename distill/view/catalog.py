@@ -104,13 +104,20 @@ class Catalog:
                         self.datasets[key].readers.append(d.key)
                 elif recorded not in d.files:
                     d.files.append(recorded)
-        # in the order of the data path (a stage after the stages it reads), then by key
-        done: dict[str, Dataset] = {}
-        while len(done) < len(self.datasets):
-            ready = [d for k, d in sorted(self.datasets.items()) if k not in done and all(i in done for i in d.inputs)]
-            for d in ready or [d for k, d in sorted(self.datasets.items()) if k not in done]:  # a cycle: as found
-                done[d.key] = d
-        self.datasets = done
+        # in the order of the data path: a stage after the stages it reads, the reader of the step just listed
+        # next (a chain stays together), otherwise in the order they were made: a pipeline's steps read top to
+        # bottom as it ran them (its evaluation, which reads a model folder and no dataset, after the prompts,
+        # not above them by name)
+        made = sorted(self.datasets.values(), key=lambda d: (d.manifest.created_at, d.key))
+        done: dict[str, int] = {}  # key -> its place
+        while len(done) < len(made):
+            ready = [d for d in made if d.key not in done and all(i in done for i in d.inputs)]
+            if ready:
+                d = max(ready, key=lambda d: max((done[i] for i in d.inputs), default=-1))  # first of equals: made
+            else:
+                d = next(d for d in made if d.key not in done)  # a cycle: as made
+            done[d.key] = len(done)
+        self.datasets = {key: self.datasets[key] for key in done}
 
     def get(self, key: str) -> Dataset:
         """The dataset named `key`; anything that is not one of them (or leads outside) is refused."""
@@ -123,3 +130,24 @@ class Catalog:
         if d is None or d.path != path:
             raise Refused(f"{key!r} is not a dataset directory under the directories given")
         return d
+
+
+def funnel(m: Manifest) -> tuple[dict[str, int], bool]:
+    """A step's funnel from its manifest alone (no row read): what came out and what went where, and whether
+    its names are the rows' reasons (a filter's verdicts, which the rows view can list)."""
+    s = m.stats
+    verdicts = s.get("funnel")
+    if isinstance(verdicts, dict) and isinstance(verdicts.get("by_reason"), dict):
+        return dict(verdicts["by_reason"]), True
+    out: dict[str, int] = {"out": m.rows}
+    if isinstance(select := s.get("select"), dict):  # rows in = every verdict; those not kept were the filter's
+        out = {"selected": select.get("selected", m.rows),
+               "over k per prompt": select.get("over_k_dropped", 0),
+               "identical": select.get("identical_dropped", 0),
+               "rejected by the filter": s.get("rows_in", 0) - select.get("kept_in", 0)}  # fmt: skip
+    elif isinstance(mix := s.get("mix"), dict) and isinstance(mix.get("by_source"), dict):
+        out = dict(mix["by_source"])
+    removed = s.get("report", {}).get("removed", {}) if isinstance(s.get("report"), dict) else {}
+    out.update({k: v for k, v in removed.items() if v})
+    out.update({f"bad row: {k}": v for k, v in (s.get("rejects_by_code") or {}).items() if v})
+    return {k: v for k, v in out.items() if v or k == "out"}, False

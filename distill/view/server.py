@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 
 from distill.view.annotate import describe
-from distill.view.catalog import Catalog, Dataset, Refused, confine, inside
+from distill.view.catalog import Catalog, Dataset, Refused, confine, funnel, inside
 from distill.view.table import DatasetTable, Query, RowGroupCache
 
 STATIC = Path(__file__).parent / "static"
@@ -79,7 +79,8 @@ class Viewer:
     # --- answers -------------------------------------------------------------------------------------
 
     def datasets(self, _: dict[str, str]) -> Any:
-        return {"roots": list(self.catalog.roots), "datasets": [_summary(d) for d in self.catalog.datasets.values()]}
+        shown = [{**_summary(d), "eval": self._eval_results(d)} for d in self.catalog.datasets.values()]
+        return {"roots": list(self.catalog.roots), "datasets": shown}
 
     def overview(self, params: dict[str, str]) -> Any:
         d, _ = self.dataset(params)
@@ -180,9 +181,11 @@ class Viewer:
 
 def _summary(d: Dataset) -> dict[str, Any]:
     m = d.manifest
+    counts, reasons = funnel(m)
     return {"key": d.key, "stage": m.stage, "record": m.record, "rows": m.rows, "shards": len(m.shards),
             "planned_shards": m.planned_shards, "complete": m.complete, "inputs": d.inputs,
-            "readers": d.readers}  # fmt: skip
+            "readers": d.readers, "rows_in": m.stats.get("rows_in"), "funnel": counts,
+            "funnel_reasons": reasons}  # fmt: skip
 
 
 def _int(params: dict[str, str], name: str, default: int) -> int:

@@ -47,28 +47,37 @@ async function datasets() {
   return catalog;
 }
 
+// The first page: the steps in the order of the data path (prompts -> traces -> verdicts -> kept -> sft -> eval),
+// each with its counts and its funnel read from its manifest, each linking to its dataset.
 async function home() {
   const cat = await datasets();
   if (cat.datasets.length === 1) { location.replace(dsLink(cat.datasets[0].key)); return; }
   setCrumbs([]);
-  $main().innerHTML = `<h1>${esc(cat.roots.join(", "))}</h1>
-    <table class="grid" id="datasets"><thead><tr><th>dataset</th><th>stage</th><th>record</th><th class="num">rows</th><th>shards</th><th>reads</th></tr></thead><tbody>
-    ${cat.datasets.map((d) => `<tr data-key="${esc(d.key)}"><td><a href="${dsLink(d.key)}">${esc(d.key)}</a></td><td>${esc(d.stage)}</td>
-      <td>${esc(d.record ?? "")}</td><td class="num">${fmt(d.rows)}</td><td>${d.shards}${d.complete ? "" : ` of ${d.planned_shards ?? "?"} (unfinished)`}</td>
-      <td>${d.inputs.map((k) => `<a href="${dsLink(k)}">${esc(k)}</a>`).join(", ")}</td></tr>`).join("")}
-    </tbody></table>`;
+  const metrics = (e) => Object.entries(e.metrics || {}).filter(([k, v]) => typeof v === "number" && /pass@1$|^maj@|_pct$/.test(k))
+    .map(([k, v]) => `<b>${esc(k)}</b> ${fmt(Math.round(v * 10) / 10)}`).join(" · ");
+  $main().innerHTML = `<h1>${esc(cat.roots.join(", "))} <span class="muted">· ${cat.datasets.length} datasets, in pipeline order</span></h1>
+    <ol id="pipeline">${cat.datasets.map((d) => `
+      <li class="step" data-key="${esc(d.key)}" data-stage="${esc(d.stage)}" data-rows="${d.rows}">
+        <h2><a href="${dsLink(d.key)}">${esc(d.key)}</a> <span class="stage">${esc(d.stage)}</span>
+          <span class="counts">${d.rows_in != null && d.rows_in !== d.rows ? `${fmt(d.rows_in)} in → ` : ""}<b>${fmt(d.rows)}</b> rows${d.complete ? "" : ` · ${d.shards} of ${d.planned_shards ?? "?"} shards (unfinished)`}</span>
+          ${d.inputs.length ? `<span class="muted">reads ${d.inputs.map((k) => `<a href="${dsLink(k)}">${esc(k)}</a>`).join(", ")}</span>` : ""}</h2>
+        ${d.eval ? `<p class="eval">${metrics(d.eval)}</p>` : ""}
+        ${Object.keys(d.funnel).length > 1 ? bars(d.funnel, d.key, d.funnel_reasons) : ""}
+      </li>`).join("")}</ol>`;
   painted("home");
 }
 
 // --- overview -----------------------------------------------------------------------------------------
 
-function bars(counts, key) {
+// reasons: the names are the rows' own reasons, so each bar lists its rows; else each leads to the dataset
+function bars(counts, key, reasons = true) {
   const total = Object.values(counts).reduce((a, b) => a + b, 0) || 1;
   const top = Math.max(...Object.values(counts), 1);
+  const kept = (reason) => [REASON_KEPT, "out", "selected"].includes(reason);
   return `<div class="bars">${Object.entries(counts).map(([reason, n]) => `
-    <a class="bar-row" data-reason="${esc(reason)}" data-count="${n}" href="${dsLink(key, `/rows?reason=${encodeURIComponent(reason)}`)}">
+    <a class="bar-row" data-reason="${esc(reason)}" data-count="${n}" href="${reasons ? dsLink(key, `/rows?reason=${encodeURIComponent(reason)}`) : dsLink(key)}">
       <span class="bar-label">${esc(reason)}</span>
-      <span class="bar-track"><span class="bar ${reason === REASON_KEPT ? "ok" : "bad"}" style="width:${((100 * n) / top).toFixed(1)}%"></span></span>
+      <span class="bar-track"><span class="bar ${kept(reason) ? "ok" : "bad"}" style="width:${((100 * n) / top).toFixed(1)}%"></span></span>
       <span class="bar-count">${fmt(n)}</span><span class="bar-share">${((100 * n) / total).toFixed(1)}%</span></a>`).join("")}</div>`;
 }
 
