@@ -223,7 +223,7 @@ def command(stage: stages.Stage) -> Callable[..., None]:
             value = kw.get(f"flag_{name.replace('-', '_')}")
             if value is None or value == []:
                 continue
-            if flag.path:  # given here, so relative to here even when --config moved `base`
+            if flag.path and kw.get("config") is not None:  # given here: relative to here, though --config moved `base`
                 value = [str(Path(v).absolute()) for v in value] if isinstance(value, list) else Path(value).absolute()
                 value = str(value) if flag.type is str else value
             _set(data, flag.target, value, flag.append)

@@ -52,8 +52,8 @@ def load_kwargs(name: str) -> dict[str, Any]:
 def reason(name: str, error: BaseException, repo_type: str = "model") -> str:
     """One line on why `name` (a model, or with repo_type="dataset" a dataset) did not load."""
     if not is_local(name) and not hub_reachable():
-        host, kind = urlparse(endpoint()).hostname, " --repo-type dataset" * (repo_type == "dataset")
-        return (f"not in this machine's Hub cache and {host} cannot be reached (offline); fetch it where "
+        kind = " --repo-type dataset" * (repo_type == "dataset")
+        return (f"not in this machine's Hub cache and the Hub cannot be reached (offline); fetch it where "
                 f"there is a network (`hf download {name}{kind}`) or give a local folder")  # fmt: skip
     return str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
 

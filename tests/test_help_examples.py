@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import shutil
 import signal
 import subprocess
 import urllib.request
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from distill.cli import app
-from tests.conftest import DISTILL, REPO, run_cli
+from tests.conftest import DISTILL, run_cli
 
 FIRST = "distill run pipelines/demo.yaml --out runs/demo"
 
@@ -38,17 +37,13 @@ def test_the_examples_are_found_and_the_demo_comes_first() -> None:
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    ws = tmp_path_factory.mktemp("checkout")
-    for folder in ("data", "pipelines", "configs", "filters", "students"):
-        shutil.copytree(REPO / folder, ws / folder)
-    r = run_cli(*shlex.split(FIRST)[1:], "--no-progress", cwd=ws, timeout=900)
-    assert r.returncode == 0, r.stderr[-3000:]
+def workspace(demo_workspace: Path) -> Path:
+    """The checkout after `make demo` (which runs FIRST); the examples write beside its runs/demo."""
     # The demo's student learns: above zero on its held-out problems, and above itself untrained.
-    learned = json.loads((ws / "runs" / "demo" / "learned" / "comparison.json").read_text())["table"]
+    learned = json.loads((demo_workspace / "runs" / "demo" / "learned" / "comparison.json").read_text())["table"]
     trained, untrained = learned["trained"]["pass@1"]["mean"], learned["untrained"]["pass@1"]["mean"]
     assert trained >= 10 and trained > untrained, learned
-    return ws
+    return demo_workspace
 
 
 @pytest.mark.parametrize("example", [e for e in examples() if e != FIRST])

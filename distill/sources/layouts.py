@@ -15,6 +15,7 @@ line that names the columns it saw and the mapping that would read them.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -230,6 +231,18 @@ class Layouts(Generic[M]):
         return base.model_copy(update={**overrides, "layout": mapping.layout})  # type: ignore[attr-defined]
 
 
+def _near(path: str) -> str:
+    """A path as the user would type it here: relative to the working folder when it is close by (an option
+    resolved against it, `../shared/x.jsonl`, comes back as given), else as recorded."""
+    if not os.path.isabs(path):
+        return path
+    try:
+        near = os.path.relpath(path)
+    except ValueError:  # another drive
+        return path
+    return near if Path(near).parts[:3].count("..") < 3 else path
+
+
 def report_lines(found: Sequence[dict[str, Any]], table: dict[str, Any], kind: str = "layout") -> list[str]:
     """`KIND  PATH: NAME (what it is)` per input file, as a manifest records them (`path`, `layout`); many files of
     one folder in one layout (a dataset directory's shards) are one line."""
@@ -241,7 +254,7 @@ def report_lines(found: Sequence[dict[str, Any]], table: dict[str, Any], kind: s
         if many and key in shown:
             continue
         shown.add(key)
-        where = f"{folder}/ ({groups[key]:,} files)" if many else f["path"]
+        where = f"{_near(folder)}/ ({groups[key]:,} files)" if many else _near(f["path"])
         known = table.get(name)
         lines.append(f"{kind}  {where}: {name} ({known.what if known else 'a --config mapping'})")
     return lines

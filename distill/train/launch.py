@@ -61,4 +61,13 @@ def launch_command(
 
 
 def show(cmd: list[str]) -> str:
-    return " ".join(c if c.startswith("$") else shlex.quote(c) for c in cmd)
+    """The command as a shell line; a file under the working folder named relative to it, as one types it."""
+    here = Path.cwd()
+
+    def word(c: str) -> str:
+        if c.startswith("$"):
+            return c
+        p = Path(c)
+        return shlex.quote(str(p.relative_to(here)) if p.is_absolute() and p.is_relative_to(here) else c)
+
+    return " ".join(map(word, cmd))
