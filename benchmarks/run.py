@@ -557,6 +557,43 @@ def busy_demo_section() -> list[str]:
     ]
 
 
+def offline_dry_run_section() -> list[str]:
+    """`distill train students/qwen-7b.yaml --dry-run` with no network and no HF_HUB_OFFLINE: a laptop offline."""
+    import tempfile
+    import time
+
+    times, lines = [], []
+    with tempfile.TemporaryDirectory() as home:
+        for _ in range(3):
+            env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
+            started = time.perf_counter()
+            r = subprocess.run([sys.executable, "-m", "distill.cli", "train", "students/qwen-7b.yaml", "--dry-run"],
+                               capture_output=True, text=True, env={**env, "HF_HOME": home})  # fmt: skip
+            times.append(time.perf_counter() - started)
+            lines = r.stderr.strip().splitlines()
+    best = sorted(times)[1]
+    before = 49.3  # c72e117 on this machine, 2026-12-07: huggingface_hub's retries, 1+2+4+8+8 s per file, twice
+    return [
+        "## `distill train ... --dry-run` with no network (issue 29)",
+        "",
+        "`distill train students/qwen-7b.yaml --dry-run` with no network and HF_HUB_OFFLINE unset (the Hub's host does",
+        "not resolve), an empty Hub cache; median of 3, interpreter start-up included. Baseline: the same command",
+        f"before this change (c72e117), {before} s, of which ~46 s were huggingface_hub retrying (12 lines of",
+        "`Name or service not known ... Retrying in 8s [Retry 5/5]`). Goal: an answer in seconds, no retry loop.",
+        "",
+        "| figure | seconds | before | ratio to before | retry lines |",
+        "|---|---|---|---|---|",
+        f"| dry run, offline | {best:.1f} | {before} | {best / before:.2f}× | {sum('Retry' in x for x in lines)} |",
+        "",
+        "What it prints:",
+        "",
+        "```",
+        *lines,
+        "```",
+        "",
+    ]
+
+
 def offline_section() -> list[str]:
     vllm_python = Path(os.environ.get("DISTILL_VLLM_PYTHON", ".venv-vllm/bin/python"))
     head = [
@@ -694,6 +731,7 @@ SECTIONS = {
     "train": train_section,
     "demo": demo_section,
     "busy-demo": busy_demo_section,
+    "offline-dry-run": offline_dry_run_section,
     "cluster": cluster_section,
     "view": view_section,
     "startup": startup_section,

@@ -204,6 +204,9 @@ SLOW_FILES = {
     "test_ratelimit.py",
 }
 SLOW_TESTS = {
+    "test_readme.py::test_every_readme_command_runs_as_printed",
+    "test_memory.py::test_a_dry_run_with_no_network_says_so_in_one_line_without_retrying",
+    "test_declarations.py::test_a_command_rerun_on_a_pipeline_steps_output_finds_it_done",
     "test_bad_inputs.py::test_csv_whose_types_change_after_the_first_block_and_a_broken_csv",
     "test_card_publish.py::test_a_wheel_carries_the_card_template_and_a_plain_install_writes_cards",
     "test_card_publish.py::test_card_numbers_equal_the_data",
