@@ -554,6 +554,20 @@ def busy_demo_section() -> list[str]:
         "",
         f"The report of all three: `{learned}`.",
         "",
+        'Why the issue saw 259 s on a "quieter" machine and 17.5 minutes at load ~3 where the README said 98-113',
+        "s: torch trains the tiny student on as many OpenMP threads as the machine has cores (2 here), whatever",
+        "else runs. Every kernel ends at a barrier, where a thread that is done spins until the others arrive;",
+        "with another process on one core, the spinning thread holds the core the late one needs, and each",
+        "barrier waits out a scheduler time slice. Above, that made training 2.3x slower with one busy core; with",
+        "two busy processes (load ~3), 60-step runs by hand on 2026-12-07 took 14.1 s quiet, 59.4 s spinning",
+        "(4.2x) and 25.7 s waiting passively (1.8x). The issue's 259 s is the demo's ~110 s with its training",
+        "~2.3x longer: a machine at load ~1 looks quiet. `distill` now sets `OMP_WAIT_POLICY=PASSIVE` before",
+        "torch loads (a value set by the user is kept): a waiting thread sleeps and gives its core back, at no",
+        "cost on a quiet machine (14.9 s against 14.1 s, within this machine's noise). The thread count itself",
+        "stays the cores there are, not the cores free: the sums' order follows it, so a count that followed the",
+        "load would change the student; the three reports above are identical. This machine also drifts by",
+        "itself: the quiet demo took 104 s at 21:37 and 137 s at 22:35 the same evening.",
+        "",
     ]
 
 
