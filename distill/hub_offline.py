@@ -28,9 +28,12 @@ def endpoint() -> str:
 
 @cache
 def hub_reachable() -> bool:
-    """False when HF_HUB_OFFLINE is set or the Hub's host does not answer a TCP connection."""
+    """False when HF_HUB_OFFLINE is set or the Hub's host does not answer a TCP connection (True behind a proxy,
+    which only the Hub client itself can go through)."""
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
         return False
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True  # behind a proxy a direct connection says nothing: the Hub client goes through the proxy
     url = urlparse(endpoint())
     try:
         with socket.create_connection((url.hostname or "", url.port or 443), timeout=PROBE_TIMEOUT_S):
