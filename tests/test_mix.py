@@ -133,7 +133,8 @@ def test_a_named_tokenizer_folder_and_bad_configs(tmp_path: Path) -> None:
         "tokenizer: no/such-tokenizer\nsources:\n  - {name: r, path: kept.jsonl, quota: 1}\n"
     )
     r = run_cli("mix", "--config", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "o3"))
-    assert r.returncode == 2 and "tokenizer 'no/such-tokenizer': cannot be loaded" in r.stderr
+    assert r.returncode == 2 and "tokenizer 'no/such-tokenizer': not in this machine's Hub cache" in r.stderr
+    assert "leave `tokenizer` out" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
 def test_cli_mix_resumes_after_a_kill(tmp_path: Path) -> None:
