@@ -11,10 +11,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from distill.errors import UserError
 from distill.store import MANIFEST, Manifest, read_manifest
 
+KEPT = "kept"  # the reason of a row the stage kept (its output rows without a reject_reason)
 MAX_DEPTH = 4  # runs/<pipeline>/<step>/<part>: deep enough for every layout the stages write
 
 
@@ -132,22 +134,25 @@ class Catalog:
         return d
 
 
-def funnel(m: Manifest) -> tuple[dict[str, int], bool]:
-    """A step's funnel from its manifest alone (no row read): what came out and what went where, and whether
-    its names are the rows' reasons (a filter's verdicts, which the rows view can list)."""
+def funnel(m: Manifest) -> dict[str, Any]:
+    """A step's funnel from its manifest alone (no row read): `counts` of the rows out and of what went where,
+    `kept` (the names of the counts that are rows out) and `reasons` (whether the names are the rows' own
+    reasons: a filter's verdicts, which the rows view can list)."""
     s = m.stats
     verdicts = s.get("funnel")
     if isinstance(verdicts, dict) and isinstance(verdicts.get("by_reason"), dict):
-        return dict(verdicts["by_reason"]), True
-    out: dict[str, int] = {"out": m.rows}
+        return {"counts": dict(verdicts["by_reason"]), "kept": [KEPT], "reasons": True}
+    kept: dict[str, int] = {"out": m.rows}
+    dropped: dict[str, int] = {}
     if isinstance(select := s.get("select"), dict):  # rows in = every verdict; those not kept were the filter's
-        out = {"selected": select.get("selected", m.rows),
-               "over k per prompt": select.get("over_k_dropped", 0),
-               "identical": select.get("identical_dropped", 0),
-               "rejected by the filter": s.get("rows_in", 0) - select.get("kept_in", 0)}  # fmt: skip
+        kept = {"selected": select.get("selected", m.rows)}
+        dropped = {"over k per prompt": select.get("over_k_dropped", 0),
+                   "identical": select.get("identical_dropped", 0),
+                   "rejected by the filter": s.get("rows_in", 0) - select.get("kept_in", 0)}  # fmt: skip
     elif isinstance(mix := s.get("mix"), dict) and isinstance(mix.get("by_source"), dict):
-        out = dict(mix["by_source"])
+        kept = dict(mix["by_source"])  # every source's rows are rows out
     removed = s.get("report", {}).get("removed", {}) if isinstance(s.get("report"), dict) else {}
-    out.update({k: v for k, v in removed.items() if v})
-    out.update({f"bad row: {k}": v for k, v in (s.get("rejects_by_code") or {}).items() if v})
-    return {k: v for k, v in out.items() if v or k == "out"}, False
+    dropped.update(removed)
+    dropped.update({f"bad row: {k}": v for k, v in (s.get("rejects_by_code") or {}).items()})
+    kept = {k: v for k, v in kept.items() if v or k == "out"}
+    return {"counts": {**kept, **{k: v for k, v in dropped.items() if v}}, "kept": list(kept), "reasons": False}

@@ -181,11 +181,9 @@ class Viewer:
 
 def _summary(d: Dataset) -> dict[str, Any]:
     m = d.manifest
-    counts, reasons = funnel(m)
     return {"key": d.key, "stage": m.stage, "record": m.record, "rows": m.rows, "shards": len(m.shards),
             "planned_shards": m.planned_shards, "complete": m.complete, "inputs": d.inputs,
-            "readers": d.readers, "rows_in": m.stats.get("rows_in"), "funnel": counts,
-            "funnel_reasons": reasons}  # fmt: skip
+            "readers": d.readers, "rows_in": m.stats.get("rows_in"), "funnel": funnel(m)}  # fmt: skip
 
 
 def _int(params: dict[str, str], name: str, default: int) -> int:

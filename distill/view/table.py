@@ -26,11 +26,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from distill.store import MANIFEST, read_manifest
-from distill.view.catalog import Dataset
+from distill.view.catalog import KEPT, Dataset
 
 PARTS = ("data", "removed", "rejects")
 SIDE_OF_PART = {"removed": "removed", "rejects": "rejects"}
-KEPT = "kept"  # the reason of a row the stage kept (its output rows without a reject_reason)
 SNIPPET = 240  # characters of a text shown in the table
 PAGE_MAX = 200
 SEARCH_BUDGET_S = 1.0  # a search answers with what it found so far after this long; the page asks again

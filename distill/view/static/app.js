@@ -62,18 +62,19 @@ async function home() {
           <span class="counts">${d.rows_in != null && d.rows_in !== d.rows ? `${fmt(d.rows_in)} in → ` : ""}<b>${fmt(d.rows)}</b> rows${d.complete ? "" : ` · ${d.shards} of ${d.planned_shards ?? "?"} shards (unfinished)`}</span>
           ${d.inputs.length ? `<span class="muted">reads ${d.inputs.map((k) => `<a href="${dsLink(k)}">${esc(k)}</a>`).join(", ")}</span>` : ""}</h2>
         ${d.eval ? `<p class="eval">${metrics(d.eval)}</p>` : ""}
-        ${Object.keys(d.funnel).length > 1 ? bars(d.funnel, d.key, d.funnel_reasons) : ""}
+        ${Object.keys(d.funnel.counts).length > 1 ? bars(d.funnel.counts, d.key, d.funnel.reasons, d.funnel.kept) : ""}
       </li>`).join("")}</ol>`;
   painted("home");
 }
 
 // --- overview -----------------------------------------------------------------------------------------
 
-// reasons: the names are the rows' own reasons, so each bar lists its rows; else each leads to the dataset
-function bars(counts, key, reasons = true) {
+// reasons: the names are the rows' own reasons, so each bar lists its rows; else each leads to the dataset.
+// kept: the names whose bars are rows out (green), as the server's funnel says
+function bars(counts, key, reasons = true, keptNames = [REASON_KEPT]) {
   const total = Object.values(counts).reduce((a, b) => a + b, 0) || 1;
   const top = Math.max(...Object.values(counts), 1);
-  const kept = (reason) => [REASON_KEPT, "out", "selected"].includes(reason);
+  const kept = (reason) => keptNames.includes(reason);
   return `<div class="bars">${Object.entries(counts).map(([reason, n]) => `
     <a class="bar-row" data-reason="${esc(reason)}" data-count="${n}" href="${reasons ? dsLink(key, `/rows?reason=${encodeURIComponent(reason)}`) : dsLink(key)}">
       <span class="bar-label">${esc(reason)}</span>
