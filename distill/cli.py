@@ -451,9 +451,9 @@ def main() -> None:
 
     distill.COMMAND = shlex.join(["distill", *sys.argv[1:]])
     # torch's OpenMP threads spin while they wait for each other: with a core taken by another process, a
-    # spinning thread holds its core from the one it waits for, and the demo's training ran 2.6x slower with
-    # one busy core (4.2x with two). Passive waiting leaves the numbers alone (same threads, same order of
-    # sums) and keeps a busy run within 1.7x (benchmarks/RESULTS.md, "The demo on a busy machine").
+    # spinning thread holds its core from the one it waits for, and the demo took 2.12x its quiet time with one
+    # busy core. Passive waiting leaves the numbers alone (same threads, same order of sums) and keeps that
+    # busy run at 1.30x (benchmarks/RESULTS.md, "The demo on a busy machine").
     # Read by libgomp when torch loads: set before anything imports torch.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     app()

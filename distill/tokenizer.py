@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.errors import UserError
+from distill.hub_offline import from_pretrained
 from distill.store import atomic_write_bytes
 
 TINY_VERSION = 1
@@ -101,8 +102,6 @@ def load_tokenizer(name_or_path: str | None) -> Any:
     from transformers import AutoTokenizer
 
     target = str(tiny_tokenizer_path()) if name_or_path is None else name_or_path
-    from distill.hub_offline import from_pretrained
-
     try:
         tok = from_pretrained(AutoTokenizer.from_pretrained, target, "tokenizer", use_fast=True)
     except UserError as e:

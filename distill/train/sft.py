@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.errors import UserError
-from distill.hub_offline import from_pretrained
+from distill.hub_offline import from_pretrained, load_kwargs
 from distill.store import atomic_write_bytes, fingerprint
 from distill.train.config import TINY, StudentConfig
 from distill.train.data import load_rows, make_plan, preflight, prepare_tokenizer, tokenize
@@ -70,8 +70,6 @@ def count_params(path: str) -> int | None:
         import torch
         from accelerate import init_empty_weights
         from transformers import AutoConfig, AutoModelForCausalLM
-
-        from distill.hub_offline import load_kwargs
 
         config = AutoConfig.from_pretrained(path, **load_kwargs(path))
         with init_empty_weights():
