@@ -296,3 +296,27 @@ def demo_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # as `make demo` left it, for a test that must start from there whatever the others wrote in ws since
     shutil.copytree(ws / "runs" / "demo", ws / ".demo-output", symlinks=True)
     return ws
+
+
+def serve_once(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[int, str, str | None]:
+    """Start a server command (`distill view`), read the URL on its first line and its /api/datasets, stop it
+    with Ctrl-C: (exit status, its first line and, when it printed no URL, the rest of its stderr; the data,
+    or None without a URL)."""
+    import re
+    import signal
+    import urllib.request
+
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    body = None
+    try:
+        said = proc.stderr.readline()
+        url = re.search(r"http://\S+/", said)
+        if url:
+            with urllib.request.urlopen(url.group() + "api/datasets", timeout=60) as r:
+                body = r.read().decode()
+        elif proc.poll() is not None:
+            said += proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+    return proc.wait(timeout=30), said, body

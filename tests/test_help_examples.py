@@ -4,17 +4,13 @@ first one (`distill run pipelines/demo.yaml --out runs/demo`) has made the demo'
 from __future__ import annotations
 
 import json
-import re
 import shlex
-import signal
-import subprocess
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from distill.cli import app
-from tests.conftest import DISTILL, run_cli
+from tests.conftest import DISTILL, run_cli, serve_once
 
 FIRST = "distill run pipelines/demo.yaml --out runs/demo"
 
@@ -59,13 +55,7 @@ def test_every_help_example_runs(workspace: Path, example: str) -> None:
 
 
 def _serves(args: list[str], workspace: Path) -> None:
-    proc = subprocess.Popen([*DISTILL, *args, "--port", "0"], cwd=workspace, stderr=subprocess.PIPE, text=True)
-    try:
-        line = proc.stderr.readline()
-        url = re.search(r"http://\S+/", line)
-        assert url, line + proc.stderr.read() if proc.poll() is not None else line
-        with urllib.request.urlopen(url.group() + "api/datasets", timeout=60) as r:
-            assert json.loads(r.read())["datasets"]
-    finally:
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 0
+    code, said, body = serve_once([*DISTILL, *args, "--port", "0"], workspace)
+    assert body is not None, said
+    assert json.loads(body)["datasets"]
+    assert code == 0

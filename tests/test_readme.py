@@ -12,15 +12,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import DEMO_LOG, REAL, REPO
+from tests.conftest import DEMO_LOG, REAL, REPO, serve_once
 
 README = REPO / "README.md"
 NOT_RUN = re.compile(r"#\s*not run by the README test:\s*(?P<why>\S.*)$")
@@ -175,17 +173,6 @@ def test_every_readme_command_runs_as_printed(newcomer: tuple[Path, dict[str, st
 
 
 def _serve(command: str, state: list[str], ws: Path, env: dict[str, str]) -> tuple[int, str]:
-    """Start a server command as printed (its default port), read its first page's data, stop it with Ctrl-C."""
-    proc = subprocess.Popen(["bash", "-c", "\n".join([*state, f"exec {command}"])], cwd=ws, env=env,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
-    try:
-        line = proc.stderr.readline()
-        url = re.search(r"http://\S+/", line)
-        if not url:
-            return proc.wait(timeout=30) or 1, line + proc.stderr.read()
-        with urllib.request.urlopen(url.group() + "api/datasets", timeout=60) as r:
-            body = r.read().decode()
-    finally:
-        os.killpg(proc.pid, signal.SIGINT)
-    code = proc.wait(timeout=30)
-    return code, line + body
+    """A server command as printed (its default port): its first page's data, then stopped with Ctrl-C."""
+    code, said, body = serve_once(["bash", "-c", "\n".join([*state, f"exec {command}"])], ws, env)
+    return (code if body is not None else code or 1), said + (body or "")
