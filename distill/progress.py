@@ -105,16 +105,18 @@ class GenerateProgress:
         self._progress.stop()
 
     def advance(
-        self, requests: int, completion_tokens: int, errors: Counter[str] | None = None, rate_wait_s: float = 0.0
-    ) -> None:
-        """`rate_wait_s`: time so far that sending waited for the teacher's requests/tokens per minute."""
+        self, requests: int, completion_tokens: int, errors: Counter[str] | None = None, rate_wait_s: float = 0.0,
+        finished: int | None = None,
+    ) -> None:  # fmt: skip
+        """`rate_wait_s`: time so far that sending waited for the teacher's requests/tokens per minute; `finished`:
+        what the bar counts when it is not requests (prompts decided, under `generate --preset`)."""
         import time
 
         self.requests += requests
         self.tokens += completion_tokens
         now = time.monotonic()
         if self._window and now - self._window[-1][0] < 0.5:  # redraw the rates twice a second at most
-            self._progress.update(self._task, advance=requests)
+            self._progress.update(self._task, advance=requests if finished is None else finished)
             return
         self._window = [m for m in self._window if now - m[0] < 10.0] + [(now, self.requests, self.tokens)]
         t0, r0, k0 = self._window[0]
@@ -123,7 +125,8 @@ class GenerateProgress:
         shown = ", ".join(f"{k} {v:,}" for k, v in (errors or Counter()).most_common(3))
         if rate_wait_s >= 1:
             shown = ", ".join(x for x in (f"waited {rate_wait_s:,.0f}s for the rate limit", shown) if x)
-        self._progress.update(self._task, advance=requests, rates=rates, errors=shown)
+        step = requests if finished is None else finished
+        self._progress.update(self._task, advance=step, rates=rates, errors=shown)
 
 
 def print_result(stage_name: str, result: StageResult, out: Path) -> None:

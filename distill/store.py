@@ -49,7 +49,8 @@ from distill.errors import UserError
 MANIFEST = "_manifest.json"
 REJECTS = "_rejects"
 # Side outputs: rows a shard set aside, each kind in its own folder, written and vouched for with the shard.
-SIDES = {"rejects": REJECTS, "removed": "_removed"}
+# `verdicts`: what `generate --preset` judged of each row as it arrived (the verdict record, row for row).
+SIDES = {"rejects": REJECTS, "removed": "_removed", "verdicts": "_verdicts"}
 LOCK = ".lock"
 # Every stage's data in flight lives in DIR/.work/ (hidden: `datasets.load_dataset(data_dir=DIR)`, uploads
 # and readers skip it) and is deleted once DIR is complete: prompts' signatures, mix's buckets, generate's
@@ -276,6 +277,10 @@ class ShardWriter:
     def remove(self, table: pa.Table | pa.RecordBatch) -> None:
         """Set rows aside on purpose (a dedup stage's duplicates), with the columns that say why."""
         self._sides["removed"].write(table)
+
+    def side(self, name: str, table: pa.Table | pa.RecordBatch) -> None:
+        """Rows of another side output (`SIDES`) that belong with this shard."""
+        self._sides[name].write(table)
 
     @property
     def rows(self) -> int:

@@ -204,6 +204,12 @@ SLOW_FILES = {
     "test_ratelimit.py",
 }
 SLOW_TESTS = {
+    "test_adaptive.py::test_adaptive_run_is_the_same_on_a_rerun_and_its_verdicts_are_filters",
+    "test_adaptive.py::test_kill_at_commit_steps_then_rerun_gives_the_clean_rows",
+    "test_adaptive.py::test_failed_requests_are_retried_by_the_next_run_and_the_rows_are_the_clean_ones",
+    "test_adaptive.py::test_a_decided_prompts_requests_in_flight_are_aborted_at_the_server",
+    "test_adaptive.py::test_sigkill_mid_run_with_speculation_then_rerun_gives_the_clean_rows",
+    "test_adaptive.py::test_synthetic_pass_rates_make_easy_and_hard_prompts_with_longer_wrong_traces",
     "test_readme.py::test_every_readme_command_runs_as_printed",
     "test_memory.py::test_a_dry_run_with_no_network_says_so_in_one_line_without_retrying",
     "test_declarations.py::test_a_command_rerun_on_a_pipeline_steps_output_finds_it_done",

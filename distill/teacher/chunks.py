@@ -89,6 +89,18 @@ def first_rows(chunks: list[inputs_mod.Chunk]) -> tuple[dict[str, tuple[str, int
     return first, good
 
 
+def trace_row(prompt: dict[str, Any], sample: int, res: dict[str, Any], cfg: TeacherConfig, params: str) -> dict:
+    """The trace record of one result: the prompt's columns, the sample, the result, who answered and how."""
+    return {
+        **prompt,
+        "sample": sample,
+        **{c: res.get(c) for c in RESULT_COLUMNS},
+        "teacher": cfg.teacher_name,
+        "params": params,
+        "prompt": user_turn(prompt["problem"], prompt["domain"], cfg),
+    }
+
+
 def commit_chunk(work: ChunkWork, cfg: TeacherConfig, root: Path) -> dict[str, Any]:
     """Write chunk k's shard from its journal, in prompt then sample order, with its rejects."""
     results = work.journal.load()
@@ -107,16 +119,7 @@ def commit_chunk(work: ChunkWork, cfg: TeacherConfig, root: Path) -> dict[str, A
                     error = work.failures.get(key, "request_failed: no result (the run stopped before it came back)")
                     writer.reject(path, row_no, error, json.dumps({**prompt, "sample": s}, ensure_ascii=False))
                     continue
-                buf.append(
-                    {
-                        **prompt,
-                        "sample": s,
-                        **{c: res.get(c) for c in RESULT_COLUMNS},
-                        "teacher": cfg.teacher_name,
-                        "params": params,
-                        "prompt": user_turn(prompt["problem"], prompt["domain"], cfg),
-                    }
-                )
+                buf.append(trace_row(prompt, s, res, cfg, params))
                 tokens["prompt_tokens"] += res.get("prompt_tokens") or 0
                 tokens["completion_tokens"] += res.get("completion_tokens") or 0
                 if len(buf) >= WRITE_BATCH:

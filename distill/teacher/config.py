@@ -49,9 +49,30 @@ class SyntheticFaults(StrictModel):
         return self
 
 
+class SyntheticPassRate(StrictModel):
+    """Easy and hard prompts: each prompt's pass rate is drawn from Beta(alpha, beta), seeded by its problem text
+    (so the fault server and the backend agree), and each sample is right with that probability. A strong
+    teacher on a curated set looks like Beta(2, 1): most prompts easy, a tail of hard ones."""
+
+    alpha: float = Field(gt=0)
+    beta: float = Field(gt=0)
+
+
+class SyntheticLengths(StrictModel):
+    """Reasoning padded to about this many tokens (log-normal, sigma 0.25): R1's wrong traces run longer than its
+    right ones, as it keeps re-checking a result that does not come out."""
+
+    right_tokens: int = Field(ge=1)
+    wrong_tokens: int = Field(ge=1)
+
+
 class SyntheticConfig(StrictModel):
     faults: SyntheticFaults = Field(default_factory=SyntheticFaults)
     seed: int = 0
+    pass_rate: SyntheticPassRate | None = Field(
+        default=None, description="per-prompt pass rates (replaces faults.wrong_answer); default: one rate for all"
+    )
+    lengths: SyntheticLengths | None = Field(default=None, description="reasoning lengths of right / wrong traces")
 
 
 class VLLMConfig(StrictModel):
@@ -168,7 +189,7 @@ class TeacherConfig(StrictModel):
         out: dict[str, Any] = {k: getattr(self, k) for k in keys}
         out["params"] = self.params()
         if self.backend == "synthetic":
-            out["synthetic"] = self.synthetic.model_dump()
+            out["synthetic"] = self.synthetic.model_dump(exclude_none=True)  # unset: earlier fingerprints hold
         if self.system_prompt is not None:  # absent otherwise: earlier outputs keep their fingerprint
             out["system_prompt"] = self.system_prompt
         return out
@@ -193,6 +214,30 @@ class GenerateOptions(StrictModel):
     base_url: list[str] | None = Field(
         default=None, description="Server base URL(s) for this process, replacing the YAML's base_urls"
     )
+    preset: str | None = Field(
+        default=None,
+        description="Judge each trace as it arrives with this filter preset (filters/*.yaml) and stop a prompt once "
+        "--keep of its samples pass; without it, every prompt gets the teacher's `samples`",
+    )
+    keep: int | None = Field(default=None, ge=1, description="With --preset: passing samples a prompt needs")
+    max_samples: int | None = Field(
+        default=None, ge=1, description="With --preset: the most samples one prompt may cost (default: `samples`)"
+    )
+    speculate: int = Field(
+        default=0, ge=0, description="With --preset: in the run's tail, with half the teacher's slots idle, samples a "
+        "prompt may have in flight beyond those it surely needs, to finish sooner (cancelled once it is decided; "
+        "those that come back cost tokens). 0: never more than the sequential rule draws",
+    )  # fmt: skip
+
+    @model_validator(mode="after")
+    def _adaptive(self) -> GenerateOptions:
+        if self.preset is None and (self.keep is not None or self.max_samples is not None):
+            raise ValueError("--keep and --max-samples judge traces as they arrive: give --preset too")
+        if self.preset is not None and self.keep is None:
+            raise ValueError("--preset judges traces as they arrive: give --keep (passing samples a prompt needs)")
+        if self.keep is not None and self.max_samples is not None and self.keep > self.max_samples:
+            raise ValueError(f"--keep {self.keep} is more than --max-samples {self.max_samples}")
+        return self
 
 
 STAGE = register(

@@ -27,7 +27,8 @@ from typing import Any
 
 import orjson
 
-from distill.teacher.config import R1_MATH_SUFFIX, TeacherConfig
+from distill.config import load_config
+from distill.teacher.config import R1_MATH_SUFFIX, SyntheticConfig, TeacherConfig
 from distill.teacher.prompting import Request
 from distill.teacher.synthetic import raw_output
 
@@ -42,6 +43,10 @@ class ServerConfig:
     retry_after: str = "0.2"  # the Retry-After header of a 429 / 503
     hang_s: float = 30.0  # a hanging request answers after this long (past any sane client timeout)
     latency_s: float = 0.0  # every good answer waits this long
+    # ...plus this per completion token, as a server decodes: a client that closes the connection sooner aborts
+    # the request, and only the tokens decoded until then count in `generated_tokens`
+    seconds_per_token: float = 0.0
+    synthetic: SyntheticConfig | dict[str, Any] | None = None  # pass rates and lengths (a teacher YAML's `synthetic`)
     reasoning_parser: bool = False  # put the thinking in `reasoning_content`, as vLLM's deepseek_r1 parser does
     canned: bool = False  # answer every request with one fixed tiny completion (for the client benchmark)
     fail_matching: str | None = None  # always answer 500 to prompts containing this text
@@ -56,6 +61,9 @@ class ServerConfig:
 class ServerStats:
     requests: int = 0
     answered: int = 0  # 200s sent in full
+    aborted: int = 0  # requests whose connection closed while they were being decoded
+    generated_tokens: int = 0  # completion tokens decoded: answers in full, aborted ones until the abort
+    scheduled_tokens: int = 0  # completion tokens of every answer started: what it decodes if no one aborts
     faults: Counter[str] = field(default_factory=Counter)
     answered_keys: Counter[str] = field(default_factory=Counter)  # request key (prompt + seed) -> 200s
     events: list[tuple[str, float, str]] = field(default_factory=list)  # (key, time, what), when keep_events
@@ -66,6 +74,9 @@ class ServerStats:
         return {
             "requests": self.requests,
             "answered": self.answered,
+            "aborted": self.aborted,
+            "generated_tokens": self.generated_tokens,
+            "scheduled_tokens": self.scheduled_tokens,
             "faults": dict(self.faults),
             "answered_keys": dict(self.answered_keys),
             "events": self.events,
@@ -95,12 +106,15 @@ class FaultServer:
         self.keep_events = keep_events
         self.rng = random.Random(cfg.seed)
         self.teacher = TeacherConfig(backend="synthetic", model="fault-server", max_tokens=1 << 30)
+        if cfg.synthetic is not None:  # a SyntheticConfig, or its YAML mapping
+            self.teacher = self.teacher.model_copy(update={"synthetic": SyntheticConfig.model_validate(cfg.synthetic)})
         self.canned = _response(orjson.dumps(_CANNED))
 
     def handle(
         self, path: str, headers: dict[str, str], body: bytes, send: Any, close: Any, loop: asyncio.AbstractEventLoop
-    ) -> None:
-        """Answer one request: `send(bytes)` writes, `close()` drops the connection."""
+    ) -> Decoding | None:
+        """Answer one request: `send(bytes)` writes, `close()` drops the connection; an answer still being
+        decoded is returned, for the connection to abort if the client goes away."""
         if self.cfg.api_key and headers.get("authorization") != f"Bearer {self.cfg.api_key}":
             send(_response(b'{"error": {"message": "invalid api key"}}', 401))
             return
@@ -142,27 +156,43 @@ class FaultServer:
         if fault == "drop":
             close()
             return
-        answer, tokens = self._answer(prompt, req, chat)
+        answer, tokens, completion = self._answer(prompt, req, chat)
         if self.keep_events and fault is None:
             self.stats.charged.append((arrived, tokens))
         if fault == "truncate":
             send(answer[: len(answer) // 2])
             close()
-            return
-        delay = self.cfg.hang_s if fault == "hang" else self.cfg.latency_s
+            return None
+        delay = self.cfg.hang_s if fault == "hang" else self.cfg.latency_s + completion * self.cfg.seconds_per_token
+        decoding = Decoding(time.monotonic(), completion)
+        self.stats.scheduled_tokens += completion
 
         def finish() -> None:
+            decoding.done = True
             self.stats.answered += 1
+            self.stats.generated_tokens += completion
             self.stats.answered_keys[key] += 1
             send(answer)
 
         if delay:
-            loop.call_later(delay, finish)
-        else:
-            finish()
+            decoding.timer = loop.call_later(delay, finish)
+            return decoding
+        finish()
+        return None
 
-    def _answer(self, prompt: str, req: dict[str, Any], chat: bool) -> tuple[bytes, int]:
-        """The response and its usage's total tokens."""
+    def abort(self, decoding: Decoding) -> None:
+        """The client closed the connection of a request still being decoded: stop it, count what it cost."""
+        if decoding.done or decoding.timer is None:
+            return
+        decoding.timer.cancel()
+        decoding.done = True
+        self.stats.aborted += 1
+        elapsed = time.monotonic() - decoding.started - self.cfg.latency_s
+        rate = self.cfg.seconds_per_token
+        self.stats.generated_tokens += min(decoding.tokens, int(max(0.0, elapsed) / rate)) if rate else 0
+
+    def _answer(self, prompt: str, req: dict[str, Any], chat: bool) -> tuple[bytes, int, int]:
+        """The response, its usage's total tokens and its completion tokens."""
         if self.cfg.responder is not None:
             text, finish = self.cfg.responder(prompt), "stop"
         elif self.cfg.script is not None:
@@ -182,9 +212,9 @@ class FaultServer:
             choice = {"index": 0, "text": text, "finish_reason": finish}
         tokens = usage["prompt_tokens"] + usage["completion_tokens"]
         if req.get("stream"):
-            return _stream_response(choice, usage, chat), tokens
+            return _stream_response(choice, usage, chat), tokens, usage["completion_tokens"]
         body = orjson.dumps({"id": "cmpl", "object": "completion", "choices": [choice], "usage": usage})
-        return _response(body), tokens
+        return _response(body), tokens, usage["completion_tokens"]
 
 
 def _response(body: bytes, status: int = 200, extra_headers: str = "") -> bytes:
@@ -224,14 +254,30 @@ def _stream_response(choice: dict[str, Any], usage: dict[str, int], chat: bool) 
     return head + body
 
 
+@dataclass
+class Decoding:
+    """An answer on its way: when it started, its completion tokens, its timer until it is sent."""
+
+    started: float
+    tokens: int
+    timer: asyncio.TimerHandle | None = None
+    done: bool = False
+
+
 class _Protocol(asyncio.Protocol):
     def __init__(self, server: FaultServer) -> None:
         self.server = server
         self.buf = b""
         self.transport: asyncio.Transport | None = None
+        self.decoding: list[Decoding] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for d in self.decoding:  # what a server does when its client goes away: abort the request
+            self.server.abort(d)
+        self.decoding = []
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
@@ -250,7 +296,10 @@ class _Protocol(asyncio.Protocol):
             body = self.buf[end + 4 : end + 4 + length]
             self.buf = self.buf[end + 4 + length :]
             path = head.split(" ", 2)[1] if " " in head else "/"
-            self.server.handle(path, headers, body, self._send, self._close, asyncio.get_running_loop())
+            decoding = self.server.handle(path, headers, body, self._send, self._close, asyncio.get_running_loop())
+            self.decoding = [d for d in self.decoding if not d.done]
+            if decoding is not None:
+                self.decoding.append(decoding)
 
     def _send(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -315,6 +364,8 @@ def main() -> None:
     ap.add_argument("--faults", default=",".join(FAULTS), help=f"comma-separated, of {', '.join(FAULTS)}")
     ap.add_argument("--latency-s", type=float, default=0.0)
     ap.add_argument("--hang-s", type=float, default=30.0)
+    ap.add_argument("--seconds-per-token", type=float, default=0.0, help="decoding time per completion token")
+    ap.add_argument("--teacher", help="a synthetic teacher YAML whose pass rates and lengths to answer with")
     ap.add_argument("--reasoning-parser", action="store_true")
     ap.add_argument("--canned", action="store_true", help="one fixed tiny answer (client benchmarks)")
     args = ap.parse_args()
@@ -322,6 +373,8 @@ def main() -> None:
         fault_rate=args.fault_rate,
         faults=tuple(f for f in args.faults.split(",") if f),
         latency_s=args.latency_s,
+        seconds_per_token=args.seconds_per_token,
+        synthetic=load_config(args.teacher, TeacherConfig).synthetic if args.teacher else None,
         hang_s=args.hang_s,
         reasoning_parser=args.reasoning_parser,
         canned=args.canned,

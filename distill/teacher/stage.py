@@ -23,7 +23,7 @@ import asyncio
 import bisect
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from distill.progress import GenerateProgress
 from distill.sources import inputs as inputs_mod
 from distill.stages import Context, Flow, PlanContext
 from distill.store import WORK, DatasetWriter, StageOutput, StageResult
+from distill.teacher.adaptive import AdaptiveRun, AdaptiveTotals, Rule, adaptive_lines, adaptive_stats, check_rule
 from distill.teacher.backends import Backend, make_backend
 from distill.teacher.chunks import (
     PROMPT,
@@ -56,6 +57,29 @@ class RunTotals:
     failed: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    adaptive: AdaptiveTotals = field(default_factory=AdaptiveTotals)
+
+
+@dataclass(frozen=True)
+class Adaptive:
+    """`--preset --keep --max-samples`: the preset's options (as `distill filter` runs them) and the rule."""
+
+    preset: dict[str, Any]
+    preset_name: str | None
+    rule: Rule
+
+
+def _adaptive(ctx: Context, cfg: TeacherConfig) -> Adaptive | None:
+    opts: GenerateOptions = ctx.options
+    if opts.preset is None:
+        return None
+    from distill.filters.stage import load_preset
+
+    preset = load_preset(ctx.path(opts.preset))
+    options = preset.model_dump()
+    if options["judge"] is None:
+        del options["judge"]  # as `distill filter` passes it
+    return Adaptive(options, preset.name, check_rule(opts.keep, opts.max_samples, cfg, opts.speculate))
 
 
 async def _generate(
@@ -145,6 +169,9 @@ def run(ctx: Context) -> StageResult:
     inputs_mod.preflight(files, PROMPT)
     chunks = inputs_mod.plan(files, rows_per_shard)
     config = {"teacher": cfg.fingerprint_fields(), "rows_per_shard": rows_per_shard}
+    adaptive = _adaptive(ctx, cfg)
+    if adaptive is not None:  # absent otherwise: earlier outputs keep their fingerprint
+        config["adaptive"] = {"preset": adaptive.preset, **adaptive.rule.describe()}
     inputs = [f.describe() for f in files]
     mine, n = (shard[0], shard[1]) if shard else (0, 1)
     root = out
@@ -172,13 +199,19 @@ def run(ctx: Context) -> StageResult:
                     if k not in opened.done and k % n == mine]  # fmt: skip
             # Ids are deduplicated over the whole input, so every part rejects the same repeats.
             first, good = first_rows(chunks)
-            total = _own_prompts(first, chunks, mine, n) * cfg.samples
-            have = sum(s["rows"] for s in ds.manifest.shards.values()) + journaled(root, todo)
+            own = _own_prompts(first, chunks, mine, n)
+            if adaptive is None:
+                total = own * cfg.samples
+                have = sum(s["rows"] for s in ds.manifest.shards.values()) + journaled(root, todo)
+            else:  # the bar counts prompts decided
+                total, have = own, sum(s.get("rows_in", 0) for s in ds.manifest.shards.values())
             backend = make_backend(_share_of_quota(cfg, n), root / WORK)
             totals = RunTotals()
             with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-                runner.run(_run(backend, cfg, ds, todo, root, first, total, have, show_progress, totals))
+                runner.run(_run(backend, cfg, ds, todo, root, first, total, have, show_progress, totals, adaptive))
             stats = generate_stats(ds, cfg, totals, backend, good, time.perf_counter() - o.started)
+            if adaptive is not None:
+                stats["adaptive"] = adaptive_stats(ds, adaptive.rule, adaptive.preset_name, totals.adaptive)
             result = o.finish({"generate": stats})  # every chunk is a shard now: the journals go with .work/
     return merge_if_whole(out, n, result)  # outside the part's lock: the merge removes the parts
 
@@ -214,11 +247,17 @@ async def _run(
     have: int,
     show_progress: bool,
     totals: RunTotals,
+    adaptive: Adaptive | None,
 ) -> None:
     await backend.start()
     try:
         with GenerateProgress(total, have, enabled=show_progress) as progress:
-            await _generate(backend, cfg, ds, todo, root, first, progress, totals)
+            if adaptive is None:
+                await _generate(backend, cfg, ds, todo, root, first, progress, totals)
+            else:
+                run = AdaptiveRun(backend, cfg, adaptive.preset, adaptive.rule, ds, todo, root, first, progress, totals)
+                run.adaptive = totals.adaptive
+                await run.run()
     except BaseExceptionGroup as group:  # the TaskGroup's: raise the first cause as itself (a UserError first)
         errors = sorted(group.exceptions, key=lambda e: not isinstance(e, UserError))
         raise errors[0] from None
@@ -272,8 +311,10 @@ def generate_stats(
 def print_generate(stats: dict[str, Any], merged_hint: bool = False) -> None:
     """The summary lines of a generate run; `merged_hint`: a --shard run that found the parts merged."""
     run = stats.get("this_run") or {"requests": 0}  # a merge of parts has no run of its own
+    a = stats.get("adaptive")
+    drawn = f"x {stats['samples_per_prompt']} samples" if a is None else f"(at most {a['max_samples']} each)"
     line = (
-        f"  {stats['traces']:,} traces of {stats['prompts']:,} prompts x {stats['samples_per_prompt']} samples; "
+        f"  {stats['traces']:,} traces of {stats['prompts']:,} prompts {drawn}; "
         f"{stats['prompt_tokens']:,} prompt + {stats['completion_tokens']:,} completion tokens"
     )
     if "cost_usd" in stats:
@@ -283,6 +324,9 @@ def print_generate(stats: dict[str, Any], merged_hint: bool = False) -> None:
     elif "parts" in stats:
         line += f"; merged from {stats['parts']} parts"
     print(line, file=sys.stderr)
+    if a is not None:
+        for text in adaptive_lines(a, stats["prompts"]):
+            print(f"  {text}", file=sys.stderr)
     if run["requests"]:
         errors = ", ".join(f"{k} {v:,}" for k, v in run["errors"].items()) or "none"
         print(
@@ -314,6 +358,8 @@ def load(ctx: Context) -> TeacherConfig:
         cfg = cfg.model_copy(update={"model": str(answers.resolve())})
     if opts.shard is not None:
         parse_shard(opts.shard)  # a bad --shard is named before anything is read
+    if opts.preset is not None:  # a bad preset or rule too
+        _adaptive(ctx, cfg)
     return cfg.model_copy(update={"base_urls": opts.base_url}) if opts.base_url else cfg
 
 

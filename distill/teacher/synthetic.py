@@ -10,6 +10,7 @@ problems get a short generic trace that ends in the prompt's `answer`. Every cho
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 import re
 from collections.abc import Callable
@@ -21,12 +22,46 @@ from distill.teacher.prompting import Request
 
 _EXPR = re.compile(r"(-?\d{1,12})\s*([+\-*×x])\s*(-?\d{1,12})")
 # Chinese in English reasoning: the R1-Zero failure that R1's language-consistency reward targeted.
+CHARS_PER_TOKEN = 2.0  # of the padding, under the tokenizer the synthetic backend counts with (measured: 2.0)
 _CHINESE = "让我们再仔细检查一下这个计算过程，确认每一步的进位和借位都是正确的，然后再写出最后的答案。"
 
 
 def rng_for(cfg: SyntheticConfig, req: Request) -> random.Random:
     digest = hashlib.sha256(f"synthetic:{cfg.seed}:{req.id}:{req.sample}".encode()).digest()
     return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+def prompt_pass_rate(cfg: SyntheticConfig, problem: str) -> float | None:
+    """The prompt's own pass rate under `pass_rate` (a Beta draw seeded by the problem text), else None."""
+    if cfg.pass_rate is None:
+        return None
+    digest = hashlib.sha256(f"pass-rate:{cfg.seed}:{problem}".encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big")).betavariate(cfg.pass_rate.alpha, cfg.pass_rate.beta)
+
+
+def _fault(cfg: SyntheticConfig, req: Request, rng: random.Random) -> str | None:
+    rate = prompt_pass_rate(cfg, req.problem)
+    if rate is None:
+        return pick_fault(cfg.faults, rng)
+    if rng.random() >= rate:  # this prompt's share of wrong samples, instead of one share for all
+        return "wrong_answer"
+    return pick_fault(cfg.faults.model_copy(update={"wrong_answer": 0.0}), rng)
+
+
+def _padding(cfg: SyntheticConfig, wrong: bool, rng: random.Random) -> list[str]:
+    """Paragraphs of re-checking that bring the reasoning to about its drawn length (`lengths`)."""
+    if cfg.lengths is None:
+        return []
+    mean = cfg.lengths.wrong_tokens if wrong else cfg.lengths.right_tokens
+    target_chars = int(mean * math.exp(rng.gauss(0.0, 0.25) - 0.25**2 / 2) * CHARS_PER_TOKEN)
+    lines: list[str] = []
+    size = 0
+    while size < target_chars:  # distinct numbers in every line: padding must not read as a loop
+        a, b = rng.randrange(10, 10_000), rng.randrange(10, 10_000)
+        lines.append(f"Check {len(lines) + 1}: {a} and {b} make {a + b}, which fits what came before.")
+        size += len(lines[-1]) + 1
+    paragraphs = [" ".join(lines[k : k + 4]) for k in range(0, len(lines), 4)]
+    return paragraphs
 
 
 def pick_fault(faults: SyntheticFaults, rng: random.Random) -> str | None:
@@ -113,7 +148,7 @@ def _wrong(answer: str, rng: random.Random) -> str:
 def raw_output(req: Request, cfg: TeacherConfig) -> tuple[str, str]:
     """(text as a server without a reasoning parser returns it, finish_reason), faults included."""
     rng = rng_for(cfg.synthetic, req)
-    fault = pick_fault(cfg.synthetic.faults, rng)
+    fault = _fault(cfg.synthetic, req, rng)
     solved = solve(req.problem)
     if solved is not None:
         steps, answer = solved
@@ -130,6 +165,7 @@ def raw_output(req: Request, cfg: TeacherConfig) -> tuple[str, str]:
         ]
     )
     steps = [opener, *steps] if opener else steps
+    steps += _padding(cfg.synthetic, fault == "wrong_answer", rng)
     if fault == "wrong_answer":
         answer = _wrong(answer, rng)
         steps = [*steps, f"So the result is {answer}."]
