@@ -7,7 +7,10 @@ arms, each to its kept set:
 
 - fixed: `generate` (samples: 4) -> `filter` -> `select --per-prompt 2`, as before;
 - adaptive, max 4: `generate --preset filters/r1.yaml --keep 2 --max-samples 4` -> `filter` -> `select`;
-- adaptive, max 8: the same with `--max-samples 8`.
+- adaptive, max 8: the same with `--max-samples 8`; and once more with `--speculate 2` (the tail sooner).
+
+The server decodes 2,000 tokens/s per request (a 500-token trace in 0.25 s), 64 requests at once: the teacher,
+not this client, is the limit, as with R1 on GPUs.
 
 The bill is what the server itself counted as decoded (cancelled requests up to their abort included). The
 theory beside each arm: the sequential rule's expectation for the same prompts' pass rates and the mean
@@ -25,7 +28,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from math import comb
 from pathlib import Path
 from typing import Any
 
@@ -89,24 +91,64 @@ def _arm(work: Path, name: str, prompts: Path, teacher: Path, url: str, extra: l
 
 
 def theory(rates: list[float], right: float, wrong: float, keep: int, cap: int, fixed: bool) -> dict[str, float]:
-    """Expected tokens, kept traces, prompts with one and with `keep` kept, for these pass rates."""
-    tokens = kept = covered = full = 0.0
-    for p in rates:
-        binom = [comb(cap, j) * p**j * (1 - p) ** (cap - j) for j in range(cap + 1)]
-        k = sum(min(keep, j) * b for j, b in enumerate(binom))
-        if fixed:
-            drawn, rights = float(cap), cap * p
-        else:  # samples drawn until `keep` pass or `cap`: sum over t of P(fewer than keep passes in t samples)
-            drawn = sum(sum(comb(t, j) * p**j * (1 - p) ** (t - j) for j in range(keep)) for t in range(cap))
-            rights = k  # every passing sample drawn is kept: the rule stops at `keep`
-        tokens += rights * right + (drawn - rights) * wrong
-        kept += k
-        covered += 1 - (1 - p) ** cap
-        full += sum(b for j, b in enumerate(binom) if j >= keep)
-    return {"tokens": tokens, "kept": kept, "covered": covered, "full": full, "tokens_per_kept": tokens / kept}
+    """Expected tokens, kept traces, prompts with one and with `keep` kept, for these pass rates (the plan's own
+    arithmetic, distill.teacher.adaptive.expected)."""
+    from distill.teacher.adaptive import expected
+
+    found = [expected(p, keep, cap, fixed) for p in rates]
+    tokens = sum(e.passing * right + (e.drawn - e.passing) * wrong for e in found)
+    kept = sum(e.kept for e in found)
+    return {"tokens": tokens, "kept": kept, "covered": sum(e.covered for e in found),
+            "full": sum(e.full for e in found), "tokens_per_kept": tokens / kept}  # fmt: skip
 
 
-def run(work: Path, prompts: int = 2000, seconds_per_token: float = 2e-5, concurrency: int = 64) -> dict[str, Any]:
+def late_failures(work: Path, prompts: int = 200, max_tokens: int = 4096) -> dict[str, Any]:
+    """Traces that loop or drift into Chinese after reasoning normally, until max_tokens: the same adaptive run
+    streamed (each trace watched, stopped once a rule it cannot recover from fails) and whole."""
+    from distill.teacher.fault_server import ServerConfig, ThreadedServer
+
+    work.mkdir(parents=True, exist_ok=True)
+    src = work / "prompts.jsonl"
+    rows = [{"problem": f"Compute {13 * i + 5} + {31 * i + 2}.", "answer": str(44 * i + 7), "domain": "math",
+             "source": "bench"} for i in range(prompts)]  # fmt: skip
+    src.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    synthetic = {**SYNTHETIC, "faults": {"loop": 0.1, "drift": 0.05}}
+    server = ThreadedServer(ServerConfig(seconds_per_token=2e-5, synthetic=synthetic))
+    out: dict[str, Any] = {"prompts": prompts, "max_tokens": max_tokens}
+    try:
+        for stream in (False, True):
+            teacher = work / "teacher.yaml"
+            teacher.write_text(yaml.safe_dump({"backend": "openai", "model": "m", "base_urls": [server.url],
+                                               "samples": 4, "concurrency": 64, "max_tokens": max_tokens,
+                                               "stream": stream}))  # fmt: skip
+            dest = work / ("stream" if stream else "whole")
+            shutil.rmtree(dest, ignore_errors=True)
+            before = server.stats.generated_tokens
+            r = subprocess.run([*DISTILL, "generate", "--input", str(src), "--teacher", str(teacher), "--out",
+                                str(dest), "--preset", str(PRESET), "--keep", "2", "--max-samples", "4",
+                                "--no-progress"], cwd=REPO, capture_output=True, text=True)  # fmt: skip
+            if r.returncode != 0:
+                raise RuntimeError(r.stderr[-3000:])
+            rows = pq.read_table(sorted((dest / "_verdicts").glob("*.parquet"))).to_pylist()
+            out["stream" if stream else "whole"] = {
+                "server_tokens": server.stats.generated_tokens - before,
+                "rows": {(v["id"], v["sample"]): (v["finish_reason"], v["completion_tokens"], v["keep"]) for v in rows},
+            }
+    finally:
+        server.stop()
+    whole, streamed = out["whole"]["rows"], out["stream"]["rows"]
+    stopped = [k for k, v in streamed.items() if v[0] == "abort"]
+    out["stopped"] = len(stopped)
+    out["stopped_tokens"] = sum(streamed[k][1] for k in stopped)
+    out["stopped_whole_tokens"] = sum(whole[k][1] for k in stopped)
+    out["stopped_that_passed_whole"] = sum(1 for k in stopped if whole[k][2])
+    out["same_rows"] = whole.keys() == streamed.keys()
+    for arm in ("whole", "stream"):
+        del out[arm]["rows"]
+    return out
+
+
+def run(work: Path, prompts: int = 2000, seconds_per_token: float = 5e-4, concurrency: int = 64) -> dict[str, Any]:
     from distill.teacher.config import SyntheticConfig
     from distill.teacher.synthetic import prompt_pass_rate
 
@@ -133,6 +175,9 @@ def run(work: Path, prompts: int = 2000, seconds_per_token: float = 2e-5, concur
             "fixed": _arm(work, "fixed", src, teacher, url, []),
             "adaptive-4": _arm(work, "adaptive-4", src, teacher, url, [*preset, "--max-samples", "4"]),
             "adaptive-8": _arm(work, "adaptive-8", src, teacher, url, [*preset, "--max-samples", "8"]),
+            "adaptive-8-speculate": _arm(
+                work, "adaptive-8-speculate", src, teacher, url, [*preset, "--max-samples", "8", "--speculate", "2"]
+            ),
         }
     finally:
         server.terminate()
@@ -148,6 +193,7 @@ def run(work: Path, prompts: int = 2000, seconds_per_token: float = 2e-5, concur
         "adaptive-4": theory(rates, right, wrong, 2, 4, fixed=False),
         "adaptive-8": theory(rates, right, wrong, 2, 8, fixed=False),
     }
+    expected["adaptive-8-speculate"] = expected["adaptive-8"]
     return {"prompts": prompts, "seconds_per_token": seconds_per_token, "concurrency": concurrency,
             "right_tokens": right, "wrong_tokens": wrong, "arms": arms, "theory": expected}  # fmt: skip
 

@@ -394,6 +394,66 @@ def generate_section() -> list[str]:
     ]
 
 
+def adaptive_section() -> list[str]:
+    from benchmarks import adaptive_bench
+
+    r = adaptive_bench.run(WORK / "adaptive")
+    arms, theory = r["arms"], r["theory"]
+    fixed = arms["fixed"]
+    names = {"fixed": "fixed N = 4 -> filter -> select 2", "adaptive-4": "`--keep 2 --max-samples 4`",
+             "adaptive-8": "`--keep 2 --max-samples 8`",
+             "adaptive-8-speculate": "`--keep 2 --max-samples 8 --speculate 2`"}  # fmt: skip
+    lines = [
+        "## Judging traces in flight: teacher tokens per kept trace (issue 30)",
+        "",
+        f"`python -m benchmarks.adaptive_bench`: {r['prompts']:,} prompts, pass rates drawn from Beta(2, 1), wrong "
+        f"traces longer than right ones ({r['wrong_tokens']:,.0f} against {r['right_tokens']:,.0f} completion "
+        "tokens on average), answered by the fault-injecting server in its own process decoding "
+        f"{1 / r['seconds_per_token']:,.0f} tokens/s per request, {r['concurrency']} at once. Each arm runs to its "
+        "kept set: generate, then `filter --preset filters/r1.yaml`, then `select --per-prompt 2`. Tokens: what the "
+        "server itself decoded (cancelled requests up to their abort). Theory: the rule's expectation for the same "
+        "pass rates and mean lengths.",
+        "",
+        "| arm | completion tokens | kept | prompts with 1+ | with 2 | tokens / kept | vs fixed | theory "
+        "tokens / kept | measured / theory | generate | whole chain |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, a in arms.items():
+        t = theory[name]
+        extra = f" ({a['cancelled']} cancelled, {a['removed']} beyond)" if a["cancelled"] or a["removed"] else ""
+        lines.append(
+            f"| {names[name]}{extra} | {a['tokens']:,} | {a['kept']:,} | {a['covered']:,} | {a['full']:,} "
+            f"| {a['tokens_per_kept']:,.0f} | {a['tokens_per_kept'] / fixed['tokens_per_kept']:.3f}× "
+            f"| {t['tokens_per_kept']:,.0f} | {a['tokens_per_kept'] / t['tokens_per_kept']:.3f}× "
+            f"| {a['generate_s']:,.1f} s | {a['wall_s']:,.1f} s |"
+        )
+    a4, a8, spec = arms["adaptive-4"], arms["adaptive-8"], arms["adaptive-8-speculate"]
+    late = adaptive_bench.late_failures(WORK / "adaptive-late")
+    lines += [
+        "",
+        f"Goals. Same cap (max 4): {1 - a4['tokens_per_kept'] / fixed['tokens_per_kept']:.1%} fewer tokens per kept "
+        f"trace (goal ≥ 20%), {a4['covered']:,} prompts covered against {fixed['covered']:,} (goal: no fewer). "
+        f"Max 8: {a8['covered']:,} prompts covered against {fixed['covered']:,} (goal: more) for "
+        f"{a8['tokens'] / fixed['tokens']:.3f}× the tokens (goal ≤ 1). Against theory: "
+        + ", ".join(f"{n} {arms[n]['tokens'] / theory[n]['tokens']:.3f}×" for n in arms)
+        + " of the expected tokens (goal within 5%). Speculation in the tail: "
+        f"{spec['generate_s'] / a8['generate_s']:.2f}× the generate time of max 8 for "
+        f"{spec['tokens'] / a8['tokens']:.3f}× its tokens.",
+        "",
+        f"Stopping a trace that has already failed (`stream: true`): {late['prompts']} prompts, 10% of samples loop "
+        f"and 5% drift into Chinese after reasoning normally, until max_tokens {late['max_tokens']:,}; the same "
+        f"adaptive run (keep 2, max 4) streamed and whole. {late['stopped']} traces were stopped in flight, at "
+        f"{late['stopped_tokens']:,} completion tokens against {late['stopped_whole_tokens']:,} run whole "
+        f"({late['stopped_tokens'] / late['stopped_whole_tokens']:.3f}×); the server decoded "
+        f"{late['stream']['server_tokens']:,} tokens against {late['whole']['server_tokens']:,} "
+        f"({late['stream']['server_tokens'] / late['whole']['server_tokens']:.3f}×, the client reads a little behind "
+        f"the server). Stopped traces that would have passed: {late['stopped_that_passed_whole']} (goal 0); the same "
+        f"(id, sample) rows either way: {'yes' if late['same_rows'] else 'NO'}.",
+        "",
+    ]
+    return lines
+
+
 def train_section() -> list[str]:
     from benchmarks import train_bench
 
@@ -741,6 +801,7 @@ SECTIONS = {
     "sandbox": sandbox_section,
     "mix": mix_section,
     "generate": generate_section,
+    "adaptive": adaptive_section,
     "offline": offline_section,
     "train": train_section,
     "demo": demo_section,

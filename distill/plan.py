@@ -19,6 +19,13 @@ from distill.sources import inputs
 from distill.stages import Context, Flow, PlanContext
 
 
+class BetaRates(StrictModel):
+    """Pass rates spread as Beta(alpha, beta): a strong teacher on a curated set is about Beta(2, 1)."""
+
+    alpha: float = Field(gt=0)
+    beta: float = Field(gt=0)
+
+
 class PlanAssumptions(StrictModel):
     """What `distill run --dry-run` assumes where the inputs cannot tell (every figure is printed with it)."""
 
@@ -28,6 +35,11 @@ class PlanAssumptions(StrictModel):
     teacher_tokens_per_s: float = Field(default=2_500, gt=0, description="generated tokens/s of one serving replica")
     gpus_per_teacher_replica: int = Field(default=16, ge=1, description="R1 671B: 2 nodes of 8xH100")
     keep_rate: float = Field(default=0.6, gt=0, le=1, description="share of traces the filter keeps")
+    pass_rates: str | BetaRates | None = Field(
+        default=None, description="each prompt's pass rate, for `generate --preset`'s estimate: a pilot run's "
+        "verdicts directory (its `keep` share per prompt), a `distill difficulty` output, or {alpha, beta} of a "
+        "Beta distribution; default: every prompt at keep_rate",
+    )  # fmt: skip
     bytes_per_token: float = Field(default=4.0, gt=0, description="UTF-8 bytes per token of text")
     compression: float = Field(default=3.0, ge=1, description="text bytes / zstd Parquet bytes")
     shares: dict[str, float] = Field(

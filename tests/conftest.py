@@ -210,6 +210,8 @@ SLOW_TESTS = {
     "test_adaptive.py::test_a_decided_prompts_requests_in_flight_are_aborted_at_the_server",
     "test_adaptive.py::test_sigkill_mid_run_with_speculation_then_rerun_gives_the_clean_rows",
     "test_adaptive.py::test_synthetic_pass_rates_make_easy_and_hard_prompts_with_longer_wrong_traces",
+    "test_adaptive.py::test_a_streamed_trace_that_loops_or_drifts_is_stopped_and_a_clean_one_never_is",
+    "test_adaptive.py::test_a_pipeline_step_takes_the_options_and_its_plan_and_run_agree",
     "test_readme.py::test_every_readme_command_runs_as_printed",
     "test_memory.py::test_a_dry_run_with_no_network_says_so_in_one_line_without_retrying",
     "test_declarations.py::test_a_command_rerun_on_a_pipeline_steps_output_finds_it_done",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import signal
 import subprocess
 import time
@@ -241,3 +242,142 @@ def test_synthetic_pass_rates_make_easy_and_hard_prompts_with_longer_wrong_trace
     mean = lambda xs: sum(x["completion_tokens"] for x in xs) / len(xs)  # noqa: E731
     assert mean(wrong) > mean(right) + 30  # 120 against 60 tokens of padding, on a ~250-token trace
     assert pq.read_schema(next((tmp_path / "t").glob("train-*.parquet"))).names[0] == "id"
+
+
+# --- the plan -----------------------------------------------------------------------------------------
+
+
+def test_expected_draws_are_what_the_rule_draws_on_average() -> None:
+    from distill.teacher.adaptive import expected
+
+    rng = random.Random(1)
+    for p, keep, cap in ((0.9, 2, 4), (0.3, 2, 8), (0.5, 1, 4), (0.05, 3, 6)):
+        drawn = kept = full = 0
+        for _ in range(20_000):
+            passes = 0
+            for _ in range(cap):
+                drawn += 1
+                passes += rng.random() < p
+                if passes >= keep:
+                    break
+            kept, full = kept + min(passes, keep), full + (passes >= keep)
+        e = expected(p, keep, cap)
+        assert abs(drawn / 20_000 - e.drawn) < 0.03 * e.drawn and abs(kept / 20_000 - e.kept) < 0.03 * max(e.kept, 0.1)
+        assert abs(full / 20_000 - e.full) < 0.02
+
+
+def test_r1_800k_offers_the_adaptive_variant_with_the_cost_its_dry_run_prints(tmp_path: Path) -> None:
+    text = (REPO / "pipelines" / "r1-800k.yaml").read_text()
+    for folder in ("configs", "filters", "students"):
+        (tmp_path / folder).symlink_to(REPO / folder)
+    (tmp_path / "pipelines").mkdir()
+    hosted = text.replace("r1-vllm.yaml", "r1-api.yaml")
+    variant = hosted
+    for key in ("preset", "keep", "max_samples"):  # the commented variant, switched on
+        assert f"      # {key}:" in variant, key
+        variant = variant.replace(f"      # {key}:", f"      {key}:")
+    lines = {}
+    for name, doc in (("fixed", hosted), ("adaptive", variant)):
+        (tmp_path / "pipelines" / f"{name}.yaml").write_text(doc)
+        r = run_cli("run", str(tmp_path / "pipelines" / f"{name}.yaml"), "--dry-run")
+        assert r.returncode == 0, r.stderr
+        lines[name] = next(line for line in (r.stdout + r.stderr).splitlines() if line.strip().startswith("traces"))
+    cost = {k: re.search(r"~\$([\d,]+) at the teacher's prices", line).group(1) for k, line in lines.items()}
+    said = re.search(r"expects ~\$([\d,]+) for this plan against ~\$([\d,]+) for 4 samples", text)
+    assert said and said.groups() == (cost["adaptive"], cost["fixed"]), (said and said.groups(), cost)
+    assert f"fixed N = 4 would be 4,000,000 requests, ~${cost['fixed']}" in lines["adaptive"]
+    assert "+0.0% prompts covered" in lines["adaptive"] and "Beta(2, 1)" in lines["adaptive"]
+
+
+# --- stopping a trace that has already failed -----------------------------------------------------------
+
+
+def test_a_streamed_trace_that_loops_or_drifts_is_stopped_and_a_clean_one_never_is(tmp_path: Path) -> None:
+    """Late loops and late drifts into Chinese run to max_tokens unless stopped; clean traces are long (~3,000
+    tokens of varied re-checking). Streamed, the failed ones stop early with the rule they broke, which `distill
+    filter` finds again; every other row, and the kept set, is what the same run without streaming gives."""
+    src = write_jsonl(tmp_path / "p.jsonl", prompts(40))
+    synthetic = {**SYNTHETIC, "lengths": {"right_tokens": 3000, "wrong_tokens": 3000},
+                 "faults": {"loop": 0.15, "drift": 0.15}}  # fmt: skip
+    server = ThreadedServer(ServerConfig(seconds_per_token=1e-5, synthetic=synthetic))
+    args = ["--input", str(src), "--preset", str(PRESET), "--keep", "2", "--max-samples", "6", "--no-progress"]
+    try:
+        runs = {}
+        for stream in (True, False):
+            teacher = server_teacher(tmp_path, server.url, stream=stream, max_tokens=8192)
+            out = tmp_path / ("stream" if stream else "whole")
+            before = server.stats.generated_tokens
+            r = run_cli("generate", *args, "--teacher", str(teacher), "--out", str(out))
+            assert r.returncode == 0, r.stderr
+            runs[stream] = (read_side(out, "verdicts"), server.stats.generated_tokens - before, r.stderr)
+    finally:
+        server.stop()
+    (streamed, spent, said), (whole, whole_spent, _) = runs[True], runs[False]
+    by_key = {(v["id"], v["sample"]): v for v in whole}
+    assert [(v["id"], v["sample"]) for v in streamed] == [(v["id"], v["sample"]) for v in whole]
+    stopped = [v for v in streamed if v["finish_reason"] == "abort"]
+    assert len(stopped) >= 10 and {v["reject_reason"] for v in stopped} == {"repetition", "language_mix"}
+    assert "stopped in flight" in said
+    for v in stopped:  # each would have failed anyway, cut at max_tokens, at a fraction of the cost
+        full = by_key[(v["id"], v["sample"])]
+        assert not full["keep"] and full["finish_reason"] == "length" and v["completion_tokens"] < 8192 // 2
+    for v in streamed:
+        if v["finish_reason"] != "abort":
+            assert v == {**by_key[(v["id"], v["sample"])], "latency_s": v["latency_s"]}
+    assert spent < 0.8 * whole_spent  # the server's own count: it stopped decoding them
+    r = run_cli("filter", "--input", str(tmp_path / "stream"), "--preset", str(PRESET), "--out", str(tmp_path / "f"))
+    assert r.returncode == 0, r.stderr
+    assert read_rows(tmp_path / "f") == streamed  # filter reads a stopped trace as it was stopped
+
+
+def test_the_rules_applied_in_flight_never_fail_a_prefix_of_a_trace_that_passes() -> None:
+    from distill.filters.config import FilterPreset
+    from distill.filters.early import failed_already
+    from distill.teacher.config import TeacherConfig
+    from distill.teacher.prompting import Request
+    from distill.teacher.synthetic import raw_output
+
+    preset = FilterPreset.model_validate(yaml.safe_load(PRESET.read_text()))
+    cfg = TeacherConfig(backend="synthetic", model="m", max_tokens=4096,
+                        synthetic={"lengths": {"right_tokens": 4000, "wrong_tokens": 4000}})  # fmt: skip
+    for i in range(30):  # clean long traces: no prefix fails
+        text, _ = raw_output(Request(f"p{i}", 0, "math", f"Compute {i} + 7.", str(i + 7), None), cfg)
+        reasoning = text.split("</think>")[0]
+        assert len(reasoning) > 3000
+        for cut in range(500, len(reasoning), 500):
+            assert failed_already(reasoning[:cut], "math", "en", preset, 4096) is None, (i, cut)
+    looping = cfg.model_copy(update={"synthetic": cfg.synthetic.model_copy(
+        update={"faults": cfg.synthetic.faults.model_copy(update={"loop": 1.0})})})  # fmt: skip
+    text, finish = raw_output(Request("q", 0, "math", "Compute 2 + 2.", "4", None), looping)
+    assert finish == "length"
+    codes = [failed_already(text[:cut], "math", "en", preset, 4096) for cut in range(2000, len(text), 2000)]
+    first = next(k for k, c in enumerate(codes) if c is not None)
+    assert all(c is not None and c[0] == "repetition" for c in codes[first:])  # once failed, failed for good
+
+
+def test_a_pipeline_step_takes_the_options_and_its_plan_and_run_agree(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "p.jsonl", prompts(30))
+    synthetic_teacher(tmp_path)
+    (tmp_path / "r1.yaml").write_text(PRESET.read_text())
+    pipeline = {
+        "name": "adaptive",
+        "plan": {"pass_rates": {"alpha": 2, "beta": 1}},
+        "steps": [
+            {"name": "traces", "stage": "generate", "input": ["p.jsonl"],
+             "options": {"teacher": "teacher.yaml", "preset": "r1.yaml", "keep": 2, "max_samples": 6}},
+            {"name": "verdicts", "stage": "filter", "input": "traces", "options": {"preset": "r1.yaml"}},
+            {"name": "kept", "stage": "select", "input": "verdicts", "options": {"per_prompt": 2}},
+        ],
+    }  # fmt: skip
+    path = tmp_path / "pipe.yaml"
+    path.write_text(yaml.safe_dump(pipeline))
+    runs = tmp_path / "runs"
+    plan = run_cli("run", str(path), "--dry-run", "--out", str(runs))
+    assert plan.returncode == 0, plan.stderr
+    line = next(x for x in (plan.stdout + plan.stderr).splitlines() if x.strip().startswith("traces"))
+    assert "until 2 pass, at most 6" in line and "Beta(2, 1)" in line and "fixed N = 4 would be" in line
+    r = run_cli("run", str(path), "--no-progress", "--out", str(runs))
+    assert r.returncode == 0, r.stderr
+    passing = {(v["id"], v["sample"]) for v in read_side(runs / "traces", "verdicts") if v["keep"]}
+    assert {(x["id"], x["sample"]) for x in read_rows(runs / "kept")} == passing
+    assert read_rows(runs / "verdicts") == read_side(runs / "traces", "verdicts")

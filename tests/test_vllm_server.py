@@ -60,6 +60,8 @@ def vllm_url(tmp_path_factory: pytest.TempPathFactory):
         "--reasoning-parser",
         "deepseek_r1",
         "--no-enable-chunked-prefill",  # per-request seeds need it on CPU
+        "--max-num-seqs",  # a GPU's batch is full in a long run: requests beyond it wait their turn
+        "4",
     ]
     with open(log, "wb") as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -172,3 +174,54 @@ def test_offline_vllm_backend_journals_each_result_and_a_kill_asks_only_for_the_
     assert all(0 < row["completion_tokens"] <= 160 and row["finish_reason"] in ("stop", "length") for row in rows)
     asked = json.loads((out / "_manifest.json").read_text())["stats"]["generate"]["this_run"]["requests"]
     assert asked == 80 - len(kept)  # the engine was asked only for what no journal held
+
+
+def _generated_tokens(url: str) -> float:
+    """The server's own count of tokens it decoded (its Prometheus counter)."""
+    with urllib.request.urlopen(url.removesuffix("/v1") + "/metrics", timeout=10) as r:
+        lines = r.read().decode().splitlines()
+    found = [float(line.split()[-1]) for line in lines if line.startswith("vllm:generation_tokens_total")]
+    assert found, "vLLM's /metrics has no vllm:generation_tokens_total"
+    return sum(found)
+
+
+def test_requests_of_a_decided_prompt_are_aborted_and_the_server_decodes_fewer_tokens(
+    vllm_url: str, tmp_path: Path
+) -> None:
+    """`generate --preset --keep 1 --speculate 7`: all 8 samples of each prompt go out at once (the run is all
+    tail), the first decides the prompt, the rest are cancelled; vLLM aborts them (closed connections) and its
+    counter shows fewer decoded tokens than the same 32 requests with nothing cancelled (fixed N = 8)."""
+    import json
+
+    import yaml
+
+    from tests.conftest import run_cli
+
+    src = write_jsonl(tmp_path / "p.jsonl", prompts(4))
+    teacher = tmp_path / "t.yaml"
+    teacher.write_text(yaml.safe_dump({"backend": "openai", "model": "tiny", "base_urls": [vllm_url], "samples": 8,
+                                       "max_tokens": 160, "concurrency": 32}))  # fmt: skip
+    base = ["generate", "--input", str(src), "--teacher", str(teacher), "--no-progress"]
+    before = _generated_tokens(vllm_url)
+    r = run_cli(*base, "--out", str(tmp_path / "fixed"))
+    assert r.returncode == 0, r.stderr
+    fixed = _generated_tokens(vllm_url) - before
+    preset = ["--preset", str(REPO / "filters" / "none.yaml"), "--keep", "1", "--max-samples", "8", "--speculate", "7"]
+    # Which of a prompt's 8 requests vLLM starts first depends on the order the client's new connections land; a
+    # run where every sample 0 came in last has nothing left to cancel (seen once in a few dozen runs): try again.
+    for attempt in range(3):
+        out = tmp_path / f"adaptive-{attempt}"
+        before = _generated_tokens(vllm_url)
+        r = run_cli(*base, *preset, "--out", str(out))
+        assert r.returncode == 0, r.stderr
+        adaptive = _generated_tokens(vllm_url) - before
+        stats = json.loads((out / "_manifest.json").read_text())["stats"]["generate"]["adaptive"]
+        if stats["this_run"]["cancelled"] >= 4:
+            break
+    assert stats["this_run"]["cancelled"] >= 4, stats  # of the 28 speculative requests
+    assert adaptive < 0.75 * fixed, (adaptive, fixed)  # vLLM decoded nothing more of what was cancelled
+    rows = [row for b in DatasetReader(out).iter_batches() for row in b.to_pylist()]
+    first = {row["id"]: row for b in DatasetReader(tmp_path / "fixed").iter_batches() for row in b.to_pylist()
+             if row["sample"] == 0}  # fmt: skip
+    assert [row["sample"] for row in rows] == [0] * 4  # the kept sample is sample 0, whatever finished first
+    assert all(row["reasoning"] == first[row["id"]]["reasoning"] for row in rows)

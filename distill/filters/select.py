@@ -38,7 +38,7 @@ from distill.store import DatasetReader, ShardWriter, StageOutput, StageResult
 VERDICT = RECORDS["verdict"]
 
 
-def _text_key(reasoning: str | None, content: str | None) -> int:
+def text_key(reasoning: str | None, content: str | None) -> int:
     return xxhash.xxh64_intdigest(" ".join(f"{reasoning or ''}\x1f{content or ''}".split()).encode())
 
 
@@ -125,7 +125,7 @@ def _keys(task: KeysTask) -> tuple[int, list[tuple[int, str, int, int]], dict[st
         idx = np.flatnonzero(pc.fill_null(batch.table.column("keep"), False).to_numpy(zero_copy_only=False))
         picked = batch.table.select(["id", "sample", "reasoning", "content"]).take(pa.array(idx, pa.int64()))
         found += [
-            (task.base + batch.rows[k], r["id"], r["sample"], _text_key(r["reasoning"], r["content"]))
+            (task.base + batch.rows[k], r["id"], r["sample"], text_key(r["reasoning"], r["content"]))
             for k, r in zip(idx, picked.to_pylist(), strict=True)
         ]
     return rows, found, dict(rates)
@@ -223,7 +223,9 @@ def run(ctx: Context) -> StageResult:
 def plan(p: PlanContext) -> Flow:
     src, k = p.upstream, p.options.per_prompt
     kept = src.extra.get("kept", src.rows) if src else 0
-    if src and "prompts" in src.extra:  # prompts with at least one kept sample, k of them each at most
+    if src and "expected_kept" in src.extra:  # judged in flight: at most `keep` passing per prompt already
+        kept = min(kept, src.extra["expected_kept"])
+    elif src and "prompts" in src.extra:  # prompts with at least one kept sample, k of them each at most
         samples = src.extra["samples"]
         with_one = src.extra["prompts"] * (1 - (1 - src.extra.get("keep_rate", p.assumptions.keep_rate)) ** samples)
         kept = min(kept, with_one * min(k, samples))

@@ -26,8 +26,8 @@ import pyarrow.compute as pc
 from distill import language
 from distill.config import load_config
 from distill.executor import MapStage, check_executor, run_map_stage
+from distill.filters import early, langcheck, readability, sandbox
 from distill.filters import judge as judge_mod
-from distill.filters import langcheck, readability, sandbox
 from distill.filters.answers import choice_letter, final_boxed
 from distill.filters.config import FilterPreset, JudgeConfig
 from distill.filters.judge import JudgeItem
@@ -38,6 +38,7 @@ from distill.sources.mapping import TraceMapping
 from distill.stages import Context, Flow, PlanContext
 from distill.store import DatasetReader, StageResult
 
+ABORTED = "abort"  # the finish_reason of a trace `generate --preset` stopped in flight (distill/filters/early.py)
 _GOLD_LETTER = re.compile(r"^\s*\(?\s*([A-Za-z])\s*\)?\s*\.?\s*$")
 _checkers: dict[float, MathChecker] = {}
 
@@ -74,6 +75,13 @@ def verdicts(batch: pa.RecordBatch, preset: dict[str, Any]) -> pa.Table:
     limits = Limits(**cfg.correctness.code.model_dump())
 
     for i, r in enumerate(rows):
+        if r["finish_reason"] == ABORTED:  # stopped in flight by `generate --preset`: the rules it was stopped by
+            target = r["language"] or language.detect(r["problem"])
+            found = early.failed_already(r["reasoning"] or r["content"], r["domain"], target, cfg, _max_tokens(r))
+            reason[i], detail[i] = found or ("truncated", "stopped before it finished")
+            readable[i] = False if reason[i] in early.READABILITY_CODES else readable[i]
+            language_ok[i] = False if reason[i] == "language_mix" else None
+            continue
         code, reasoning, answer = readability.check(
             r["reasoning"], r["content"], r["finish_reason"], r["completion_tokens"], r["domain"], cfg.readability
         )
@@ -165,6 +173,13 @@ def verdicts(batch: pa.RecordBatch, preset: dict[str, Any]) -> pa.Table:
             table = table.drop_columns([name])
         table = table.append_column(name, pa.array(values, typ))
     return table
+
+
+def _max_tokens(r: dict[str, Any]) -> int | None:
+    """The `max_tokens` the trace was sampled with (its `params`)."""
+    with contextlib.suppress(ValueError, TypeError, AttributeError):
+        return json.loads(r["params"] or "{}").get("max_tokens")
+    return None
 
 
 def _gold(r: dict[str, Any]) -> str | None:
@@ -397,6 +412,8 @@ def plan(p: PlanContext) -> Flow:
     rate, how = (p.assumptions.keep_rate, f"plan.keep_rate {p.assumptions.keep_rate:.0%}") if any(checks) else (
         1.0, "no checks")  # fmt: skip
     kept = (src.rows if src else 0) * rate
+    if src and "expected_kept" in src.extra and any(checks):  # judged in flight: what passed is known per prompt
+        kept, how = src.extra["expected_kept"], "as generate --preset expects"
     return Flow(src.rows if src else 0, src.tokens_per_row if src else 0,
                 f"one verdict per trace; ~{kept:,.0f} kept ({how})",
                 {**(src.extra if src else {}), "kept": kept, "keep_rate": rate})  # fmt: skip

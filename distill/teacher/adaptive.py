@@ -3,7 +3,8 @@
 Each trace is judged the moment it comes back, by the function `distill filter` runs (`filters.stage.verdicts`),
 and a prompt stops once K of its samples pass, or N were drawn. The rule that decides a prompt is sequential
 and so does not depend on timing: samples are numbered in the order they are drawn, and a prompt is decided at
-the first T such that samples 0..T-1 are all judged and K of them pass (or T = N). Its rows are samples 0..T-1:
+the first T such that samples 0..T-1 are all judged and K of them pass (or T = N); a pass with the same text as an
+earlier one of its prompt does not count, as `select` keeps one of identical traces. Its rows are samples 0..T-1:
 the same on every rerun and after a kill, whatever finished first. What it costs is what the sequential rule
 costs, because a sample is drawn only while the samples below it, in flight ones counted as passing, hold fewer
 than K passes: a sample the rule would draw in any case.
@@ -25,12 +26,17 @@ import asyncio
 import json
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from math import comb
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
+from distill import language
 from distill.errors import UserError
+from distill.filters.config import FilterPreset
+from distill.filters.early import failed_already
+from distill.filters.select import text_key
 from distill.records import conform_table, get_record, output_schema
 from distill.sources import inputs as inputs_mod
 from distill.store import DatasetWriter, ShardWriter
@@ -41,6 +47,10 @@ from distill.teacher.prompting import Request
 
 VERDICT = get_record("verdict")
 TRACE_SCHEMA = output_schema(TRACE)
+# per shard, summed over the manifest: kept traces, prompts with `keep` / with one passing, samples drawn beyond a
+# decided prompt, traces stopped in flight for a rule they had already failed
+ADAPTIVE_COUNTS = ("kept", "prompts_full", "prompts_covered", "removed", "removed_completion_tokens", "stopped",
+                   "stopped_completion_tokens")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,20 @@ class Rule:
 
     def describe(self) -> dict[str, Any]:
         return {"keep": self.keep, "max_samples": self.max_samples}
+
+
+def counts_as_pass(row: dict[str, Any], seen: set[int]) -> bool:
+    """A judged sample passes, and is not the same text as an earlier passing sample of its prompt (`seen`, their
+    text keys): `distill select` keeps one of identical traces, so the rule counts one."""
+    if not row["verdict"]["keep"]:
+        return False
+    if "_key" not in row:  # in memory only: computed once per sample
+        v = row["verdict"]
+        row["_key"] = text_key(v.get("reasoning", row.get("reasoning")), v.get("content", row.get("content")))
+    if row["_key"] in seen:
+        return False
+    seen.add(row["_key"])
+    return True
 
 
 @dataclass
@@ -71,12 +95,12 @@ class Draw:
     def settle(self, rule: Rule) -> bool:
         """Decide it when the judged samples allow; True once decided."""
         if self.decided is None:
-            passes = 0
+            passes, seen = 0, set()
             for t in range(rule.max_samples):
                 row = self.judged.get(t)
                 if row is None:
                     return False
-                passes += bool(row["verdict"]["keep"])
+                passes += counts_as_pass(row, seen)
                 if passes >= rule.keep:
                     self.decided = t + 1
                     return True
@@ -94,11 +118,11 @@ class Draw:
         if self.decided is not None or self.failed:
             return []
         out: list[int] = []
-        bound = 0  # passes below s, in-flight samples counted as passing
+        bound, seen = 0, set()  # passes below s, in-flight samples counted as passing
         for s in range(rule.max_samples):
             row = self.judged.get(s)
             if row is not None:
-                bound += bool(row["verdict"]["keep"])
+                bound += counts_as_pass(row, seen)
                 continue
             if s in self.in_flight:
                 if bound >= rule.keep:
@@ -173,6 +197,13 @@ class AdaptiveRun:
         self.unfinished: Counter[int] = Counter()  # chunk index -> draws not finished
         self.commits: list[asyncio.Task[None]] = []
         self.adaptive = AdaptiveTotals()
+        self.targets: dict[str, str | None] = {}  # prompt id -> the language its reasoning must be in
+        if cfg.stream and hasattr(backend, "watch"):  # a streamed trace that has already failed is stopped
+            backend.watch = self._watch
+            self._preset_model = FilterPreset.model_validate(preset)
+
+    def _watch(self, req: Request, reasoning: str) -> tuple[str, str] | None:
+        return failed_already(reasoning, req.domain, self.targets.get(req.id), self._preset_model, self.cfg.max_tokens)
 
     @property
     def sent(self) -> int:
@@ -269,6 +300,9 @@ class AdaptiveRun:
         work = await asyncio.to_thread(load_chunk, index, chunk, file_index, self.cfg, self.root, self.first)
         work.todo, work.pending = [], 0  # the fixed-N request list: not used here
         draws = [Draw(work, k) for k in range(len(work.prompts))]
+        if self.backend.batch_size == 1 and self.cfg.stream:
+            for p in work.prompts:  # as `distill filter` finds it
+                self.targets[p["id"]] = p["language"] or language.detect(p["problem"])
         by_id = {d.id: d for d in draws}
         unjudged = [(key, row) for key, row in work.done.items() if "verdict" not in row and key[0] in by_id]
         if unjudged:  # rows a finished shard handed back to redo its failed requests: judged once more
@@ -376,7 +410,7 @@ def commit_adaptive(
     try:
         for row_no, prompt, draw in zip(work.row_numbers, work.prompts, draws, strict=True):
             limit = draw.decided if draw.decided is not None else rule.max_samples
-            passing = 0
+            passing, seen = 0, set()
             for s in sorted(draw.judged):
                 res = draw.judged[s]
                 trace = trace_row(prompt, s, res, cfg, params)
@@ -388,7 +422,10 @@ def commit_adaptive(
                     continue
                 rows.append(trace)
                 judged.append(verdict)
-                passing += bool(res["verdict"]["keep"])
+                if res.get("finish_reason") == "abort":
+                    counts["stopped"] += 1
+                    counts["stopped_completion_tokens"] += res.get("completion_tokens") or 0
+                passing += counts_as_pass(res, seen)
                 counts["prompt_tokens"] += res.get("prompt_tokens") or 0
                 counts["completion_tokens"] += res.get("completion_tokens") or 0
                 flush()
@@ -402,8 +439,7 @@ def commit_adaptive(
         for row_no, error, raw in work.bad:
             writer.reject(path, row_no, error, raw)
         failed = sum(writer.reject_codes[c] for c in RETRIED_CODES)
-        adaptive = {k: counts[k] for k in ("kept", "prompts_full", "prompts_covered", "removed",
-                                           "removed_completion_tokens")}  # fmt: skip
+        adaptive = {k: counts[k] for k in ADAPTIVE_COUNTS}
         return writer.commit(
             rows_in=len(work.prompts) + len(work.bad),
             input=work.chunk.describe(work.file_index),
@@ -421,7 +457,7 @@ def adaptive_stats(ds: DatasetWriter, rule: Rule, preset_name: str | None, total
     """The run's adaptive counts, summed over the manifest's shards (right across any number of resumes)."""
     shards = [s.get("adaptive", {}) for s in ds.manifest.shards.values()]
     out: dict[str, Any] = {"preset": preset_name, **rule.describe(), "speculate": rule.speculate}
-    for k in ("kept", "prompts_full", "prompts_covered", "removed", "removed_completion_tokens"):
+    for k in ADAPTIVE_COUNTS:
         out[k] = sum(s.get(k, 0) for s in shards)
     spent = sum(s.get("completion_tokens", 0) for s in ds.manifest.shards.values()) + out["removed_completion_tokens"]
     out["completion_tokens_per_kept"] = round(spent / out["kept"], 1) if out["kept"] else None
@@ -438,12 +474,83 @@ def adaptive_lines(a: dict[str, Any], prompts: int) -> list[str]:
         + (f", {tokens:,.0f} completion tokens per kept trace" if tokens else "")
     ]
     run = a.get("this_run", {})
+    if a.get("stopped"):
+        lines.append(f"stopped in flight, a rule already failed (stream): {a['stopped']:,} traces, "
+                     f"{a['stopped_completion_tokens']:,} completion tokens until then")  # fmt: skip
     if a["removed"] or run.get("cancelled"):
         lines.append(
             f"drawn beyond a decided prompt: {a['removed']:,} answered (in _removed/, "
             f"{a['removed_completion_tokens']:,} completion tokens), {run.get('cancelled', 0):,} cancelled in flight"
         )
     return lines
+
+
+@dataclass(frozen=True)
+class Expected:
+    """One prompt of pass rate p, in expectation: samples drawn, passing among them, kept (at most `keep`), and the
+    chances it ends with one kept trace and with `keep`."""
+
+    drawn: float
+    passing: float
+    kept: float
+    covered: float
+    full: float
+
+
+def expected(p: float, keep: int, cap: int, fixed: bool = False) -> Expected:
+    """What the rule (draw until `keep` pass, at most `cap`) gives for pass rate p; `fixed`: `cap` samples each,
+    then `keep` of the passing ones selected."""
+    binom = [comb(cap, j) * p**j * (1 - p) ** (cap - j) for j in range(cap + 1)]
+    kept = sum(min(keep, j) * b for j, b in enumerate(binom))
+    if fixed:
+        drawn, passing = float(cap), cap * p
+    else:  # sample t is drawn while samples 0..t-1 hold fewer than `keep` passes
+        drawn = sum(sum(comb(t, j) * p**j * (1 - p) ** (t - j) for j in range(keep)) for t in range(cap))
+        passing = kept
+    return Expected(drawn, passing, kept, 1 - (1 - p) ** cap, sum(b for j, b in enumerate(binom) if j >= keep))
+
+
+def rate_mix(spec: Any, ctx: Any, default: float) -> tuple[list[tuple[float, float]], str]:
+    """Pass rates as (rate, weight) pairs, and where they came from: a pilot run's verdicts (the share of each
+    prompt's samples kept), a `distill difficulty` output (its pass_rate), {alpha, beta} of a Beta, or `default`
+    for every prompt."""
+    if spec is None:
+        return [(default, 1.0)], f"plan.keep_rate {default:.0%} for every prompt"
+    if not isinstance(spec, str):  # Beta(alpha, beta), on a grid of 200 cells
+        cells = [(k + 0.5) / 200 for k in range(200)]
+        weights = [x ** (spec.alpha - 1) * (1 - x) ** (spec.beta - 1) for x in cells]
+        return list(zip(cells, weights, strict=True)), f"pass rates ~ Beta({spec.alpha:g}, {spec.beta:g})"
+    from distill.store import DatasetReader
+
+    path = ctx.path(spec)
+    reader = DatasetReader(path)  # one line when it is not a finished dataset directory
+    names = reader.schema.names
+    if "keep" in names:
+        counts: dict[str, list[int]] = {}
+        for b in reader.iter_batches(columns=["id", "keep"], batch_size=65_536):
+            for pid, keep in zip(b.column(0).to_pylist(), b.column(1).to_pylist(), strict=True):
+                c = counts.setdefault(pid, [0, 0])
+                c[0] += 1
+                c[1] += bool(keep)
+        rates = [kept / n for n, kept in counts.values()]
+    elif "pass_rate" in names:
+        rates = [
+            r for b in reader.iter_batches(columns=["pass_rate"]) for r in b.column(0).to_pylist() if r is not None
+        ]
+    else:
+        raise UserError(f"plan.pass_rates {spec}: neither verdicts (a `keep` column) nor `distill difficulty` output "
+                        "(a `pass_rate` column); give a pilot run's filter output")  # fmt: skip
+    if not rates:
+        raise UserError(f"plan.pass_rates {spec}: no prompt with a pass rate in it")
+    return [(r, 1.0) for r in rates], f"pass rates of the {len(rates):,} prompts of {spec}"
+
+
+def mix_expected(mix: list[tuple[float, float]], keep: int, cap: int, fixed: bool = False) -> Expected:
+    """`expected` averaged over a mix of pass rates (per prompt)."""
+    total = sum(w for _, w in mix)
+    parts = [(expected(p, keep, cap, fixed), w / total) for p, w in mix]
+    return Expected(*(sum(getattr(e, f) * w for e, w in parts) for f in ("drawn", "passing", "kept", "covered",
+                                                                        "full")))  # fmt: skip
 
 
 def check_rule(keep: int | None, max_samples: int | None, cfg: TeacherConfig, speculate: int) -> Rule:

@@ -29,6 +29,9 @@ class Prices(StrictModel):
         return (prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok) / 1e6
 
 
+LATE_FAULTS = ("loop", "drift")  # added 2026-12: absent from a fingerprint while 0
+
+
 class SyntheticFaults(StrictModel):
     """Share of samples given each fault; at most one fault per sample, so the shares add up to <= 1."""
 
@@ -40,6 +43,8 @@ class SyntheticFaults(StrictModel):
     language_mix: float = Field(default=0.0, ge=0, le=1, description="a passage in Chinese inside the reasoning")
     code_block: float = Field(default=0.0, ge=0, le=1, description="a ```python block in the reasoning")
     long_paragraph: float = Field(default=0.0, ge=0, le=1, description="one runaway paragraph of 6,000+ chars")
+    loop: float = Field(default=0.0, ge=0, le=1, description="after reasoning, one line over and over to max_tokens")
+    drift: float = Field(default=0.0, ge=0, le=1, description="after reasoning, Chinese until max_tokens")
 
     @model_validator(mode="after")
     def _at_most_one(self) -> SyntheticFaults:
@@ -189,7 +194,9 @@ class TeacherConfig(StrictModel):
         out: dict[str, Any] = {k: getattr(self, k) for k in keys}
         out["params"] = self.params()
         if self.backend == "synthetic":
-            out["synthetic"] = self.synthetic.model_dump(exclude_none=True)  # unset: earlier fingerprints hold
+            synthetic = self.synthetic.model_dump(exclude_none=True)  # what is unset is absent: old fingerprints hold
+            synthetic["faults"] = {k: v for k, v in synthetic["faults"].items() if v or k not in LATE_FAULTS}
+            out["synthetic"] = synthetic
         if self.system_prompt is not None:  # absent otherwise: earlier outputs keep their fingerprint
             out["system_prompt"] = self.system_prompt
         return out
@@ -224,8 +231,8 @@ class GenerateOptions(StrictModel):
         default=None, ge=1, description="With --preset: the most samples one prompt may cost (default: `samples`)"
     )
     speculate: int = Field(
-        default=0, ge=0, description="With --preset: in the run's tail, with half the teacher's slots idle, samples a "
-        "prompt may have in flight beyond those it surely needs, to finish sooner (cancelled once it is decided; "
+        default=0, ge=0, description="With --preset: in the run's tail (no prompt left to start, few open), samples "
+        "a prompt may have in flight beyond those it surely needs, to finish sooner (cancelled once it is decided; "
         "those that come back cost tokens). 0: never more than the sequential rule draws",
     )  # fmt: skip
 
@@ -257,6 +264,9 @@ STAGE = register(
     With the full R1 behind vLLM: `--teacher configs/teacher/r1-vllm.yaml` (its `base_urls`); one client of
     16, each beside its own server: `--shard 3/16 --base-url http://localhost:8000/v1` (README, "Teacher
     traces").
+
+    Paying only for what is kept: `--preset filters/r1.yaml --keep 2 --max-samples 8` judges each trace as
+    it arrives and stops a prompt once 2 pass (README, "The teacher's bill").
     """,
         options=GenerateOptions,
         load="distill.teacher.stage:load",

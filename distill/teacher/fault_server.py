@@ -166,6 +166,9 @@ class FaultServer:
         delay = self.cfg.hang_s if fault == "hang" else self.cfg.latency_s + completion * self.cfg.seconds_per_token
         decoding = Decoding(time.monotonic(), completion)
         self.stats.scheduled_tokens += completion
+        if req.get("stream") and self.cfg.seconds_per_token and fault is None:
+            self._stream(decoding, answer.split(b"\n\n")[:-1], key, send, loop)
+            return decoding
 
         def finish() -> None:
             decoding.done = True
@@ -180,6 +183,29 @@ class FaultServer:
         finish()
         return None
 
+    def _stream(self, decoding: Decoding, events: list[bytes], key: str, send: Any, loop: Any) -> None:
+        """Send a stream's events as they decode: TICK_TOKENS of them per chunk, one chunk per TICK_TOKENS tokens'
+        time; the usage and [DONE] with the last."""
+        send(_CHUNKED_HEAD)
+        step = self.cfg.seconds_per_token * TICK_TOKENS
+
+        decoding.streamed = 0
+
+        def tick(k: int) -> None:
+            part = events[k : k + TICK_TOKENS]
+            decoding.streamed = min(decoding.tokens, k + len(part))
+            last = k + TICK_TOKENS >= len(events)
+            send(_chunk(b"".join(e + b"\n\n" for e in part)) + (_chunk(b"") if last else b""))
+            if last:
+                decoding.done = True
+                self.stats.answered += 1
+                self.stats.generated_tokens += decoding.tokens
+                self.stats.answered_keys[key] += 1
+            else:
+                decoding.timer = loop.call_later(step, tick, k + TICK_TOKENS)
+
+        decoding.timer = loop.call_later(self.cfg.latency_s + step, tick, 0)
+
     def abort(self, decoding: Decoding) -> None:
         """The client closed the connection of a request still being decoded: stop it, count what it cost."""
         if decoding.done or decoding.timer is None:
@@ -187,6 +213,9 @@ class FaultServer:
         decoding.timer.cancel()
         decoding.done = True
         self.stats.aborted += 1
+        if decoding.streamed is not None:
+            self.stats.generated_tokens += decoding.streamed
+            return
         elapsed = time.monotonic() - decoding.started - self.cfg.latency_s
         rate = self.cfg.seconds_per_token
         self.stats.generated_tokens += min(decoding.tokens, int(max(0.0, elapsed) / rate)) if rate else 0
@@ -200,7 +229,10 @@ class FaultServer:
         else:
             problem = prompt.replace(R1_MATH_SUFFIX, "").strip()
             sample = Request("srv", int(req.get("seed") or 0), "math", problem, None, req.get("seed"))
-            text, finish = raw_output(sample, self.teacher)
+            text, finish = raw_output(sample, self.teacher, req.get("max_tokens"))
+        limit = req.get("max_tokens")
+        if limit and len(text) // 4 > limit:  # as a server does: cut at max_tokens
+            text, finish = text[: limit * 4], "length"
         usage = {"prompt_tokens": len(prompt) // 4, "completion_tokens": len(text) // 4}
         if chat:
             message: dict[str, Any] = {"role": "assistant", "content": text}
@@ -211,6 +243,8 @@ class FaultServer:
         else:
             choice = {"index": 0, "text": text, "finish_reason": finish}
         tokens = usage["prompt_tokens"] + usage["completion_tokens"]
+        if req.get("stream") and self.cfg.seconds_per_token:  # token by token, as it decodes (see handle)
+            return b"".join(_stream_events(choice, usage, chat, size=4)), tokens, usage["completion_tokens"]
         if req.get("stream"):
             return _stream_response(choice, usage, chat), tokens, usage["completion_tokens"]
         body = orjson.dumps({"id": "cmpl", "object": "completion", "choices": [choice], "usage": usage})
@@ -232,26 +266,39 @@ def _response(body: bytes, status: int = 200, extra_headers: str = "") -> bytes:
     return head.encode() + body
 
 
-def _stream_response(choice: dict[str, Any], usage: dict[str, int], chat: bool) -> bytes:
-    """Server-sent events in a few deltas, then the usage, then [DONE]."""
+def _stream_events(choice: dict[str, Any], usage: dict[str, int], chat: bool, size: int = 200) -> list[bytes]:
+    """Server-sent events of `size`-character deltas, then the usage, then [DONE]."""
     events = []
     if chat:
         msg = choice["message"]
         for key in ("reasoning_content", "content"):
             text = msg.get(key) or ""
-            for k in range(0, len(text), 200):
-                events.append({"choices": [{"index": 0, "delta": {key: text[k : k + 200]}, "finish_reason": None}]})
+            for k in range(0, len(text), size):
+                events.append({"choices": [{"index": 0, "delta": {key: text[k : k + size]}, "finish_reason": None}]})
     else:
         text = choice["text"]
-        for k in range(0, len(text), 200):
-            events.append({"choices": [{"index": 0, "text": text[k : k + 200], "finish_reason": None}]})
+        for k in range(0, len(text), size):
+            events.append({"choices": [{"index": 0, "text": text[k : k + size], "finish_reason": None}]})
     last: dict[str, Any] = {"index": 0, "finish_reason": choice["finish_reason"]}
     last["delta" if chat else "text"] = {} if chat else ""
     events.append({"choices": [last]})
     events.append({"choices": [], "usage": usage})
-    body = b"".join(b"data: " + orjson.dumps(e) + b"\n\n" for e in events) + b"data: [DONE]\n\n"
+    return [b"data: " + orjson.dumps(e) + b"\n\n" for e in events] + [b"data: [DONE]\n\n"]
+
+
+def _stream_response(choice: dict[str, Any], usage: dict[str, int], chat: bool) -> bytes:
+    """The whole stream at once, in a few deltas."""
+    body = b"".join(_stream_events(choice, usage, chat))
     head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n\r\n" % len(body)
     return head + body
+
+
+_CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+TICK_TOKENS = 16  # a decoding stream sends its tokens in chunks of this many (one timer per chunk, not per token)
+
+
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n" % len(data) + data + b"\r\n"
 
 
 @dataclass
@@ -262,6 +309,7 @@ class Decoding:
     tokens: int
     timer: asyncio.TimerHandle | None = None
     done: bool = False
+    streamed: int | None = None  # a stream's tokens sent so far (its timers run late on a busy loop: count them)
 
 
 class _Protocol(asyncio.Protocol):

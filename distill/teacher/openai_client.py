@@ -24,6 +24,7 @@ import os
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from distill.teacher.ratelimit import LOG, RateLimiter
 FATAL_STATUS = {401: "check api_key_env", 403: "check api_key_env", 404: "check base_urls and model"}
 RETRY_STATUS = {408, 409, 425, 429}
 BODY_EXCERPT = 300
+WATCH_EVERY = 2_000  # characters of a streamed trace between two looks by `watch`
 
 
 class Transient(Exception):
@@ -170,6 +172,10 @@ class OpenAIBackend:
     async def generate(self, batch: list[Request]) -> list[dict[str, Any]]:
         return [await self.one(req) for req in batch]
 
+    # `generate --preset` with `stream: true` sets a watch: (request, reasoning so far) -> (code, detail) of a rule the
+    # trace has already failed, or None. It runs every WATCH_EVERY characters; a failed trace is stopped there.
+    watch: Callable[[Request, str], tuple[str, str] | None] | None = None
+
     async def one(self, req: Request) -> dict[str, Any]:
         """A result row, or `{"error": ...}` once every retry failed or the server rejected it."""
         body = self.body(req)
@@ -184,7 +190,7 @@ class OpenAIBackend:
             started = time.perf_counter()
             out: dict[str, Any] | None = None
             try:
-                out = await self._post(endpoint, body)
+                out = await self._post(endpoint, body, req)
             except Transient as e:
                 self.stats.errors[e.kind] += 1
                 if e.kind == "refused":
@@ -211,7 +217,7 @@ class OpenAIBackend:
             return out
         return {"error": f"request_failed: {last} (after {cfg.max_retries + 1} attempts)"}
 
-    async def _post(self, endpoint: Endpoint, body: bytes) -> dict[str, Any]:
+    async def _post(self, endpoint: Endpoint, body: bytes, req: Request) -> dict[str, Any]:
         assert self._session is not None, "start() the backend first"
         url = endpoint.url + self.path
         raw = b""
@@ -220,7 +226,7 @@ class OpenAIBackend:
                 if resp.status != 200:
                     await self._raise_for(resp, url)
                 if self.cfg.stream:
-                    return await self._read_stream(resp)
+                    return await self._read_stream(resp, req)
                 raw = await resp.read()
                 return self._parse(orjson.loads(raw))
         except (Transient, Rejected, UserError):
@@ -248,6 +254,14 @@ class OpenAIBackend:
             raise Transient(kind, f"HTTP {status} from {url}: {text}", _retry_after(resp.headers.get("Retry-After")))
         raise Rejected(f"HTTP {status} from {url}: {text}")
 
+    @staticmethod
+    def _thinking(parts: dict[str, list[str]]) -> str | None:
+        """The reasoning streamed so far; None once the think block has closed (the rules judge the whole)."""
+        if parts["reasoning_content"]:
+            return None if parts["content"] else "".join(parts["reasoning_content"])
+        text = "".join(parts["content"] or parts["text"])
+        return None if "</think>" in text else text.removeprefix("<think>").lstrip("\n")
+
     def _parse(self, data: dict[str, Any]) -> dict[str, Any]:
         choice = data["choices"][0]
         forced = self.cfg.api == "completion"
@@ -264,10 +278,13 @@ class OpenAIBackend:
             "completion_tokens": usage.get("completion_tokens"),
         }
 
-    async def _read_stream(self, resp: aiohttp.ClientResponse) -> dict[str, Any]:
-        """Server-sent events: accumulate the deltas into one message, then parse it like a whole answer."""
+    async def _read_stream(self, resp: aiohttp.ClientResponse, req: Request) -> dict[str, Any]:
+        """Server-sent events: accumulate the deltas into one message, then parse it like a whole answer. With a
+        watch, a trace that has already failed is stopped: the connection closes (the server aborts the request)
+        and the text so far comes back with finish_reason `abort`."""
         parts: dict[str, list[str]] = {"content": [], "reasoning_content": [], "text": []}
         finish, usage, done = None, {}, False
+        deltas, seen, next_check = 0, 0, WATCH_EVERY
         async for line in resp.content:
             line = line.strip()
             if not line.startswith(b"data:"):
@@ -290,6 +307,17 @@ class OpenAIBackend:
                 if choice.get("text"):
                     parts["text"].append(choice["text"])
                 finish = choice.get("finish_reason") or finish
+                deltas += 1
+                seen += sum(len(delta.get(k) or "") for k in ("content", "reasoning_content", "reasoning"))
+                seen += len(choice.get("text") or "")
+            if self.watch is not None and seen >= next_check:
+                next_check = seen + WATCH_EVERY
+                thinking = self._thinking(parts)
+                stopped = self.watch(req, thinking) if thinking is not None else None
+                if stopped is not None:
+                    resp.close()  # not released to the pool: the server sees the connection go and aborts
+                    return {"reasoning": thinking, "content": "", "finish_reason": "abort", "prompt_tokens": None,
+                            "completion_tokens": deltas, "stopped": stopped[0]}  # fmt: skip
         if not done:
             raise Transient("dropped", "the stream ended before [DONE]")
         message = {"content": "".join(parts["content"]), "reasoning_content": "".join(parts["reasoning_content"])}

@@ -14,7 +14,8 @@ order), committed, recorded in the manifest, and the journal deleted. So:
 
 This module is the scheduler (its options and declaration are in `config.py`); a chunk's requests and commit are in
 `chunks.py`, the backends behind `Backend` in `backends.py`, `--shard i/n` runs and their merge in
-`parts.py`.
+`parts.py`. With `--preset --keep --max-samples` the samples are drawn by `adaptive.py` instead: each trace
+judged as it arrives, a prompt stopped once it has enough.
 """
 
 from __future__ import annotations
@@ -33,7 +34,16 @@ from distill.progress import GenerateProgress
 from distill.sources import inputs as inputs_mod
 from distill.stages import Context, Flow, PlanContext
 from distill.store import WORK, DatasetWriter, StageOutput, StageResult
-from distill.teacher.adaptive import AdaptiveRun, AdaptiveTotals, Rule, adaptive_lines, adaptive_stats, check_rule
+from distill.teacher.adaptive import (
+    AdaptiveRun,
+    AdaptiveTotals,
+    Rule,
+    adaptive_lines,
+    adaptive_stats,
+    check_rule,
+    mix_expected,
+    rate_mix,
+)
 from distill.teacher.backends import Backend, make_backend
 from distill.teacher.chunks import (
     PROMPT,
@@ -364,8 +374,23 @@ def load(ctx: Context) -> TeacherConfig:
 
 
 def plan(p: PlanContext) -> Flow:
-    a, cfg, src = p.assumptions, p.ctx.settings, p.upstream
-    requests = (src.rows if src else 0) * cfg.samples
+    a, cfg, src, opts = p.assumptions, p.ctx.settings, p.upstream, p.options
+    prompts = src.rows if src else 0
+    samples, how, extra = float(cfg.samples), f"{cfg.samples} samples", {}
+    saving = ""
+    if opts.preset is not None:  # judged in flight: what the rule draws for the expected pass rates
+        keep, cap = opts.keep or 1, opts.max_samples or cfg.samples
+        mix, source = rate_mix(a.pass_rates, p.ctx, a.keep_rate)
+        rule, fixed = mix_expected(mix, keep, cap), mix_expected(mix, keep, cfg.samples, fixed=True)
+        samples = rule.drawn
+        how = (f"until {keep} pass, at most {cap}: {samples:.2f} per prompt for {source}; {rule.covered:.1%} of "
+               f"prompts with one kept" + (f", {rule.full:.1%} with {keep}" if keep > 1 else ""))  # fmt: skip
+        bill = _bill(cfg, a, prompts * cfg.samples)
+        saving = (f"; fixed N = {cfg.samples} would be {prompts * cfg.samples:,.0f} requests{bill}: "
+                  f"{samples / cfg.samples - 1:+.0%} teacher tokens, {rule.kept / fixed.kept - 1:+.0%} kept traces, "
+                  f"{rule.covered - fixed.covered:+.1%} prompts covered")  # fmt: skip
+        extra = {"expected_kept": prompts * rule.kept, "keep_rate": rule.kept / rule.drawn if rule.drawn else 0.0}
+    requests = prompts * samples
     tokens = requests * a.mean_completion_tokens
     gpu_h = tokens / a.teacher_tokens_per_s / 3600 * a.gpus_per_teacher_replica
     serving = (
@@ -380,12 +405,22 @@ def plan(p: PlanContext) -> Flow:
     return Flow(
         requests,
         a.mean_prompt_tokens + a.mean_completion_tokens,
-        extra={"prompts": src.rows if src else 0, "samples": cfg.samples},
-        note=f"{requests:,.0f} requests ({cfg.samples} samples), {tokens / 1e9:,.2f}B teacher tokens "
-        f"(plan.mean_completion_tokens {a.mean_completion_tokens:,.0f}); {serving}",
+        extra={"prompts": prompts, "samples": samples, **extra},
+        note=f"{requests:,.0f} requests ({how}), {tokens / 1e9:,.2f}B teacher tokens "
+        f"(plan.mean_completion_tokens {a.mean_completion_tokens:,.0f}); {serving}{saving}",
         teacher_gpu_h=gpu_h,
         teacher_usd=usd,
     )
+
+
+def _bill(cfg: TeacherConfig, a: Any, requests: float) -> str:
+    """`, ~$X` at a hosted teacher's prices, `, N GPU-hours` for a served one, '' for an offline one."""
+    tokens = requests * a.mean_completion_tokens
+    if cfg.backend in ("synthetic", "replay"):
+        return ""
+    if cfg.prices is not None:
+        return f", ~${cfg.prices.cost(int(requests * a.mean_prompt_tokens), int(tokens)):,.0f}"
+    return f", {tokens / a.teacher_tokens_per_s / 3600 * a.gpus_per_teacher_replica:,.0f} GPU-hours"
 
 
 def details(result: StageResult, ctx: Context) -> None:

@@ -145,8 +145,23 @@ def _wrong(answer: str, rng: random.Random) -> str:
         return answer + "1"
 
 
-def raw_output(req: Request, cfg: TeacherConfig) -> tuple[str, str]:
-    """(text as a server without a reasoning parser returns it, finish_reason), faults included."""
+def _late_failure(fault: str, max_tokens: int, rng: random.Random) -> list[str]:
+    """What R1's costliest failures add after reasoning normally, until max_tokens cuts them: one line over and
+    over (`loop`), or short paragraphs of Chinese (`drift`), about 4 characters per token of max_tokens."""
+    budget, out = max_tokens * 4, []
+    while budget > 0:
+        if fault == "loop":
+            out.append("Wait, let me recompute that last step once more to be sure.")
+        else:
+            a, b = rng.randrange(10, 1000), rng.randrange(10, 1000)
+            out.append(f"第{len(out) + 1}步：{a}加{b}等于{a + b}，我们继续检查这个结果是否正确。")
+        budget -= len(out[-1]) + 2
+    return ["\n".join(out)] if fault == "loop" else out
+
+
+def raw_output(req: Request, cfg: TeacherConfig, max_tokens: int | None = None) -> tuple[str, str]:
+    """(text as a server without a reasoning parser returns it, finish_reason), faults included; `max_tokens`
+    (default the teacher's) is where a late loop or drift ends."""
     rng = rng_for(cfg.synthetic, req)
     fault = _fault(cfg.synthetic, req, rng)
     solved = solve(req.problem)
@@ -182,6 +197,9 @@ def raw_output(req: Request, cfg: TeacherConfig) -> tuple[str, str]:
         steps.insert(len(steps) // 2, " ".join(run_on))
     reasoning = "\n\n".join(steps)
     final = f"The answer is {answer}." if fault == "no_boxed" else f"The answer is $\\boxed{{{answer}}}$."
+    if fault in ("loop", "drift"):  # cut off by max_tokens: no closing tag, no answer
+        late = "\n\n".join(_late_failure(fault, max_tokens or cfg.max_tokens, rng))
+        return f"{reasoning}\n\n{late}", "length"
     if fault == "truncated":
         return reasoning[: max(1, len(reasoning) // 2)], "length"
     if fault == "unclosed_think":
