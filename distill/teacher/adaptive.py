@@ -171,6 +171,7 @@ def judge(rows: list[dict[str, Any]], preset: dict[str, Any]) -> list[dict[str, 
 class AdaptiveTotals:
     cancelled: int = 0  # requests in flight for a decided prompt, cancelled
     speculative: int = 0  # samples drawn beyond the surely needed
+    engine_aborted: int | None = None  # backend vllm: cancelled requests its engine aborted (a server counts its own)
 
 
 class AdaptiveRun:
@@ -462,6 +463,8 @@ def adaptive_stats(ds: DatasetWriter, rule: Rule, preset_name: str | None, total
     spent = sum(s.get("completion_tokens", 0) for s in ds.manifest.shards.values()) + out["removed_completion_tokens"]
     out["completion_tokens_per_kept"] = round(spent / out["kept"], 1) if out["kept"] else None
     out["this_run"] = {"cancelled": totals.cancelled, "speculative": totals.speculative}
+    if totals.engine_aborted is not None:
+        out["this_run"]["engine_aborted"] = totals.engine_aborted
     return out
 
 

@@ -14,6 +14,7 @@ import itertools
 import queue
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from distill.errors import UserError
@@ -188,10 +189,11 @@ class VLLMBackend:
         self.cfg = cfg
         self.workers = cfg.batch_size
         self.stats = None
-        self._inbox: queue.SimpleQueue[tuple[str, Any, Any, asyncio.Future[Any]] | None] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[tuple[str, Any, Any, asyncio.Future[Any]] | _Abort | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._failed: BaseException | None = None
         self._ids = itertools.count()
+        self.aborted = 0  # requests the engine was told to abort
 
     def load(self) -> None:
         try:
@@ -231,19 +233,25 @@ class VLLMBackend:
         if self._failed is not None:
             raise self._failed
         loop = asyncio.get_running_loop()
-        waits, texts = [], []
+        waits, texts, ids = [], [], []
         for req in batch:
             text = _prompt_text(req, self.cfg, self.tokenizer)
             # Token ids, not text: the rendered template already holds any BOS, and vLLM would add another.
             prompt = {"prompt_token_ids": self.tokenizer.encode(text, add_special_tokens=False)}
             future: asyncio.Future[Any] = loop.create_future()
-            self._inbox.put((str(next(self._ids)), prompt, self.sampling_params(req), future))
+            ids.append(str(next(self._ids)))
+            self._inbox.put((ids[-1], prompt, self.sampling_params(req), future))
             waits.append(future)
             texts.append(text)
         if self._failed is not None:  # the engine died while these went in: the thread failed what it found
             raise self._failed
         started = time.perf_counter()
-        outputs = await asyncio.gather(*waits)
+        try:
+            outputs = await asyncio.gather(*waits)
+        except asyncio.CancelledError:  # `generate --preset` no longer needs them: the engine stops decoding them
+            for request_id in ids:
+                self._inbox.put(_Abort(request_id))
+            raise
         latency = round(time.perf_counter() - started, 4)
         rows = []
         for text, out in zip(texts, outputs, strict=True):
@@ -270,10 +278,17 @@ class VLLMBackend:
                         break
                     if item is None:
                         return
+                    if isinstance(item, _Abort):
+                        if waiting.pop(item.request_id, None) is not None:
+                            engine.abort_request([item.request_id])
+                            self.aborted += 1
+                        continue
                     request_id, prompt, params, future = item
                     engine.add_request(request_id, prompt, params)
                     waiting[request_id] = future
                     block = False
+                if not waiting:  # all that was in it was aborted: stepping an empty engine would block for good
+                    continue
                 for out in engine.step():
                     if out.finished and (future := waiting.pop(out.request_id, None)) is not None:
                         loop.call_soon_threadsafe(_resolve, future, out)
@@ -285,6 +300,13 @@ class VLLMBackend:
                     queued.append(self._inbox.get_nowait())
             for future in [*waiting.values(), *(item[3] for item in queued if item is not None)]:
                 loop.call_soon_threadsafe(_fail, future, e)
+
+
+@dataclass(frozen=True)
+class _Abort:
+    """A request the stage cancelled: the engine thread aborts it (vLLM frees its sequence at once)."""
+
+    request_id: str
 
 
 def _resolve(future: asyncio.Future[Any], value: Any) -> None:

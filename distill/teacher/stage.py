@@ -221,6 +221,7 @@ def run(ctx: Context) -> StageResult:
                 runner.run(_run(backend, cfg, ds, todo, root, first, total, have, show_progress, totals, adaptive))
             stats = generate_stats(ds, cfg, totals, backend, good, time.perf_counter() - o.started)
             if adaptive is not None:
+                totals.adaptive.engine_aborted = getattr(backend, "aborted", None)
                 stats["adaptive"] = adaptive_stats(ds, adaptive.rule, adaptive.preset_name, totals.adaptive)
             result = o.finish({"generate": stats})  # every chunk is a shard now: the journals go with .work/
     return merge_if_whole(out, n, result)  # outside the part's lock: the merge removes the parts
