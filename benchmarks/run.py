@@ -446,8 +446,10 @@ def adaptive_section() -> list[str]:
         f"{late['stopped_tokens']:,} completion tokens against {late['stopped_whole_tokens']:,} run whole "
         f"({late['stopped_tokens'] / late['stopped_whole_tokens']:.3f}×); the server decoded "
         f"{late['stream']['server_tokens']:,} tokens against {late['whole']['server_tokens']:,} "
-        f"({late['stream']['server_tokens'] / late['whole']['server_tokens']:.3f}×, the client reads a little behind "
-        f"the server). Stopped traces that would have passed: {late['stopped_that_passed_whole']} (goal 0); the same "
+        f"({late['stream']['server_tokens'] / late['whole']['server_tokens']:.3f}×: this server streams 50,000 "
+        "tokens/s per request and runs ahead of a client that looks every 2,000 characters; at a GPU's tens of "
+        "tokens/s per sequence the two counts meet). Stopped traces that would have passed: "
+        f"{late['stopped_that_passed_whole']} (goal 0); the same "
         f"(id, sample) rows either way: {'yes' if late['same_rows'] else 'NO'}.",
         "",
     ]

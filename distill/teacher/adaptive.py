@@ -197,7 +197,8 @@ class AdaptiveRun:
         self.draws: dict[int, list[Draw]] = {}  # chunk index -> its prompts' draws
         self.unfinished: Counter[int] = Counter()  # chunk index -> draws not finished
         self.commits: list[asyncio.Task[None]] = []
-        self.adaptive = AdaptiveTotals()
+        self.adaptive: AdaptiveTotals = totals.adaptive
+        self.sent = 0  # requests in the running tasks
         self.targets: dict[str, str | None] = {}  # prompt id -> the language its reasoning must be in
         if cfg.stream and hasattr(backend, "watch"):  # a streamed trace that has already failed is stopped
             backend.watch = self._watch
@@ -205,10 +206,6 @@ class AdaptiveRun:
 
     def _watch(self, req: Request, reasoning: str) -> tuple[str, str] | None:
         return failed_already(reasoning, req.domain, self.targets.get(req.id), self._preset_model, self.cfg.max_tokens)
-
-    @property
-    def sent(self) -> int:
-        return sum(len(batch) for batch in self.running.values())
 
     async def run(self) -> None:
         """Send, collect, judge, decide, until every prompt is finished. The judge runs beside the requests (in a
@@ -234,6 +231,7 @@ class AdaptiveRun:
                     continue
                 batch = self.running.pop(task)  # type: ignore[arg-type]
                 self.free_workers += 1
+                self.sent -= len(batch)
                 for draw, s in batch:
                     self.by_sample.pop((draw.id, s), None)
                 if task.cancelled():
@@ -289,6 +287,7 @@ class AdaptiveRun:
             requests = [self._request(d, s) for d, s in batch]
             task = asyncio.ensure_future(self.backend.generate(requests))
             self.running[task] = batch
+            self.sent += len(batch)
             for d, s in batch:
                 self.by_sample[(d.id, s)] = task
             self.free_workers -= 1

@@ -267,7 +267,6 @@ async def _run(
                 await _generate(backend, cfg, ds, todo, root, first, progress, totals)
             else:
                 run = AdaptiveRun(backend, cfg, adaptive.preset, adaptive.rule, ds, todo, root, first, progress, totals)
-                run.adaptive = totals.adaptive
                 await run.run()
     except BaseExceptionGroup as group:  # the TaskGroup's: raise the first cause as itself (a UserError first)
         errors = sorted(group.exceptions, key=lambda e: not isinstance(e, UserError))
