@@ -58,7 +58,7 @@ def _simulate(passes: list[bool], keep: int, cap: int, speculate: int, rng: rand
             drawn += 1
         s = rng.choice(sorted(draw.in_flight))  # any of those in flight comes back first
         draw.in_flight.discard(s)
-        draw.judged[s] = {"verdict": {"keep": passes[s]}}
+        draw.judged[s] = {"verdict": {"keep": passes[s]}, "reasoning": f"trace {s}", "content": ""}  # all distinct
         if draw.settle(rule):
             draw.in_flight.clear()  # cancelled
     return draw, drawn
