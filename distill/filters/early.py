@@ -14,14 +14,11 @@ text and finds the same code.
 
 from __future__ import annotations
 
-import re
-from collections import Counter
-
 from distill import language
 from distill.filters.config import FilterPreset
 from distill.filters.langcheck import foreign_words
+from distill.filters.readability import code_in_reasoning, longest_paragraph, repeated_line
 
-_PARAGRAPHS = re.compile(r"\n\s*\n")
 READABILITY_CODES = ("repetition", "long_paragraph", "code_block")
 
 
@@ -30,17 +27,13 @@ def failed_already(
 ) -> tuple[str, str] | None:
     """(reject code, what was seen) when `reasoning`, however it goes on, cannot pass the preset; else None."""
     read = preset.readability
-    if read.enabled:
-        lines = Counter(s for line in reasoning.splitlines() if len(s := line.strip()) >= read.min_repeated_line_chars)
-        if lines:
-            line, n = lines.most_common(1)[0]
-            if n > read.max_line_repeats:
-                return "repetition", f"stopped in flight: {line[:80]!r} {n} times"
-        if read.max_paragraph_chars is not None:
-            longest = max((len(p) for p in _PARAGRAPHS.split(reasoning)), default=0)
-            if longest > read.max_paragraph_chars:
-                return "long_paragraph", f"stopped in flight: a paragraph of {longest:,} characters"
-        if not read.allow_code_blocks and domain != "code" and "```" in reasoning:
+    if read.enabled:  # the readability checks that only grow with the text (distill/filters/readability.py)
+        if (loop := repeated_line(reasoning, read)) is not None:
+            return "repetition", f"stopped in flight: {loop[0][:80]!r} {loop[1]} times"
+        limit = read.max_paragraph_chars
+        if limit is not None and (longest := longest_paragraph(reasoning)) > limit:
+            return "long_paragraph", f"stopped in flight: a paragraph of {longest:,} characters"
+        if code_in_reasoning(reasoning, domain, read):
             return "code_block", "stopped in flight: a code fence in the reasoning"
     lang = preset.language
     if lang.enabled and target is not None and max_tokens and not reasoning.isascii():

@@ -48,10 +48,29 @@ def split_think(reasoning: str | None, content: str) -> tuple[str | None, str, b
     return reasoning, content, closed
 
 
+def repeated_line(text: str, cfg: ReadabilityConfig) -> tuple[str, int] | None:
+    """The substantial line seen more than `max_line_repeats` times, and how often; None when there is none."""
+    lines = Counter(s for line in text.splitlines() if len(s := line.strip()) >= cfg.min_repeated_line_chars)
+    if lines:
+        line, n = lines.most_common(1)[0]
+        if n > cfg.max_line_repeats:
+            return line, n
+    return None
+
+
+def longest_paragraph(text: str) -> int:
+    """Characters of the longest paragraph (paragraphs are split by blank lines)."""
+    return max((len(p) for p in _PARAGRAPHS.split(text)), default=0)
+
+
+def code_in_reasoning(reasoning: str, domain: str, cfg: ReadabilityConfig) -> bool:
+    """A code fence in the reasoning of a problem that is not about code, where the preset forbids it."""
+    return not cfg.allow_code_blocks and domain != "code" and "```" in reasoning
+
+
 def repeated(text: str, cfg: ReadabilityConfig) -> bool:
     """A loop: one substantial line many times, or a large share of repeated word n-grams."""
-    lines = Counter(line.strip() for line in text.splitlines() if len(line.strip()) >= cfg.min_repeated_line_chars)
-    if lines and lines.most_common(1)[0][1] > cfg.max_line_repeats:
+    if repeated_line(text, cfg) is not None:
         return True
     words = text.split()
     n = cfg.repetition_ngram
@@ -87,8 +106,8 @@ def check(
     text = reasoning or ""
     if repeated(text, cfg) or repeated(answer, cfg):
         return "repetition", reasoning, answer
-    if cfg.max_paragraph_chars is not None and any(len(p) > cfg.max_paragraph_chars for p in _PARAGRAPHS.split(text)):
+    if cfg.max_paragraph_chars is not None and longest_paragraph(text) > cfg.max_paragraph_chars:
         return "long_paragraph", reasoning, answer
-    if not cfg.allow_code_blocks and domain != "code" and "```" in text:
+    if code_in_reasoning(text, domain, cfg):
         return "code_block", reasoning, answer
     return None, reasoning, answer

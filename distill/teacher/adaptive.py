@@ -41,7 +41,7 @@ from distill.records import conform_table, get_record, output_schema
 from distill.sources import inputs as inputs_mod
 from distill.store import DatasetWriter, ShardWriter
 from distill.teacher.backends import Backend
-from distill.teacher.chunks import RETRIED_CODES, TRACE, WRITE_BATCH, ChunkWork, load_chunk, trace_row
+from distill.teacher.chunks import TRACE, WRITE_BATCH, ChunkWork, commit_shard, load_chunk, reject_sample, trace_row
 from distill.teacher.config import TeacherConfig
 from distill.teacher.prompting import Request
 
@@ -200,7 +200,8 @@ class AdaptiveRun:
         self.adaptive: AdaptiveTotals = totals.adaptive
         self.sent = 0  # requests in the running tasks
         self.targets: dict[str, str | None] = {}  # prompt id -> the language its reasoning must be in
-        if cfg.stream and hasattr(backend, "watch"):  # a streamed trace that has already failed is stopped
+        self.watching = cfg.stream and hasattr(backend, "watch")  # a streamed trace that has failed is stopped
+        if self.watching:
             backend.watch = self._watch
             self._preset_model = FilterPreset.model_validate(preset)
 
@@ -300,7 +301,7 @@ class AdaptiveRun:
         work = await asyncio.to_thread(load_chunk, index, chunk, file_index, self.cfg, self.root, self.first)
         work.todo, work.pending = [], 0  # the fixed-N request list: not used here
         draws = [Draw(work, k) for k in range(len(work.prompts))]
-        if self.backend.batch_size == 1 and self.cfg.stream:
+        if self.watching:
             for p in work.prompts:  # as `distill filter` finds it
                 self.targets[p["id"]] = p["language"] or language.detect(p["problem"])
         by_id = {d.id: d for d in draws}
@@ -429,24 +430,18 @@ def commit_adaptive(
                 counts["prompt_tokens"] += res.get("prompt_tokens") or 0
                 counts["completion_tokens"] += res.get("completion_tokens") or 0
                 flush()
-            for s, error in sorted(draw.failed.items()):
-                if s not in draw.judged:
-                    writer.reject(path, row_no, error, json.dumps({**prompt, "sample": s}, ensure_ascii=False))
+            for s, error in sorted(draw.failed.items()):  # failed samples are never judged: no row of theirs
+                reject_sample(writer, path, row_no, prompt, s, error)
             counts["kept"] += min(passing, rule.keep)
             counts["prompts_full"] += passing >= rule.keep
             counts["prompts_covered"] += passing > 0
         flush(final=True)
-        for row_no, error, raw in work.bad:
-            writer.reject(path, row_no, error, raw)
-        failed = sum(writer.reject_codes[c] for c in RETRIED_CODES)
-        adaptive = {k: counts[k] for k in ADAPTIVE_COUNTS}
-        return writer.commit(
-            rows_in=len(work.prompts) + len(work.bad),
-            input=work.chunk.describe(work.file_index),
-            failed_requests=failed,
+        return commit_shard(
+            writer,
+            work,
             prompt_tokens=counts["prompt_tokens"],
             completion_tokens=counts["completion_tokens"],
-            adaptive=adaptive,
+            adaptive={k: counts[k] for k in ADAPTIVE_COUNTS},
         )
     except BaseException:
         writer.abort()

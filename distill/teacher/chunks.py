@@ -117,7 +117,7 @@ def commit_chunk(work: ChunkWork, cfg: TeacherConfig, root: Path) -> dict[str, A
                 res = results.get(key)
                 if res is None:
                     error = work.failures.get(key, "request_failed: no result (the run stopped before it came back)")
-                    writer.reject(path, row_no, error, json.dumps({**prompt, "sample": s}, ensure_ascii=False))
+                    reject_sample(writer, path, row_no, prompt, s, error)
                     continue
                 buf.append(trace_row(prompt, s, res, cfg, params))
                 tokens["prompt_tokens"] += res.get("prompt_tokens") or 0
@@ -127,18 +127,30 @@ def commit_chunk(work: ChunkWork, cfg: TeacherConfig, root: Path) -> dict[str, A
                     buf = []
         if buf:
             writer.write(pa.Table.from_pylist(buf, schema=schema))
-        for row_no, error, raw in work.bad:
-            writer.reject(path, row_no, error, raw)
-        failed = sum(writer.reject_codes[c] for c in RETRIED_CODES)
-        return writer.commit(
-            rows_in=len(work.prompts) + len(work.bad),
-            input=work.chunk.describe(work.file_index),
-            failed_requests=failed,
-            **tokens,
-        )
+        return commit_shard(writer, work, **tokens)
     except BaseException:
         writer.abort()
         raise
+
+
+def reject_sample(writer: ShardWriter, path: str, row_no: int, prompt: dict[str, Any], sample: int, error: str) -> None:
+    """A sample with no result (its request failed every retry, or the run stopped first): a reject the next run
+    of the same command asks for again."""
+    writer.reject(path, row_no, error, json.dumps({**prompt, "sample": sample}, ensure_ascii=False))
+
+
+def commit_shard(writer: ShardWriter, work: ChunkWork, **extra: Any) -> dict[str, Any]:
+    """The end of a chunk's shard: the rows that could not be prompts as rejects, the failed requests counted (the
+    next run retries them), the shard committed with `extra` in its manifest entry."""
+    for row_no, error, raw in work.bad:
+        writer.reject(work.chunk.file.path, row_no, error, raw)
+    failed = sum(writer.reject_codes[c] for c in RETRIED_CODES)
+    return writer.commit(
+        rows_in=len(work.prompts) + len(work.bad),
+        input=work.chunk.describe(work.file_index),
+        failed_requests=failed,
+        **extra,
+    )
 
 
 def export_shard(root: Path, entry: dict[str, Any], index: int) -> None:

@@ -156,7 +156,7 @@ class FaultServer:
         if fault == "drop":
             close()
             return
-        answer, tokens, completion = self._answer(prompt, req, chat)
+        answer, tokens, completion, events = self._answer(prompt, req, chat)
         if self.keep_events and fault is None:
             self.stats.charged.append((arrived, tokens))
         if fault == "truncate":
@@ -166,8 +166,8 @@ class FaultServer:
         delay = self.cfg.hang_s if fault == "hang" else self.cfg.latency_s + completion * self.cfg.seconds_per_token
         decoding = Decoding(time.monotonic(), completion)
         self.stats.scheduled_tokens += completion
-        if req.get("stream") and self.cfg.seconds_per_token and fault is None:
-            self._stream(decoding, answer.split(b"\n\n")[:-1], key, send, loop)
+        if events is not None and fault is None:
+            self._stream(decoding, events, key, send, loop)
             return decoding
 
         def finish() -> None:
@@ -195,7 +195,7 @@ class FaultServer:
             part = events[k : k + TICK_TOKENS]
             decoding.streamed = min(decoding.tokens, k + len(part))
             last = k + TICK_TOKENS >= len(events)
-            send(_chunk(b"".join(e + b"\n\n" for e in part)) + (_chunk(b"") if last else b""))
+            send(_chunk(b"".join(part)) + (_chunk(b"") if last else b""))
             if last:
                 decoding.done = True
                 self.stats.answered += 1
@@ -220,8 +220,9 @@ class FaultServer:
         rate = self.cfg.seconds_per_token
         self.stats.generated_tokens += min(decoding.tokens, int(max(0.0, elapsed) / rate)) if rate else 0
 
-    def _answer(self, prompt: str, req: dict[str, Any], chat: bool) -> tuple[bytes, int, int]:
-        """The response, its usage's total tokens and its completion tokens."""
+    def _answer(self, prompt: str, req: dict[str, Any], chat: bool) -> tuple[bytes, int, int, list[bytes] | None]:
+        """The whole response, its usage's total tokens, its completion tokens, and for a stream this server decodes
+        token by token (`seconds_per_token`), its events one token each (a faulty answer is sent whole instead)."""
         if self.cfg.responder is not None:
             text, finish = self.cfg.responder(prompt), "stop"
         elif self.cfg.script is not None:
@@ -243,12 +244,12 @@ class FaultServer:
         else:
             choice = {"index": 0, "text": text, "finish_reason": finish}
         tokens = usage["prompt_tokens"] + usage["completion_tokens"]
-        if req.get("stream") and self.cfg.seconds_per_token:  # token by token, as it decodes (see handle)
-            return b"".join(_stream_events(choice, usage, chat, size=4)), tokens, usage["completion_tokens"]
+        completion = usage["completion_tokens"]
         if req.get("stream"):
-            return _stream_response(choice, usage, chat), tokens, usage["completion_tokens"]
+            events = _stream_events(choice, usage, chat, size=4) if self.cfg.seconds_per_token else None
+            return _stream_response(choice, usage, chat), tokens, completion, events
         body = orjson.dumps({"id": "cmpl", "object": "completion", "choices": [choice], "usage": usage})
-        return _response(body), tokens, usage["completion_tokens"]
+        return _response(body), tokens, completion, None
 
 
 def _response(body: bytes, status: int = 200, extra_headers: str = "") -> bytes:

@@ -385,23 +385,22 @@ def plan(p: PlanContext) -> Flow:
         samples = rule.drawn
         how = (f"until {keep} pass, at most {cap}: {samples:.2f} per prompt for {source}; {rule.covered:.1%} of "
                f"prompts with one kept" + (f", {rule.full:.1%} with {keep}" if keep > 1 else ""))  # fmt: skip
-        bill = _bill(cfg, a, prompts * cfg.samples)
+        fixed_gpu_h, fixed_usd = _teacher_cost(cfg, a, prompts * cfg.samples)
+        bill = f", ~${fixed_usd:,.0f}" if fixed_usd else f", {fixed_gpu_h:,.0f} GPU-hours" if fixed_gpu_h else ""
         saving = (f"; fixed N = {cfg.samples} would be {prompts * cfg.samples:,.0f} requests{bill}: "
                   f"{samples / cfg.samples - 1:+.0%} teacher tokens, {rule.kept / fixed.kept - 1:+.0%} kept traces, "
                   f"{rule.covered - fixed.covered:+.1%} prompts covered")  # fmt: skip
         extra = {"expected_kept": prompts * rule.kept, "keep_rate": rule.kept / rule.drawn if rule.drawn else 0.0}
     requests = prompts * samples
     tokens = requests * a.mean_completion_tokens
-    gpu_h = tokens / a.teacher_tokens_per_s / 3600 * a.gpus_per_teacher_replica
-    serving = (
-        f"{gpu_h:,.0f} GPU-hours at {a.teacher_tokens_per_s:,.0f} tok/s per {a.gpus_per_teacher_replica}-GPU replica"
-    )
-    usd = 0.0
-    if cfg.backend in ("synthetic", "replay"):  # the offline arithmetic teacher, answers already written: no GPU
-        gpu_h, serving = 0.0, f"{cfg.backend} teacher: no GPU"
-    elif cfg.prices is not None:  # a hosted API bills tokens, not GPU-hours
-        usd = cfg.prices.cost(int(requests * a.mean_prompt_tokens), int(tokens))
-        gpu_h, serving = 0.0, f"~${usd:,.0f} at the teacher's prices (hosted: no GPU-hours of yours)"
+    gpu_h, usd = _teacher_cost(cfg, a, requests)
+    if cfg.backend in OFFLINE_TEACHERS:
+        serving = f"{cfg.backend} teacher: no GPU"
+    elif cfg.prices is not None:
+        serving = f"~${usd:,.0f} at the teacher's prices (hosted: no GPU-hours of yours)"
+    else:
+        serving = (f"{gpu_h:,.0f} GPU-hours at {a.teacher_tokens_per_s:,.0f} tok/s per "
+                   f"{a.gpus_per_teacher_replica}-GPU replica")  # fmt: skip
     return Flow(
         requests,
         a.mean_prompt_tokens + a.mean_completion_tokens,
@@ -413,14 +412,18 @@ def plan(p: PlanContext) -> Flow:
     )
 
 
-def _bill(cfg: TeacherConfig, a: Any, requests: float) -> str:
-    """`, ~$X` at a hosted teacher's prices, `, N GPU-hours` for a served one, '' for an offline one."""
+OFFLINE_TEACHERS = ("synthetic", "replay")  # the offline arithmetic teacher, answers already written: no GPU
+
+
+def _teacher_cost(cfg: TeacherConfig, a: Any, requests: float) -> tuple[float, float]:
+    """(GPU-hours, USD) of `requests` at the plan's mean lengths: a served teacher costs GPU-hours, a hosted API
+    bills tokens at its prices, an offline one costs neither."""
     tokens = requests * a.mean_completion_tokens
-    if cfg.backend in ("synthetic", "replay"):
-        return ""
+    if cfg.backend in OFFLINE_TEACHERS:
+        return 0.0, 0.0
     if cfg.prices is not None:
-        return f", ~${cfg.prices.cost(int(requests * a.mean_prompt_tokens), int(tokens)):,.0f}"
-    return f", {tokens / a.teacher_tokens_per_s / 3600 * a.gpus_per_teacher_replica:,.0f} GPU-hours"
+        return 0.0, cfg.prices.cost(int(requests * a.mean_prompt_tokens), int(tokens))
+    return tokens / a.teacher_tokens_per_s / 3600 * a.gpus_per_teacher_replica, 0.0
 
 
 def details(result: StageResult, ctx: Context) -> None:
